@@ -1,0 +1,161 @@
+"""Run the signal flow and serve the API from one process.
+
+    python -m api.server --replay data/sample.ndjson.gz [--speed 0] [--host 127.0.0.1] [--port 8000]
+
+The flow runs on a background (non-daemon) thread; uvicorn owns the main thread and its signal
+handling, so SIGINT/SIGTERM run the app's shutdown, which ends the flow's source (a clean end of
+input, bytewax-0.21.md §5.4) and joins the thread. When a replay ends, the API keeps serving its
+final state until stopped. Every flag mirrors an ``HLSL_*`` variable (`flows.settings.Settings`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from api.app import create_app
+from flows.settings import Settings
+from flows.signal import Pipeline, build_pipeline, run_pipeline, tune_gc
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 10.0
+
+
+class FlowThread:
+    """Runs a pipeline on a named, non-daemon thread; `stop` ends it cleanly."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self._thread = threading.Thread(target=self._run, name="signal-flow")
+
+    def _run(self) -> None:
+        try:
+            run_pipeline(self.pipeline)
+        except BaseException:  # noqa: BLE001 - recorded in the store, reported by /health
+            return
+        log.info(
+            "signal flow ended (%s): %d signals", self.pipeline.store.state,
+            self.pipeline.store.signals_emitted,
+        )
+
+    def start(self) -> None:
+        """Start the flow."""
+        self._thread.start()
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+        """Ask the source to end, wait for the flow to flush; True if it ended in time."""
+        self.pipeline.stop.set()
+        self._thread.join(timeout=timeout_s)
+        alive = self._thread.is_alive()
+        if alive:
+            log.error("the signal flow did not stop within %.1f s", timeout_s)
+        return not alive
+
+
+def build_app(pipeline: Pipeline) -> FastAPI:
+    """The API app whose lifespan starts and stops the pipeline's flow."""
+    runner = FlowThread(pipeline)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        runner.start()
+        try:
+            yield
+        finally:
+            runner.stop()
+
+    return create_app(pipeline.store, lifespan)
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn without re-raising the stop signal after a graceful shutdown.
+
+    uvicorn re-raises a captured SIGINT/SIGTERM once it has shut down, which ends the process
+    with a KeyboardInterrupt traceback (SIGINT) or status 143 (SIGTERM). Here the first signal
+    starts a graceful shutdown (the app's lifespan stops the flow), a second one forces it, and
+    the process exits 0.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:  # noqa: D102 - see the class docstring
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def serve_in_thread(pipeline: Pipeline, host: str, port: int) -> threading.Thread:
+    """Serve the API for a flow run elsewhere (``python -m bytewax.run flows.signal``)."""
+    app = create_app(pipeline.store)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="api-server", daemon=True)
+    thread.start()
+    log.info("serving the API on http://%s:%d (docs at /docs)", host, port)
+    return thread
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    """CLI flags → `Settings` (flags override ``HLSL_*`` variables)."""
+    ap = argparse.ArgumentParser(
+        prog="python -m api.server",
+        description="Replay Hyperliquid captures through the signal flow and serve the API.",
+    )
+    ap.add_argument("--replay", nargs="+", metavar="PATH", help="capture files (HLSL_REPLAY)")
+    ap.add_argument("--coins", help="comma-separated coins to track (HLSL_COINS)")
+    ap.add_argument("--speed", type=float, help="0 = as fast as possible, 1 = real time")
+    ap.add_argument("--host", help="bind address (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, help="port (default 8000)")
+    ap.add_argument("--bar-ms", type=int, help="bar length in ms (default 1000)")
+    ap.add_argument("--lateness-ms", type=int, help="allowed lateness in ms (default 1000)")
+    ap.add_argument("--history-limit", type=int, help="envelopes kept per coin")
+    ap.add_argument("--log-level", help="DEBUG, INFO, WARNING ...")
+    ns = ap.parse_args(argv)
+    overrides: dict[str, Any] = {
+        k: v for k, v in vars(ns).items() if v is not None
+    }
+    if "replay" in overrides:
+        overrides["replay"] = ",".join(overrides["replay"])
+    try:
+        return Settings(**overrides)
+    except ValueError as ex:
+        ap.error(str(ex))
+        raise  # unreachable: ap.error exits
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m api.server``."""
+    settings = parse_args(argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        pipeline = build_pipeline(settings)
+    except (ValueError, FileNotFoundError) as ex:
+        log.error("%s", ex)
+        return 2
+    tune_gc()
+    app = build_app(pipeline)
+    log.info("serving on http://%s:%d (OpenAPI docs at /docs)", settings.host, settings.port)
+    server = GracefulServer(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+    )
+    server.run()
+    return 0 if pipeline.store.error is None else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,464 @@
+"""Raw Hyperliquid frames and capture lines → typed events.
+
+One parser serves every source (NDJSON replay now, the live WebSocket later), so a recorded frame
+and a live frame become the same events.
+
+Wire facts this relies on (``../shared/reference/hyperliquid-api.md`` §1):
+
+- data frames are ``{"channel": name, "data": payload}``; prices and sizes are decimal strings;
+- ``trades`` carries an array; its first frame after a (re)subscribe replays the last 30 trades, so
+  trades are de-duplicated on ``(coin, tid, time)``;
+- ``candle`` carries ONE object, re-pushed while the candle is open; only closed candles count;
+- ``allMids`` and ``activeAssetCtx`` carry no timestamp;
+- acks (``subscriptionResponse``), ``pong``, ``post`` and ``error`` frames, client requests found in
+  captures (``{"method": ...}``) and the plain-text greeting are control traffic, not data.
+
+Capture line formats (`decode_line`):
+
+(a) a bare frame: ``{"channel": ...}``
+(b) Hyperliquid's archive envelope: ``{"time": "2025-09-04T19:46:56.673877954", "ver_num": 1,
+    "raw": {frame}}`` (receive time, ISO UTC, ns)
+(c) ``<receive ns> <frame>`` as written by hftbacktest's collector.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from connectors.errors import FrameError
+from connectors.events import (
+    AssetCtx,
+    Bbo,
+    BookSnapshot,
+    Candle,
+    Event,
+    Mid,
+    Stream,
+    Trades,
+)
+
+log = logging.getLogger(__name__)
+
+GREETING: Final = "Websocket connection established."
+CONTROL_CHANNELS: Final = frozenset({"subscriptionResponse", "pong", "post"})
+DEDUPE_CAPACITY: Final = 100_000
+"""How many recent trade keys are remembered for de-duplication (the replay is 30 per coin)."""
+
+_DAY_CACHE: dict[str, int] = {}
+
+
+def iso_to_ns(stamp: str) -> int:
+    """Parse an archive receive time (``2025-09-04T19:46:56.673877954``, UTC) to ns since epoch.
+
+    Nanosecond precision is kept (``datetime`` stops at µs). A trailing ``Z`` or ``+00:00`` is
+    accepted; anything else falls back to `datetime.fromisoformat`. Whole seconds are cached, as
+    consecutive lines share them.
+
+    >>> iso_to_ns("1970-01-01T00:00:01.5")
+    1500000000
+    """
+    head = stamp[:19]
+    base = _SECOND_CACHE.get(head)
+    if base is None:
+        if len(head) != 19 or head[10] != "T" or head[13] != ":" or head[16] != ":":
+            return _iso_fallback(stamp)
+        day = head[:10]
+        day_ns = _DAY_CACHE.get(day)
+        if day_ns is None:
+            try:
+                d = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+            except ValueError:
+                return _iso_fallback(stamp)
+            day_ns = int(d.timestamp()) * 1_000_000_000
+            _DAY_CACHE[day] = day_ns
+        try:
+            secs = int(head[11:13]) * 3600 + int(head[14:16]) * 60 + int(head[17:19])
+        except ValueError:
+            return _iso_fallback(stamp)
+        base = day_ns + secs * 1_000_000_000
+        if len(_SECOND_CACHE) > 4096:
+            _SECOND_CACHE.clear()
+        _SECOND_CACHE[head] = base
+    rest = stamp[19:]
+    if not rest:
+        return base
+    if rest[-1] == "Z":
+        rest = rest[:-1]
+    elif rest.endswith("+00:00"):
+        rest = rest[:-6]
+    if rest[:1] != "." or not rest[1:].isdigit():
+        return base if not rest else _iso_fallback(stamp)
+    digits = rest[1:10]
+    return base + int(digits) * _SCALE[len(digits)]
+
+
+_SCALE: Final = tuple(10 ** (9 - k) for k in range(10))
+_SECOND_CACHE: dict[str, int] = {}
+
+
+def _iso_fallback(stamp: str) -> int:
+    try:
+        d = datetime.fromisoformat(stamp)
+    except ValueError as ex:
+        msg = f"unreadable receive time {stamp!r}"
+        raise FrameError("bad_receive_time", msg) from ex
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return int(d.timestamp() * 1_000_000) * 1000
+
+
+def decode_line(line: bytes) -> tuple[int | None, Any]:
+    """Split one capture line into ``(receive_ns or None, frame)``.
+
+    The frame is the decoded JSON value (normally a dict) or, for the server's plain-text greeting,
+    the string itself. Raises `FrameError` (``invalid_json``) for anything unreadable.
+    """
+    first = line[:1]
+    if first == b"{":
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as ex:
+            raise FrameError("invalid_json", str(ex)) from ex
+        raw = obj.get("raw", _MISSING) if type(obj) is dict else _MISSING
+        if raw is not _MISSING and "ver_num" in obj:
+            stamp = obj.get("time")
+            if type(stamp) is str:
+                return iso_to_ns(stamp), raw
+            if type(stamp) is int:
+                return stamp, raw
+            return None, raw
+        return None, obj
+    if first.isdigit():
+        head, sep, rest = line.partition(b" ")
+        if not sep or not head.isdigit():
+            raise FrameError("invalid_json", "expected '<receive ns> <frame>'")
+        try:
+            return int(head), orjson.loads(rest)
+        except orjson.JSONDecodeError as ex:
+            raise FrameError("invalid_json", str(ex)) from ex
+    text = line.decode("utf-8", "replace").strip()
+    if text.strip('"') == GREETING:
+        return None, GREETING
+    raise FrameError("invalid_json", f"not a JSON frame: {text[:80]!r}")
+
+
+_MISSING: Final = object()
+
+
+def _px(value: Any) -> float:
+    """A decimal string (or number) from the wire as float; raises ValueError/TypeError if bad."""
+    return float(value)
+
+
+def peek_time_ms(frame: Any) -> int | None:
+    """The exchange time of a frame without parsing it fully (for merging captures), else None."""
+    if type(frame) is not dict:
+        return None
+    data = frame.get("data")
+    if type(data) is dict:
+        t = data.get("time", data.get("T"))
+        return t if type(t) is int else None
+    if type(data) is list and data and type(data[0]) is dict:
+        t = data[0].get("time")
+        return t if type(t) is int else None
+    return None
+
+
+class FrameParser:
+    """Stateful frame → events parser: de-duplication, candle closing, timestamps, counters.
+
+    Args:
+        coins: coins to keep (exact names); ``None`` keeps every coin. ``allMids`` fans out only to
+            these coins, or, without a filter, to coins already seen on another channel.
+
+    Attributes:
+        frames: data frames accepted, by channel.
+        control: control frames seen, by kind (``subscriptionResponse``, ``pong``, ``error`` ...).
+        duplicates: trades dropped by de-duplication.
+        latest_ms: the latest exchange time seen (the replay's source clock).
+    """
+
+    def __init__(self, coins: frozenset[str] | None = None) -> None:
+        self.coins = coins
+        self.frames: Counter[str] = Counter()
+        self.control: Counter[str] = Counter()
+        self.duplicates = 0
+        self.ignored_coin = 0
+        self.latest_ms: int | None = None
+        self.seen_coins: set[str] = set()
+        self._dedupe: dict[tuple[str, int, int], None] = {}
+        # (coin, interval) -> (open t, fields) of the candle still open; closed bucket starts.
+        self._open_candles: dict[tuple[str, str], Candle] = {}
+        self._closed_t: dict[tuple[str, str], int] = {}
+        self._handlers = {
+            "trades": self._trades,
+            "l2Book": self._book,
+            "bbo": self._bbo,
+            "candle": self._candle,
+            "allMids": self._mids,
+            "activeAssetCtx": self._ctx,
+        }
+
+    def parse(self, frame: Any, recv_ns: int | None = None) -> list[Event]:
+        """Turn one frame into events (often one, sometimes none or several).
+
+        Control frames return ``[]`` and are counted in `control`. Raises `FrameError` for a frame
+        that cannot be used; the caller counts and logs it.
+        """
+        recv_ms = None if recv_ns is None else recv_ns // 1_000_000
+        if type(frame) is not dict:
+            if frame == GREETING:
+                self.control["greeting"] += 1
+                return []
+            raise FrameError("unknown_frame", f"not a frame object: {str(frame)[:80]!r}")
+        channel = frame.get("channel")
+        handler = self._handlers.get(channel)  # type: ignore[arg-type]
+        if handler is None:
+            return self._control(frame, channel)
+        try:
+            out = handler(frame["data"], recv_ms)
+        except FrameError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as ex:
+            msg = f"{type(ex).__name__}: {ex}"
+            raise FrameError(f"bad_{channel}", msg) from ex
+        self.frames[channel] += 1
+        if self._open_candles and out:
+            self._close_due_candles(recv_ms, out)
+        return out
+
+    def _control(self, frame: dict[str, Any], channel: Any) -> list[Event]:
+        if channel is None:
+            if "method" in frame:
+                self.control["client_request"] += 1
+                return []
+            raise FrameError("unknown_frame", f"no channel in frame: {str(frame)[:80]!r}")
+        if channel in CONTROL_CHANNELS:
+            self.control[channel] += 1
+            return []
+        if channel == "error":
+            self.control["error"] += 1
+            log.warning("exchange error frame: %s", str(frame.get("data"))[:200])
+            return []
+        raise FrameError("unknown_channel", f"channel {str(channel)[:40]!r}")
+
+    def _see(self, time_ms: int) -> None:
+        latest = self.latest_ms
+        if latest is None or time_ms > latest:
+            self.latest_ms = time_ms
+
+    def _keep(self, coin: str) -> bool:
+        coins = self.coins
+        if coins is not None and coin not in coins:
+            self.ignored_coin += 1
+            return False
+        self.seen_coins.add(coin)
+        return True
+
+    def _trades(self, data: Any, recv_ms: int | None) -> list[Event]:
+        if type(data) is not list:
+            raise FrameError("bad_trades", "trades data is not an array")
+        groups: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
+        dedupe = self._dedupe
+        for tr in data:
+            coin = tr["coin"]
+            t = tr["time"]
+            tid = tr["tid"]
+            if type(t) is not int or type(coin) is not str:
+                raise FrameError("bad_trades", f"bad coin/time in trade {str(tr)[:120]!r}")
+            key = (coin, tid, t)
+            if key in dedupe:
+                self.duplicates += 1
+                continue
+            dedupe[key] = None
+            side = tr["side"]
+            if side == "B":
+                s = 1
+            elif side == "A":
+                s = -1
+            else:
+                raise FrameError("bad_trades", f"unknown side {side!r} (expected 'B' or 'A')")
+            px = float(tr["px"])
+            sz = float(tr["sz"])
+            if not (px > 0.0 and sz >= 0.0):
+                raise FrameError("bad_trades", f"non-positive price or negative size in {tr!r}")
+            g = groups.get((coin, t))
+            if g is None:
+                groups[(coin, t)] = [(px, sz, s)]
+            else:
+                g.append((px, sz, s))
+        if len(dedupe) > DEDUPE_CAPACITY:
+            for old in list(dedupe)[: len(dedupe) - DEDUPE_CAPACITY // 2]:
+                del dedupe[old]
+        out: list[Event] = []
+        for (coin, t), prints in groups.items():
+            self._see(t)
+            if not self._keep(coin):
+                continue
+            buy_sz = sell_sz = buy_ntl = sell_ntl = 0.0
+            hi = lo = prints[0][0]
+            for px, sz, s in prints:
+                if s > 0:
+                    buy_sz += sz
+                    buy_ntl += px * sz
+                else:
+                    sell_sz += sz
+                    sell_ntl += px * sz
+                if px > hi:
+                    hi = px
+                elif px < lo:
+                    lo = px
+            out.append(
+                Trades(coin, t, recv_ms, tuple(prints), buy_sz, sell_sz, buy_ntl, sell_ntl, hi, lo)
+            )
+        return out
+
+    def _book(self, data: Any, recv_ms: int | None) -> list[Event]:
+        coin = data["coin"]
+        t = data["time"]
+        if type(t) is not int:
+            raise FrameError("bad_l2Book", "missing or non-integer time")
+        self._see(t)
+        if not self._keep(coin):
+            return []
+        levels = data["levels"]
+        if type(levels) is not list or len(levels) != 2:
+            raise FrameError("bad_l2Book", "levels is not [bids, asks]")
+        bids, asks = levels
+        if type(bids) is not list or type(asks) is not list:
+            raise FrameError("bad_l2Book", "a book side is not an array")
+        return [BookSnapshot(coin, t, recv_ms, (bids, asks))]
+
+    def _bbo(self, data: Any, recv_ms: int | None) -> list[Event]:
+        coin = data["coin"]
+        t = data["time"]
+        if type(t) is not int:
+            raise FrameError("bad_bbo", "missing or non-integer time")
+        self._see(t)
+        if not self._keep(coin):
+            return []
+        bid, ask = data["bbo"]
+        return [
+            Bbo(
+                coin,
+                t,
+                recv_ms,
+                None if bid is None else float(bid["px"]),
+                None if bid is None else float(bid["sz"]),
+                None if ask is None else float(ask["px"]),
+                None if ask is None else float(ask["sz"]),
+            )
+        ]
+
+    def _untimed(self, recv_ms: int | None, channel: str) -> int:
+        if recv_ms is not None:
+            return recv_ms
+        if self.latest_ms is not None:
+            return self.latest_ms
+        msg = "no receive time and no exchange time seen before it"
+        raise FrameError(f"untimed_{channel}", msg)
+
+    def _mids(self, data: Any, recv_ms: int | None) -> list[Event]:
+        mids = data["mids"]
+        if type(mids) is not dict:
+            raise FrameError("bad_allMids", "mids is not an object")
+        t = self._untimed(recv_ms, "allMids")
+        wanted = self.coins if self.coins is not None else self.seen_coins
+        out: list[Event] = []
+        for coin in wanted:
+            px = mids.get(coin)
+            if px is not None:
+                out.append(Mid(coin, t, recv_ms, float(px)))
+        out.sort(key=lambda m: m.coin)
+        return out
+
+    def _ctx(self, data: Any, recv_ms: int | None) -> list[Event]:
+        coin = data["coin"]
+        ctx = data["ctx"]
+        t = self._untimed(recv_ms, "activeAssetCtx")
+        if not self._keep(coin):
+            return []
+        impact = ctx.get("impactPxs")
+        mid = ctx.get("midPx")
+        premium = ctx.get("premium")
+        return [
+            AssetCtx(
+                coin,
+                t,
+                recv_ms,
+                float(ctx["funding"]),
+                float(ctx["openInterest"]),
+                float(ctx["markPx"]),
+                float(ctx["oraclePx"]),
+                None if mid is None else float(mid),
+                None if premium is None else float(premium),
+                None if not impact else float(impact[0]),
+                None if not impact else float(impact[1]),
+                float(ctx.get("dayNtlVlm") or 0.0),
+                float(ctx.get("prevDayPx") or 0.0),
+            )
+        ]
+
+    def _candle(self, data: Any, recv_ms: int | None) -> list[Event]:
+        if type(data) is list:  # tolerate the documented-but-wrong array form
+            out: list[Event] = []
+            for item in data:
+                out.extend(self._candle(item, recv_ms))
+            return out
+        coin = data["s"]
+        interval = data["i"]
+        t = data["t"]
+        close_t = data["T"]
+        if type(t) is not int or type(close_t) is not int or close_t < t:
+            raise FrameError("bad_candle", "t/T missing, not integers, or T < t")
+        if not self._keep(coin):
+            return []
+        candle = Candle(
+            coin,
+            close_t,
+            recv_ms,
+            str(interval),
+            t,
+            float(data["o"]),
+            float(data["h"]),
+            float(data["l"]),
+            float(data["c"]),
+            float(data["v"]),
+            int(data.get("n") or 0),
+        )
+        key = (coin, candle.interval)
+        closed_t = self._closed_t.get(key)
+        if closed_t is not None and t <= closed_t:
+            return []  # a re-push of a bucket already counted, or an older one
+        out = []
+        pending = self._open_candles.get(key)
+        if pending is not None and pending.open_ms < t:
+            # A new bucket started: the previous push was the final bar of its bucket.
+            del self._open_candles[key]
+            self._closed_t[key] = pending.open_ms
+            out.append(pending)
+        now = recv_ms if recv_ms is not None else self.latest_ms
+        if now is not None and close_t < now:
+            self._open_candles.pop(key, None)
+            self._closed_t[key] = t
+            self._see(close_t)
+            out.append(candle)
+        else:
+            self._open_candles[key] = candle
+        return out
+
+    def _close_due_candles(self, recv_ms: int | None, out: list[Event]) -> None:
+        """Close open candles whose close time has passed on the source's clock."""
+        now = recv_ms if recv_ms is not None else self.latest_ms
+        if now is None:
+            return
+        for key, candle in list(self._open_candles.items()):
+            if candle.time_ms < now:
+                del self._open_candles[key]
+                self._closed_t[key] = candle.open_ms
+                out.append(candle)

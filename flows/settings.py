@@ -1,0 +1,70 @@
+"""The one settings object: ``HLSL_*`` environment variables, mirrored by the CLI flags.
+
+``HLSL_REPLAY`` and ``HLSL_COINS`` take comma-separated lists. Invalid values fail at start with a
+message naming the variable.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+COIN_PATTERN = r"^[A-Za-z0-9:@_-]{1,32}$"
+
+
+def code_version() -> str:
+    """This package's version (named in every envelope)."""
+    try:
+        return version("hyperliquid-signal-layer")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+source"
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Service settings (env prefix ``HLSL_``; every duration has its unit in the name)."""
+
+    model_config = SettingsConfigDict(env_prefix="HLSL_", env_ignore_empty=True, extra="ignore")
+
+    replay: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="capture files to replay (comma-separated)"
+    )
+    coins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="coins to track, exact names (empty: every coin seen)"
+    )
+    bar_ms: int = Field(1000, ge=10, le=3_600_000, description="bar length")
+    lateness_ms: int = Field(1000, ge=0, le=600_000, description="allowed lateness")
+    speed: float = Field(0.0, ge=0.0, description="replay pace: 0 = as fast as possible, 1 = real")
+    api: bool = Field(True, description="serve the API while the flow runs")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    history_limit: int = Field(1000, ge=1, le=1_000_000, description="envelopes kept per coin")
+    window_obs: int = Field(60, ge=3, le=100_000, description="feature window (observations)")
+    warmup_obs: int = Field(30, ge=2, le=100_000, description="observations before warmed up")
+    depth_band_bps: float = Field(10.0, gt=0, le=10_000, description="depth band around mid")
+    batch_size: int = Field(1000, ge=1, le=100_000, description="frames per source batch")
+    log_level: str = "INFO"
+
+    @field_validator("replay", "coins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("coins")
+    @classmethod
+    def _valid_coins(cls, value: list[str]) -> list[str]:
+        import re
+
+        bad = [c for c in value if not re.match(COIN_PATTERN, c)]
+        if bad:
+            msg = f"not coin names: {bad!r} (expected {COIN_PATTERN})"
+            raise ValueError(msg)
+        return value
