@@ -84,8 +84,10 @@ def refresh(env: dict[str, Any], now_ms: int | None) -> dict[str, Any]:
         any_present |= judged.status is not FreshnessStatus.MISSING
         any_stale |= judged.status is FreshnessStatus.STALE
     status = (
-        FreshnessStatus.STALE if any_stale
-        else FreshnessStatus.OK if any_present
+        FreshnessStatus.STALE
+        if any_stale
+        else FreshnessStatus.OK
+        if any_present
         else FreshnessStatus.MISSING
     )
     out = dict(env)
@@ -159,7 +161,7 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _crash(_req: Request, ex: Exception) -> JSONResponse:
-        log.exception("unhandled error in the API")
+        log.error("unhandled error in the API", exc_info=ex)
         return JSONResponse({"detail": "internal error (logged)"}, status_code=500)
 
     def resolve(s: SignalStore, name: str) -> str:
@@ -171,7 +173,9 @@ def create_app(
             coins = s.coins()
             ambiguous = [c for c in coins if c.lower() == name.lower()]
             if ambiguous:
-                msg = f"coin {name!r} is ambiguous: {', '.join(ambiguous)} (names are case-sensitive)"
+                msg = (
+                    f"coin {name!r} is ambiguous: {', '.join(ambiguous)} (names are case-sensitive)"
+                )
                 raise ApiError(404, msg, coins)
             raise ApiError(404, f"unknown coin {name!r}", coins)
         return coin
@@ -226,9 +230,17 @@ def create_app(
                 )
             )
         info = s.source_info() or {
-            "kind": "none", "files": [], "lines_read": 0, "frames_by_channel": {},
-            "control_frames": {}, "lines_skipped": {}, "duplicate_trades": 0,
-            "ignored_coin_events": 0, "errors": [], "finished": False, "latest_event_ms": None,
+            "kind": "none",
+            "files": [],
+            "lines_read": 0,
+            "frames_by_channel": {},
+            "control_frames": {},
+            "lines_skipped": {},
+            "duplicate_trades": 0,
+            "ignored_coin_events": 0,
+            "errors": [],
+            "finished": False,
+            "latest_event_ms": None,
         }
         return State(
             health=health_of(s),

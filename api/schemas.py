@@ -1,11 +1,12 @@
 """The API's Pydantic v2 models: the signal envelope contract and the service documents.
 
 The envelope keeps the public ``jsrigiri/hyperliquid-signal-layer`` contract field for field
-(``timestamp_ms``, ``coin``, ``regime {label, confidence}``, ``signals {momentum, liquidity, risk}``,
-``edge {score, actionable, explain}``) and adds what agents need: ``schema_version``,
-``direction``, ``regime.since_ms`` and the rest of the regime block, named ``features`` with units
-in their names (and why any is null), per-stream ``freshness``, ``warmup`` status, the ``bar`` it
-describes and the ``producer`` (code version and settings).
+(``timestamp_ms``, ``coin``, ``regime {label, confidence}``,
+``signals {momentum, liquidity, risk}``, ``edge {score, actionable, explain}``) and adds what
+agents need: ``schema_version``, ``direction``, ``regime.since_ms`` and the rest of the regime
+block, named ``features`` with units in their names (and why any is null), per-stream
+``freshness``, ``warmup`` status, the ``bar`` it describes and the ``producer`` (code version and
+settings).
 
 Enums are stable: values are never renamed, only added. The committed JSON Schema
 (``api/signal_envelope.schema.json``) is generated from `SignalEnvelope`; a test fails when they
@@ -21,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.events import Stream
 from operators.edge import Direction, Explain
-from operators.features import FEATURE_NAMES
 from operators.freshness import FreshnessStatus
 from operators.regime import RegimeLabel, Rule
 
@@ -55,7 +55,9 @@ class Regime(_Model):
 class Signals(_Model):
     """The three contract signals in [0, 1]; null when no input supports them."""
 
-    momentum: Unit | None = Field(description="strength of the move vs its noise (0 none, 1 strong)")
+    momentum: Unit | None = Field(
+        description="strength of the move vs its noise (0 none, 1 strong)"
+    )
     liquidity: Unit | None = Field(description="1 = normal or better for this coin, 0 = none")
     risk: Unit | None = Field(description="market stress (vol expansion, spread, depth, flow, OI)")
 
@@ -76,35 +78,59 @@ class Features(_Model):
     A null value is never a silent 0: ``features_missing`` says why it is null.
     """
 
-    mid_px: float | None = Field(description="mid price (bbo/book, else allMids or ctx mid), quote currency")
+    mid_px: float | None = Field(
+        description="mid price (bbo/book, else allMids or ctx mid), quote currency"
+    )
     spread_bps: float | None = Field(description="best ask minus best bid over mid, bps")
-    microprice_px: float | None = Field(description="size-weighted mid (bid*ask_sz + ask*bid_sz)/(bid_sz + ask_sz)")
+    microprice_px: float | None = Field(
+        description="size-weighted mid (bid*ask_sz + ask*bid_sz)/(bid_sz + ask_sz)"
+    )
     microprice_offset_bps: float | None = Field(description="microprice minus mid over mid, bps")
-    tob_imbalance: float | None = Field(description="(bid_sz - ask_sz)/(bid_sz + ask_sz) at the touch, -1..1")
+    tob_imbalance: float | None = Field(
+        description="(bid_sz - ask_sz)/(bid_sz + ask_sz) at the touch, -1..1"
+    )
     depth_band_bps: float | None = Field(description="half-width of the depth band around mid, bps")
     depth_bid_usd: float | None = Field(description="bid notional within the band, quote currency")
     depth_ask_usd: float | None = Field(description="ask notional within the band, quote currency")
-    depth_imbalance: float | None = Field(description="(bid depth - ask depth)/(sum) within the band, -1..1")
+    depth_imbalance: float | None = Field(
+        description="(bid depth - ask depth)/(sum) within the band, -1..1"
+    )
     book_levels: float | None = Field(description="levels in the latest book, both sides")
     trade_count: float | None = Field(description="trades in this bar")
     buy_volume: float | None = Field(description="buying-aggressor volume in this bar, base coin")
     sell_volume: float | None = Field(description="selling-aggressor volume in this bar, base coin")
     vwap_px: float | None = Field(description="volume-weighted trade price in this bar")
-    trade_flow_imbalance: float | None = Field(description="(buy - sell)/(buy + sell) aggressor volume over the window, -1..1")
+    trade_flow_imbalance: float | None = Field(
+        description="(buy - sell)/(buy + sell) aggressor volume over the window, -1..1"
+    )
     trade_flow_imbalance_bar: float | None = Field(description="same, this bar only")
-    signed_notional_usd: float | None = Field(description="buy minus sell aggressor notional over the window, quote currency")
+    signed_notional_usd: float | None = Field(
+        description="buy minus sell aggressor notional over the window, quote currency"
+    )
     trade_rate_per_s: float | None = Field(description="trades per second over the window")
-    realized_vol_bps: float | None = Field(description="sqrt(sum of squared log returns) over the window, bps")
-    realized_vol_ann: float | None = Field(description="realized volatility annualised (365.25 d), fraction")
-    vol_expansion_ratio: float | None = Field(description="short-window vol per unit time over long-window vol per unit time")
-    parkinson_vol_ann: float | None = Field(description="Parkinson high-low volatility from closed candles, annualised fraction")
+    realized_vol_bps: float | None = Field(
+        description="sqrt(sum of squared log returns) over the window, bps"
+    )
+    realized_vol_ann: float | None = Field(
+        description="realized volatility annualised (365.25 d), fraction"
+    )
+    vol_expansion_ratio: float | None = Field(
+        description="short-window vol per unit time over long-window vol per unit time"
+    )
+    parkinson_vol_ann: float | None = Field(
+        description="Parkinson high-low volatility from closed candles, annualised fraction"
+    )
     momentum_bps: float | None = Field(description="log return over the window, bps")
-    efficiency_ratio: float | None = Field(description="Kaufman efficiency ratio |net move| / path length over the window, 0..1")
+    efficiency_ratio: float | None = Field(
+        description="Kaufman efficiency ratio |net move| / path length over the window, 0..1"
+    )
     price_zscore: float | None = Field(description="(price - window mean) / window std")
     spread_ratio: float | None = Field(description="spread over its rolling median (1 = usual)")
     depth_ratio: float | None = Field(description="band depth over its rolling median (1 = usual)")
     volume_ratio: float | None = Field(description="bar volume over its rolling median (1 = usual)")
-    funding_rate_1h: float | None = Field(description="hourly funding rate estimate (fraction, not %)")
+    funding_rate_1h: float | None = Field(
+        description="hourly funding rate estimate (fraction, not %)"
+    )
     premium_bps: float | None = Field(description="exchange premium (mark vs oracle), bps")
     open_interest: float | None = Field(description="open interest, base coin")
     oi_change_pct: float | None = Field(description="open-interest change over the window, percent")
@@ -256,7 +282,8 @@ if __name__ == "__main__":
     import sys
 
     sys.stdout.write(
-        orjson.dumps(envelope_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-        .decode()
+        orjson.dumps(
+            envelope_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+        ).decode()
         + "\n"
     )

@@ -40,10 +40,11 @@ class FlowThread:
     def _run(self) -> None:
         try:
             run_pipeline(self.pipeline)
-        except BaseException:  # noqa: BLE001 - recorded in the store, reported by /health
+        except BaseException:
             return
         log.info(
-            "signal flow ended (%s): %d signals", self.pipeline.store.state,
+            "signal flow ended (%s): %d signals",
+            self.pipeline.store.state,
             self.pipeline.store.signals_emitted,
         )
 
@@ -86,7 +87,7 @@ class GracefulServer(uvicorn.Server):
     """
 
     @contextmanager
-    def capture_signals(self) -> Iterator[None]:  # noqa: D102 - see the class docstring
+    def capture_signals(self) -> Iterator[None]:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -124,9 +125,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     ap.add_argument("--history-limit", type=int, help="envelopes kept per coin")
     ap.add_argument("--log-level", help="DEBUG, INFO, WARNING ...")
     ns = ap.parse_args(argv)
-    overrides: dict[str, Any] = {
-        k: v for k, v in vars(ns).items() if v is not None
-    }
+    overrides: dict[str, Any] = {k: v for k, v in vars(ns).items() if v is not None}
     if "replay" in overrides:
         overrides["replay"] = ",".join(overrides["replay"])
     try:

@@ -40,7 +40,7 @@ class ReplayFileError(FeedError):
 
 
 class SkipLog:
-    """Logs skipped input without flooding: the first ``first`` of each reason, then every ``every``.
+    """Logs skipped input without flooding: the first ``first`` per reason, then every ``every``.
 
     Every skip is still counted exactly; only the log lines are thinned.
     """

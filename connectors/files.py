@@ -44,10 +44,10 @@ def open_capture(path: Path) -> IO[bytes]:
     """Open a capture for binary reading, decompressing ``.gz`` and ``.lz4`` transparently."""
     name = path.name.lower()
     if name.endswith(".gz"):
-        return gzip.open(path, "rb")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     if name.endswith(".lz4"):
         return lz4.frame.open(path, "rb")  # type: ignore[no-any-return]
-    return open(path, "rb")  # noqa: SIM115 - closed by the reader
+    return open(path, "rb")
 
 
 @dataclass
@@ -164,7 +164,9 @@ class _FileReader:
             except FrameError as ex:
                 stats.skips.skip(ex.reason, f"{self.path}:{self.lineno}", ex.detail)
 
-    def read_batch(self, limit: int, parse: Callable[[Any, int | None], list[Event]]) -> list[Event]:
+    def read_batch(
+        self, limit: int, parse: Callable[[Any, int | None], list[Event]]
+    ) -> list[Event]:
         """Decode and parse up to ``limit`` lines straight into events (the unpaced fast path)."""
         stats = self._stats
         skip = stats.skips.skip
@@ -401,4 +403,3 @@ def read_events(paths: Sequence[str | Path], stats: ReplayStats | None = None) -
 
 
 __all__ = ["NdjsonSource", "ReplayStats", "open_capture", "read_events"]
-

@@ -38,7 +38,6 @@ from connectors.events import (
     Candle,
     Event,
     Mid,
-    Stream,
     Trades,
 )
 
@@ -94,7 +93,8 @@ def iso_to_ns(stamp: str) -> int:
     if rest[:1] != "." or not rest[1:].isdigit():
         return base if not rest else _iso_fallback(stamp)
     digits = rest[1:10]
-    return base + int(digits) * _SCALE[len(digits)]
+    ns: int = base + int(digits) * _SCALE[len(digits)]
+    return ns
 
 
 _SCALE: Final = tuple(10 ** (9 - k) for k in range(10))
@@ -227,7 +227,7 @@ class FrameParser:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as ex:
             msg = f"{type(ex).__name__}: {ex}"
             raise FrameError(f"bad_{channel}", msg) from ex
-        self.frames[channel] += 1
+        self.frames[str(channel)] += 1
         if self._open_candles and out:
             self._close_due_candles(recv_ms, out)
         return out

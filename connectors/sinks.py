@@ -45,9 +45,7 @@ class StoreSink(DynamicSink[tuple[str, Envelope]]):
         self.on_build = on_build
 
     @override
-    def build(
-        self, step_id: str, worker_index: int, worker_count: int
-    ) -> _StorePartition:
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
         if self.on_build is not None and worker_index == 0:
             self.on_build()
         return _StorePartition(self.store, self.collect)

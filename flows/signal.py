@@ -78,9 +78,7 @@ def build_flow(
     producer = Producer(code_version(), bar_ms, lateness_ms)
     flow = Dataflow("hyperliquid_signal")
     events = op.input("read_frames", flow, source)
-    bars, late = fold_bars(
-        "fold_bars", events, bar_ms=bar_ms, lateness_ms=lateness_ms, live=live
-    )
+    bars, late = fold_bars("fold_bars", events, bar_ms=bar_ms, lateness_ms=lateness_ms, live=live)
     if on_late is not None:
         count = on_late
 

@@ -166,7 +166,7 @@ class Bar:
             (Stream.CANDLE, self.candles),
         ):
             if items:
-                out[stream] = (len(items), items[-1].time_ms)  # type: ignore[attr-defined]
+                out[stream] = (len(items), items[-1].time_ms)
         return out
 
 
@@ -188,14 +188,31 @@ def _group_time(g: EventGroup) -> datetime:
     return EPOCH + timedelta(milliseconds=g.time_ms)
 
 
-def grouper(bar_ms: int) -> Callable[[list[Event]], list[tuple[str, EventGroup]]]:
-    """A batch mapper: events → ``(coin, EventGroup)`` per coin and bar, in first-seen order."""
+def grouper(bar_ms: int, lateness_ms: int) -> Callable[[list[Event]], list[tuple[str, EventGroup]]]:
+    """A batch mapper: events → ``(coin, EventGroup)`` per coin and bar, in first-seen order.
+
+    Lateness keeps its per-event meaning: an event is late iff it is more than ``lateness_ms``
+    behind the newest event of its coin seen before it (the `EventClock` watermark with a frozen
+    wall clock). Such an event is not grouped but emitted on its own after every group of the
+    batch, stamped with its own time, so the window judges it late; groups go out oldest stamp
+    first, so none raises the watermark past a group still to come. The result does not depend on
+    how the input was batched.
+    """
+    newest: dict[str, int] = {}
 
     def group(batch: list[Event]) -> list[tuple[str, EventGroup]]:
         groups: dict[tuple[str, int], EventGroup] = {}
+        stragglers: list[tuple[str, EventGroup]] = []
         for e in batch:
             t = e.time_ms
-            key = (e.coin, t // bar_ms)
+            coin = e.coin
+            top = newest.get(coin)
+            if top is None or t > top:
+                newest[coin] = t
+            elif t < top - lateness_ms:
+                stragglers.append((coin, EventGroup([e], t)))
+                continue
+            key = (coin, t // bar_ms)
             g = groups.get(key)
             if g is None:
                 groups[key] = EventGroup([e], t)
@@ -203,9 +220,16 @@ def grouper(bar_ms: int) -> Callable[[list[Event]], list[tuple[str, EventGroup]]
                 g.events.append(e)
                 if t > g.time_ms:
                     g.time_ms = t
-        return [(coin, g) for (coin, _), g in groups.items()]
+        # Newest-last, so no group raises a coin's watermark past a group still to come.
+        out = sorted(((coin, g) for (coin, _), g in groups.items()), key=_stamp)
+        out.extend(stragglers)
+        return out
 
     return group
+
+
+def _stamp(item: tuple[str, EventGroup]) -> int:
+    return item[1].time_ms
 
 
 def _extend(acc: list[Event], g: EventGroup) -> list[Event]:
@@ -225,7 +249,9 @@ def _never(_t: datetime) -> None:
     return None
 
 
-def make_clock(lateness_ms: int, *, live: bool, lag_margin_ms: int = 1000) -> EventClock[EventGroup]:
+def make_clock(
+    lateness_ms: int, *, live: bool, lag_margin_ms: int = 1000
+) -> EventClock[EventGroup]:
     """The event-time clock for bars (see the module docstring for replay vs live)."""
     wait = timedelta(milliseconds=lateness_ms)
     if live:
@@ -271,7 +297,9 @@ def fold_bars(
         msg = f"lateness_ms must be >= 0, got {lateness_ms!r}"
         raise ValueError(msg)
     clk = clock if clock is not None else make_clock(lateness_ms, live=live)
-    keyed: KeyedStream[EventGroup] = op.flat_map_batch(f"{step_id}_group", up, grouper(bar_ms))
+    keyed: KeyedStream[EventGroup] = op.flat_map_batch(
+        f"{step_id}_group", up, grouper(bar_ms, lateness_ms)
+    )
     windower = TumblingWindower(length=timedelta(milliseconds=bar_ms), align_to=EPOCH)
     wo = win.fold_window(
         step_id, keyed, clk, windower, builder=list, folder=_extend, merger=_concat, ordered=False

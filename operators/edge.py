@@ -157,9 +157,7 @@ class EdgeScorer:
 
     config: EdgeConfig = field(default_factory=EdgeConfig)
 
-    def score(
-        self, fv: FeatureVector, regime: RegimeState, signals: Signals, stale: bool
-    ) -> Edge:
+    def score(self, fv: FeatureVector, regime: RegimeState, signals: Signals, stale: bool) -> Edge:
         """Score one bar (DESIGN.md §Edge)."""
         cfg = self.config
         why: list[Explain] = [Explain(f"REGIME_{regime.label.value}")]
@@ -168,11 +166,7 @@ class EdgeScorer:
         if regime.rule.value == "no_price_input":
             why.append(Explain.NO_PRICE_INPUT)
         if regime.label is not RegimeLabel.UNKNOWN:
-            why.append(
-                Explain.REGIME_STABLE
-                if regime.dwell >= 5
-                else Explain.REGIME_NEW
-            )
+            why.append(Explain.REGIME_STABLE if regime.dwell >= 5 else Explain.REGIME_NEW)
         if regime.candidate is not None:
             why.append(Explain.REGIME_CHANGE_PENDING)
         why.extend(_STRESS_CODE[s] for s in regime.stresses)

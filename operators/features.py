@@ -257,8 +257,12 @@ class FeatureState:
                 for k, v in self.streams.items()
             },
             candle_interval_ms=self.candle_interval_ms,
-            event_count=len(bar.trades) + len(bar.books) + len(bar.bbos) + len(bar.mids)
-            + len(bar.ctxs) + len(bar.candles),
+            event_count=len(bar.trades)
+            + len(bar.books)
+            + len(bar.bbos)
+            + len(bar.mids)
+            + len(bar.ctxs)
+            + len(bar.candles),
             warmup_obs=cfg.warmup_obs,
         )
 
@@ -293,7 +297,11 @@ class FeatureState:
         """Keep the newest top of book (bbo or book), book, mids, context and last trade."""
         tob = self.tob
         for b in bar.bbos:
-            if b.bid_px is not None and b.ask_px is not None and (tob is None or b.time_ms >= tob[0]):
+            if (
+                b.bid_px is not None
+                and b.ask_px is not None
+                and (tob is None or b.time_ms >= tob[0])
+            ):
                 tob = (b.time_ms, b.bid_px, b.bid_sz or 0.0, b.ask_px, b.ask_sz or 0.0)
         book = bar.book
         if book is not None:
@@ -385,7 +393,11 @@ class FeatureState:
 
     def _depth(self, values: dict[str, float | None], missing: dict[str, str]) -> None:
         names = (
-            "depth_band_bps", "depth_bid_usd", "depth_ask_usd", "depth_imbalance", "book_levels",
+            "depth_band_bps",
+            "depth_bid_usd",
+            "depth_ask_usd",
+            "depth_imbalance",
+            "book_levels",
             "depth_ratio",
         )
         book = self.book
@@ -398,7 +410,7 @@ class FeatureState:
         values["depth_band_bps"] = band
         values["book_levels"] = float(len(book.bid_px) + len(book.ask_px))
         if not book.has_top:
-            for n in names[1:4] + ("depth_ratio",):
+            for n in (*names[1:4], "depth_ratio"):
                 missing[n] = "empty_book"
             return
         mid = (book.bid_px[0] + book.ask_px[0]) / 2.0
@@ -453,8 +465,7 @@ class FeatureState:
                 missing[n] = "no_trades_stream"
             return
         sums = self.flow_sums
-        entry = (bar.close_ms, bar.buy_sz, bar.sell_sz, bar.buy_ntl - bar.sell_ntl,
-                 bar.trade_count)
+        entry = (bar.close_ms, bar.buy_sz, bar.sell_sz, bar.buy_ntl - bar.sell_ntl, bar.trade_count)
         self.flow.append(entry)
         sums[0] += entry[1]
         sums[1] += entry[2]
@@ -506,8 +517,14 @@ class FeatureState:
             values["parkinson_vol_ann"] = math.sqrt(var * MS_PER_YEAR / dur) if dur > 0 else None
         else:
             missing["parkinson_vol_ann"] = "no_candles"
-        names = ("realized_vol_bps", "realized_vol_ann", "momentum_bps", "efficiency_ratio",
-                 "price_zscore", "vol_expansion_ratio")
+        names = (
+            "realized_vol_bps",
+            "realized_vol_ann",
+            "momentum_bps",
+            "efficiency_ratio",
+            "price_zscore",
+            "vol_expansion_ratio",
+        )
         if len(obs) < 3:
             for n in names:
                 missing[n] = "warming_up" if values["mid_px"] is not None or obs else "no_price"
@@ -520,9 +537,9 @@ class FeatureState:
         move = math.log(obs[-1].px / obs[0].px)
         values["momentum_bps"] = 1e4 * move
         values["efficiency_ratio"] = min(1.0, abs(move) / path) if path > 1e-15 else 0.0
-        n = len(obs)
-        mean_d = sum_d / n
-        var = max(0.0, (sum_d2 - n * mean_d * mean_d) / (n - 1))
+        count = len(obs)
+        mean_d = sum_d / count
+        var = max(0.0, (sum_d2 - count * mean_d * mean_d) / (count - 1))
         dev = obs[-1].px - self.px_ref - mean_d
         values["price_zscore"] = dev / math.sqrt(var) if var > 1e-18 else 0.0
         # Volatility expansion: recent variance per ms against the long baseline per ms.
@@ -541,8 +558,14 @@ class FeatureState:
             missing["vol_expansion_ratio"] = "warming_up"
 
     def _perp(self, bar: Bar, values: dict[str, float | None], missing: dict[str, str]) -> None:
-        names = ("funding_rate_1h", "premium_bps", "open_interest", "oi_change_pct", "mark_px",
-                 "oracle_px")
+        names = (
+            "funding_rate_1h",
+            "premium_bps",
+            "open_interest",
+            "oi_change_pct",
+            "mark_px",
+            "oracle_px",
+        )
         if self.ctx is None:
             for n in names:
                 missing[n] = "no_asset_ctx"

@@ -96,19 +96,14 @@ def judge_stream(
     expected = None if interval_ms is None else round(interval_ms)
     limit = stale_after_ms(stream, interval_ms)
     if age > limit:
-        reason = (
-            f"no {stream} for {age / 1000:.1f} s (stale after {limit / 1000:.1f} s"
-            + (f"; usually every {interval_ms / 1000:.2f} s)" if interval_ms else ")")
+        reason = f"no {stream} for {age / 1000:.1f} s (stale after {limit / 1000:.1f} s" + (
+            f"; usually every {interval_ms / 1000:.2f} s)" if interval_ms else ")"
         )
-        return StreamFreshness(
-            FreshnessStatus.STALE, last_ms, last_recv_ms, age, expected, reason
-        )
+        return StreamFreshness(FreshnessStatus.STALE, last_ms, last_recv_ms, age, expected, reason)
     return StreamFreshness(FreshnessStatus.OK, last_ms, last_recv_ms, age, expected, None)
 
 
-def judge_all(
-    clocks: dict[Stream, StreamClock], as_of_ms: int
-) -> dict[Stream, StreamFreshness]:
+def judge_all(clocks: dict[Stream, StreamClock], as_of_ms: int) -> dict[Stream, StreamFreshness]:
     """Judge every stream (missing ones included), in the canonical stream order."""
     out: dict[Stream, StreamFreshness] = {}
     for stream in STREAMS:

@@ -121,7 +121,8 @@ def _clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
 
 def inputs_of(fv: FeatureVector) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Which kinds of input the coin has had so far, and which it lacks."""
-    used, lacking = [], []
+    used: list[str] = []
+    lacking: list[str] = []
     for name, streams in _INPUT_STREAMS:
         (used if any(s in fv.streams for s in streams) else lacking).append(name)
     return tuple(used), tuple(lacking)
@@ -129,7 +130,7 @@ def inputs_of(fv: FeatureVector) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def raw_call(fv: FeatureVector, cfg: RegimeConfig, current: RegimeLabel) -> RawCall:
     """Apply the priority-ordered rules to one feature vector (``current`` sets the bands)."""
-    if fv.observations == 0 or fv.values.get("mid_px") is None and fv.price_source is None:
+    if fv.observations == 0 or (fv.values.get("mid_px") is None and fv.price_source is None):
         return RawCall(RegimeLabel.UNKNOWN, Rule.NO_PRICE, 0.0)
     if fv.warming_up:
         return RawCall(RegimeLabel.UNKNOWN, Rule.WARMING_UP, 0.0)
@@ -166,7 +167,9 @@ def raw_call(fv: FeatureVector, cfg: RegimeConfig, current: RegimeLabel) -> RawC
                 stresses.append("oi_drop")
         if stresses or (available == 0 and ver >= cfg.liq_ver_alone):
             margin = (
-                len(stresses) / available if available else _clamp((ver - cfg.liq_ver) / cfg.liq_ver)
+                len(stresses) / available
+                if available
+                else _clamp((ver - cfg.liq_ver) / cfg.liq_ver)
             )
             return RawCall(RegimeLabel.LIQUIDATION_RISK, Rule.CASCADE, margin, tuple(stresses))
 
@@ -179,12 +182,12 @@ def raw_call(fv: FeatureVector, cfg: RegimeConfig, current: RegimeLabel) -> RawC
     # 3. Trend vs mean reversion, with enter/exit bands.
     trend_er = cfg.trend_exit_er if current is RegimeLabel.TRENDING else cfg.trend_enter_er
     if er >= trend_er:
-        return RawCall(
-            RegimeLabel.TRENDING, Rule.TREND, _clamp((er - trend_er) / (1.0 - trend_er))
-        )
+        return RawCall(RegimeLabel.TRENDING, Rule.TREND, _clamp((er - trend_er) / (1.0 - trend_er)))
     mr_er = cfg.mr_exit_er if current is RegimeLabel.MEAN_REVERTING else cfg.mr_enter_er
     if er <= mr_er:
-        return RawCall(RegimeLabel.MEAN_REVERTING, Rule.MEAN_REVERSION, _clamp((mr_er - er) / mr_er))
+        return RawCall(
+            RegimeLabel.MEAN_REVERTING, Rule.MEAN_REVERSION, _clamp((mr_er - er) / mr_er)
+        )
     if current in (RegimeLabel.TRENDING, RegimeLabel.MEAN_REVERTING):
         return RawCall(current, Rule.HOLD, 0.0)
     # Between the bands with nothing to hold: the nearer side, with no margin.

@@ -40,9 +40,9 @@ class Scored:
     freshness: dict[str, Any]
 
 
-def features(step_id: str, bars: KeyedStream[Bar], config: FeatureConfig) -> KeyedStream[
-    FeatureVector
-]:
+def features(
+    step_id: str, bars: KeyedStream[Bar], config: FeatureConfig
+) -> KeyedStream[FeatureVector]:
     """Rolling features per coin: `FeatureState.update` on each closed bar."""
 
     def mapper(state: FeatureState | None, bar: Bar) -> tuple[FeatureState, FeatureVector]:
