@@ -1,0 +1,123 @@
+"""Replay throughput, end to end, as a ratio to plain JSON parsing of the same lines.
+
+    python -m tools.bench [PATH] [--repeat 5] [--json]
+
+Default PATH: the real 35-minute capture ``../shared/data/real/frames/
+hl_live_20250904_btc-eth-sol.ndjson.gz`` (falls back to ``data/sample.ndjson.gz`` when the shared
+data is absent). Each round measures, back to back on the same machine:
+
+- reference: ``orjson.loads`` over every line of the capture, already decompressed in memory;
+- flow: the full signal flow (read + decompress + parse + bars + features + regime + edge +
+  envelopes into the store), as ``tools.replay`` runs it.
+
+Machines here are shared and noisy, so the figure that matters is the ratio, flow/reference,
+taken from the best round of each (and the median shown beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from connectors.files import open_capture
+from flows.settings import Settings
+from flows.signal import build_pipeline, run_pipeline, tune_gc
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = REPO.parent / "shared/data/real/frames/hl_live_20250904_btc-eth-sol.ndjson.gz"
+FALLBACK = REPO / "data/sample.ndjson.gz"
+
+
+def read_lines(path: Path) -> list[bytes]:
+    """Every non-blank line of a capture, decompressed."""
+    with open_capture(path) as fh:
+        return [line for line in fh.read().split(b"\n") if line.strip()]
+
+
+def reference_rate(lines: list[bytes]) -> float:
+    """Lines per second of a plain ``orjson.loads`` loop (results dropped)."""
+    loads = orjson.loads
+    t0 = time.perf_counter()
+    for line in lines:
+        loads(line)
+    return len(lines) / (time.perf_counter() - t0)
+
+
+def flow_rate(path: Path) -> tuple[float, int, int]:
+    """Frames per second of the full flow; also frames and signals."""
+    pipeline = build_pipeline(Settings(replay=[str(path)], api=False))
+    gc.collect()
+    t0 = time.perf_counter()
+    run_pipeline(pipeline)
+    elapsed = time.perf_counter() - t0
+    return pipeline.stats.lines / elapsed, pipeline.stats.lines, pipeline.store.signals_emitted
+
+
+def bench(path: Path, repeat: int) -> dict[str, Any]:
+    """Interleaved rounds of reference and flow; best and median of each."""
+    lines = read_lines(path)
+    tune_gc()
+    refs: list[float] = []
+    flows: list[float] = []
+    frames = signals = 0
+    for _ in range(repeat):
+        refs.append(reference_rate(lines))
+        rate, frames, signals = flow_rate(path)
+        flows.append(rate)
+    best_ref, best_flow = max(refs), max(flows)
+    med_ref, med_flow = statistics.median(refs), statistics.median(flows)
+    return {
+        "capture": str(path),
+        "frames": frames,
+        "signals": signals,
+        "rounds": repeat,
+        "reference_orjson_frames_per_s": {"best": round(best_ref), "median": round(med_ref)},
+        "flow_frames_per_s": {"best": round(best_flow), "median": round(med_flow)},
+        "ratio_flow_to_reference": {
+            "best": round(best_flow / best_ref, 3),
+            "median": round(med_flow / med_ref, 3),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m tools.bench``."""
+    ap = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("path", nargs="?", type=Path, help="capture to replay")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds (default 5)")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON only")
+    ns = ap.parse_args(argv)
+    path = ns.path
+    if path is None:
+        path = DEFAULT if DEFAULT.is_file() else FALLBACK
+        if path == FALLBACK:
+            print(f"note: {DEFAULT} not found; using {FALLBACK}", file=sys.stderr)
+    if not path.is_file():
+        print(f"error: capture {path} not found", file=sys.stderr)
+        return 2
+    r = bench(path, max(1, ns.repeat))
+    if ns.json:
+        print(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    ref, flow, ratio = (
+        r["reference_orjson_frames_per_s"],
+        r["flow_frames_per_s"],
+        r["ratio_flow_to_reference"],
+    )
+    print(f"capture   {r['capture']}  ({r['frames']} frames -> {r['signals']} signals)")
+    print(f"rounds    {r['rounds']} (interleaved; best / median)")
+    print(f"reference orjson.loads   {ref['best']:>9,} / {ref['median']:>9,} frames/s")
+    print(f"flow      end to end     {flow['best']:>9,} / {flow['median']:>9,} frames/s")
+    print(f"ratio     flow/reference {ratio['best']:>9.3f} / {ratio['median']:>9.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
