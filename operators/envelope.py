@@ -7,16 +7,19 @@ against that model with ``extra="forbid"``, so the two cannot drift apart silent
 
 from __future__ import annotations
 
-import math
+from math import isfinite
 from dataclasses import dataclass
 from typing import Any, Final
 
 from operators.edge import Edge, Signals
 from operators.features import FeatureVector
-from operators.freshness import StreamFreshness, judge_all, overall
+from connectors.events import STREAMS
+from operators.freshness import FreshnessStatus, StreamFreshness, judge_all, overall
 from operators.regime import RegimeState
 
 SCHEMA_VERSION: Final = "1.0"
+_NAMES: Final = tuple(s.value for s in STREAMS)
+_STATUS: Final = {s: s.value for s in FreshnessStatus}
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,26 +31,20 @@ class Producer:
     lateness_ms: int
 
 
-def _num(v: float | None) -> float | None:
-    if v is None or not math.isfinite(v):
-        return None
-    return v
-
-
 def freshness_block(fv: FeatureVector, as_of_ms: int) -> dict[str, Any]:
     """Per-stream freshness as of ``as_of_ms`` (bar close here; the source clock in the API)."""
     judged = judge_all(fv.streams, as_of_ms)
     return {
         "as_of_ms": as_of_ms,
-        "status": str(overall(judged)),
-        "streams": {str(s): stream_block(f) for s, f in judged.items()},
+        "status": overall(judged).value,
+        "streams": {name: stream_block(f) for name, f in zip(_NAMES, judged.values(), strict=True)},
     }
 
 
 def stream_block(f: StreamFreshness) -> dict[str, Any]:
     """One stream's freshness as a dict."""
     return {
-        "status": str(f.status),
+        "status": _STATUS[f.status],
         "last_exchange_ms": f.last_exchange_ms,
         "last_recv_ms": f.last_recv_ms,
         "age_ms": f.age_ms,
@@ -65,13 +62,12 @@ def build_envelope(
     producer: Producer,
 ) -> dict[str, Any]:
     """Assemble the envelope (field order is part of the byte-identical replay promise)."""
-    features: dict[str, float | None] = {}
+    features = dict(fv.values)
     missing = dict(fv.missing)
-    for name, value in fv.values.items():
-        v = _num(value)
-        if v is None and value is not None:
-            missing[name] = "non_finite"
-        features[name] = v
+    bad = [k for k, v in features.items() if v is not None and not isfinite(v)]
+    for name in bad:  # NaN/inf never reach an agent: null with a reason
+        features[name] = None
+        missing[name] = "non_finite"
     n = fv.observations
     return {
         "schema_version": SCHEMA_VERSION,

@@ -60,7 +60,7 @@ class StreamClock:
         self.count += count
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StreamFreshness:
     """One stream's freshness as of some time on the source's clock."""
 

@@ -107,11 +107,11 @@ class RegimeState:
 
 
 _INPUT_STREAMS: Final = (
-    ("quotes", (Stream.BBO, Stream.L2BOOK, Stream.ALL_MIDS)),
-    ("book", (Stream.L2BOOK,)),
-    ("trades", (Stream.TRADES,)),
-    ("candles", (Stream.CANDLE,)),
-    ("asset_ctx", (Stream.ACTIVE_ASSET_CTX,)),
+    ("quotes", frozenset({Stream.BBO, Stream.L2BOOK, Stream.ALL_MIDS})),
+    ("book", frozenset({Stream.L2BOOK})),
+    ("trades", frozenset({Stream.TRADES})),
+    ("candles", frozenset({Stream.CANDLE})),
+    ("asset_ctx", frozenset({Stream.ACTIVE_ASSET_CTX})),
 )
 
 
@@ -121,10 +121,11 @@ def _clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
 
 def inputs_of(fv: FeatureVector) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Which kinds of input the coin has had so far, and which it lacks."""
+    have = fv.streams.keys()
     used: list[str] = []
     lacking: list[str] = []
     for name, streams in _INPUT_STREAMS:
-        (used if any(s in fv.streams for s in streams) else lacking).append(name)
+        (used if have & streams else lacking).append(name)
     return tuple(used), tuple(lacking)
 
 
