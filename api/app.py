@@ -200,6 +200,7 @@ def create_app(
             signals_emitted=s.signals_emitted,
             source_clock_ms=s.now_ms(),
             uptime_s=round(time.time() - s.started_wall_s, 3),
+            connections=(s.source_info() or {}).get("connections", []),
         )
 
     @app.get("/health", response_model=Health, tags=["service"])

@@ -172,6 +172,7 @@ class BarInfo(_Model):
     open_ms: int
     close_ms: int
     events: int = Field(ge=0)
+    gaps: int = Field(ge=0, description="input gaps (live reconnects) inside this bar")
     price_source: str | None = Field(description="mid, candle_close or last_trade")
     window_span_ms: int | None = Field(description="time spanned by the feature window")
 
@@ -217,6 +218,24 @@ class SignalHistory(_Model):
     count: int
 
 
+class ConnectionState(_Model):
+    """One live WebSocket connection."""
+
+    name: str
+    coins: list[str]
+    connected: bool
+    subscriptions: int = Field(description="subscriptions sent per (re)connect")
+    acknowledged: int = Field(description="subscriptions acknowledged on the current socket")
+    primed_coins: int = Field(description="coins primed from REST (warm start)")
+    reconnects: int
+    resubscribes: int = Field(description="silent subscriptions re-subscribed")
+    frames: int
+    error_frames: int
+    skipped: int = Field(description="frames that could not be parsed")
+    last_frame_ms: int | None = Field(description="wall-clock time of the last frame")
+    last_error: str | None
+
+
 class SourceState(_Model):
     """What the input source has done."""
 
@@ -231,6 +250,7 @@ class SourceState(_Model):
     errors: list[str]
     finished: bool
     latest_event_ms: int | None
+    connections: list[ConnectionState] = Field(default_factory=list)
 
 
 class Health(_Model):
@@ -244,6 +264,9 @@ class Health(_Model):
     signals_emitted: int
     source_clock_ms: int | None
     uptime_s: float
+    connections: list[ConnectionState] = Field(
+        default_factory=list, description="live connections (empty for a replay)"
+    )
 
 
 class CoinState(_Model):

@@ -22,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.app import create_app
+from connectors.errors import FeedError
 from flows.settings import Settings
 from flows.signal import Pipeline, build_pipeline, run_pipeline, tune_gc
 
@@ -113,10 +114,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     """CLI flags → `Settings` (flags override ``HLSL_*`` variables)."""
     ap = argparse.ArgumentParser(
         prog="python -m api.server",
-        description="Replay Hyperliquid captures through the signal flow and serve the API.",
+        description="Run the signal flow (live from Hyperliquid, or replaying captures) and "
+        "serve the API.",
     )
     ap.add_argument("--replay", nargs="+", metavar="PATH", help="capture files (HLSL_REPLAY)")
-    ap.add_argument("--coins", help="comma-separated coins to track (HLSL_COINS)")
+    ap.add_argument(
+        "--coins", help="comma-separated coins (HLSL_COINS); live: required, ALL = every perp"
+    )
     ap.add_argument("--speed", type=float, help="0 = as fast as possible, 1 = real time")
     ap.add_argument("--host", help="bind address (default 127.0.0.1)")
     ap.add_argument("--port", type=int, help="port (default 8000)")
@@ -124,6 +128,23 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     ap.add_argument("--lateness-ms", type=int, help="allowed lateness in ms (default 1000)")
     ap.add_argument("--history-limit", type=int, help="envelopes kept per coin")
     ap.add_argument("--log-level", help="DEBUG, INFO, WARNING ...")
+    ap.add_argument("--ws-url", help="exchange WebSocket URL (HLSL_WS_URL; default mainnet)")
+    ap.add_argument("--info-url", help="exchange /info URL (HLSL_INFO_URL; default mainnet)")
+    ap.add_argument(
+        "--book-fast",
+        action="store_true",
+        default=None,
+        help="l2Book fast mode (5 levels every ~0.5 s)",
+    )
+    ap.add_argument(
+        "--no-warm-start",
+        dest="warm_start",
+        action="store_false",
+        default=None,
+        help="do not prime coins from REST",
+    )
+    ap.add_argument("--record", help="write every consumed input to this capture (HLSL_RECORD)")
+    ap.add_argument("--signals-out", help="append every envelope to this NDJSON file")
     ns = ap.parse_args(argv)
     overrides: dict[str, Any] = {k: v for k, v in vars(ns).items() if v is not None}
     if "replay" in overrides:
@@ -143,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         pipeline = build_pipeline(settings)
-    except (ValueError, FileNotFoundError) as ex:
-        log.error("%s", ex)
+    except (ValueError, FileNotFoundError, FeedError) as ex:
+        log.error("cannot start: %s", ex)
         return 2
     tune_gc()
     app = build_app(pipeline)

@@ -150,6 +150,9 @@ class BookSnapshot:
                 tuple([float(lv["sz"]) for lv in asks]),
                 tuple([float(lv.get("n") or 0) for lv in asks]),
             )
+            if any(x - x != 0.0 for side in sides for x in side):
+                msg = "non-finite number in a level"
+                raise ValueError(msg)
         except (KeyError, TypeError, ValueError, AttributeError) as ex:
             self.error = f"unreadable level: {type(ex).__name__}: {ex}"
             sides = ((), (), (), (), (), ())
@@ -277,5 +280,21 @@ class AssetCtx:
     KIND = Kind.CTX
 
 
-Event = Trades | BookSnapshot | Bbo | Candle | Mid | AssetCtx
+@dataclass(slots=True)
+class Gap:
+    """A hole in a coin's input: the live connection carrying it dropped and came back.
+
+    Stamped with the receive time of the reconnect; ``down_ms`` is how long the connection was
+    down. Recorded captures carry it as a ``hlsl.gap`` control frame, so a replay sees the hole.
+    """
+
+    coin: str
+    time_ms: int
+    recv_ms: int | None
+    reason: str
+    down_ms: int
+    KIND = Kind.GAP
+
+
+Event = Trades | BookSnapshot | Bbo | Candle | Mid | AssetCtx | Gap
 """Any typed market event."""

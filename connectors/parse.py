@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -37,6 +38,7 @@ from connectors.events import (
     BookSnapshot,
     Candle,
     Event,
+    Gap,
     Mid,
     Trades,
 )
@@ -45,6 +47,9 @@ log = logging.getLogger(__name__)
 
 GREETING: Final = "Websocket connection established."
 CONTROL_CHANNELS: Final = frozenset({"subscriptionResponse", "pong", "post"})
+GAP_CHANNEL: Final = "hlsl.gap"
+ACTIVATE_CHANNEL: Final = "hlsl.activate"
+_LOCAL_CHANNELS: Final = frozenset({GAP_CHANNEL, ACTIVATE_CHANNEL})
 DEDUPE_CAPACITY: Final = 100_000
 """How many recent trade keys are remembered for de-duplication (the replay is 30 per coin)."""
 
@@ -150,9 +155,13 @@ def decode_line(line: bytes) -> tuple[int | None, Any]:
 _MISSING: Final = object()
 
 
-def _px(value: Any) -> float:
-    """A decimal string (or number) from the wire as float; raises ValueError/TypeError if bad."""
-    return float(value)
+def _num(value: Any) -> float:
+    """A wire number (decimal string) as a finite float; ValueError for NaN, inf or garbage."""
+    x = float(value)
+    if x - x != 0.0:  # NaN or ±inf (cheaper than math.isfinite's call on the hot path)
+        msg = f"non-finite number {value!r}"
+        raise ValueError(msg)
+    return x
 
 
 def peek_time_ms(frame: Any) -> int | None:
@@ -191,6 +200,9 @@ class FrameParser:
         self.ignored_coin = 0
         self.latest_ms: int | None = None
         self.seen_coins: set[str] = set()
+        # Coins a live connection has activated (primed and subscribed); allMids fans out only
+        # to them once a capture says so, so a replay sees exactly what the live run saw.
+        self.active: set[str] | None = None
         self._dedupe: dict[tuple[str, int, int], None] = {}
         # (coin, interval) -> (open t, fields) of the candle still open; closed bucket starts.
         self._open_candles: dict[tuple[str, str], Candle] = {}
@@ -219,6 +231,8 @@ class FrameParser:
         channel = frame.get("channel")
         handler = self._handlers.get(channel)  # type: ignore[arg-type]
         if handler is None:
+            if channel in _LOCAL_CHANNELS:
+                return self._local(channel, frame.get("data"), recv_ms)
             return self._control(frame, channel)
         try:
             out = handler(frame["data"], recv_ms)
@@ -231,6 +245,24 @@ class FrameParser:
         if self._open_candles and out:
             self._close_due_candles(recv_ms, out)
         return out
+
+    def _local(self, channel: str, data: Any, recv_ms: int | None) -> list[Event]:
+        """This project's own markers in live captures (``hlsl.gap``, ``hlsl.activate``)."""
+        self.control[channel] += 1
+        try:
+            coins = [str(c) for c in data["coins"]]
+        except (KeyError, TypeError) as ex:
+            msg = f"{channel} without a coin list"
+            raise FrameError(f"bad_{channel}", msg) from ex
+        if channel == "hlsl.activate":
+            if self.active is None:
+                self.active = set()
+            self.active.update(coins)
+            return []
+        t = self._untimed(recv_ms, channel)
+        reason = str(data.get("reason", "reconnect"))
+        down = int(data.get("down_ms") or 0)
+        return [Gap(c, t, recv_ms, reason, down) for c in coins if self._keep(c)]
 
     def _control(self, frame: dict[str, Any], channel: Any) -> list[Event]:
         if channel is None:
@@ -283,8 +315,8 @@ class FrameParser:
                 s = -1
             else:
                 raise FrameError("bad_trades", f"unknown side {side!r} (expected 'B' or 'A')")
-            px = float(tr["px"])
-            sz = float(tr["sz"])
+            px = _num(tr["px"])
+            sz = _num(tr["sz"])
             if not (px > 0.0 and sz >= 0.0):
                 raise FrameError("bad_trades", f"non-positive price or negative size in {tr!r}")
             g = groups.get((coin, t))
@@ -348,10 +380,10 @@ class FrameParser:
                 coin,
                 t,
                 recv_ms,
-                None if bid is None else float(bid["px"]),
-                None if bid is None else float(bid["sz"]),
-                None if ask is None else float(ask["px"]),
-                None if ask is None else float(ask["sz"]),
+                None if bid is None else _num(bid["px"]),
+                None if bid is None else _num(bid["sz"]),
+                None if ask is None else _num(ask["px"]),
+                None if ask is None else _num(ask["sz"]),
             )
         ]
 
@@ -368,12 +400,17 @@ class FrameParser:
         if type(mids) is not dict:
             raise FrameError("bad_allMids", "mids is not an object")
         t = self._untimed(recv_ms, "allMids")
-        wanted = self.coins if self.coins is not None else self.seen_coins
+        if self.active is not None:
+            wanted: Collection[str] = self.active
+        elif self.coins is not None:
+            wanted = self.coins
+        else:
+            wanted = self.seen_coins
         out: list[Event] = []
         for coin in wanted:
             px = mids.get(coin)
             if px is not None:
-                out.append(Mid(coin, t, recv_ms, float(px)))
+                out.append(Mid(coin, t, recv_ms, _num(px)))
         out.sort(key=lambda m: m.coin)
         return out
 
@@ -391,16 +428,16 @@ class FrameParser:
                 coin,
                 t,
                 recv_ms,
-                float(ctx["funding"]),
-                float(ctx["openInterest"]),
-                float(ctx["markPx"]),
-                float(ctx["oraclePx"]),
-                None if mid is None else float(mid),
-                None if premium is None else float(premium),
-                None if not impact else float(impact[0]),
-                None if not impact else float(impact[1]),
-                float(ctx.get("dayNtlVlm") or 0.0),
-                float(ctx.get("prevDayPx") or 0.0),
+                _num(ctx["funding"]),
+                _num(ctx["openInterest"]),
+                _num(ctx["markPx"]),
+                _num(ctx["oraclePx"]),
+                None if mid is None else _num(mid),
+                None if premium is None else _num(premium),
+                None if not impact else _num(impact[0]),
+                None if not impact else _num(impact[1]),
+                _num(ctx.get("dayNtlVlm") or 0.0),
+                _num(ctx.get("prevDayPx") or 0.0),
             )
         ]
 
@@ -424,11 +461,11 @@ class FrameParser:
             recv_ms,
             str(interval),
             t,
-            float(data["o"]),
-            float(data["h"]),
-            float(data["l"]),
-            float(data["c"]),
-            float(data["v"]),
+            _num(data["o"]),
+            _num(data["h"]),
+            _num(data["l"]),
+            _num(data["c"]),
+            _num(data["v"]),
             int(data.get("n") or 0),
         )
         key = (coin, candle.interval)

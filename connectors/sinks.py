@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
+import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
@@ -14,15 +16,29 @@ Envelope = dict[str, Any]
 
 
 class _StorePartition(StatelessSinkPartition[tuple[str, Envelope]]):
-    def __init__(self, store: SignalStore, collect: list[tuple[str, Envelope]] | None) -> None:
+    def __init__(
+        self,
+        store: SignalStore,
+        collect: list[tuple[str, Envelope]] | None,
+        log_file: IO[bytes] | None,
+    ) -> None:
         self._store = store
         self._collect = collect
+        self._log = log_file
 
     @override
     def write_batch(self, items: list[tuple[str, Envelope]]) -> None:
         self._store.put_many(items)
         if self._collect is not None:
             self._collect.extend(items)
+        if self._log is not None:
+            self._log.write(b"".join(orjson.dumps(env) + b"\n" for _, env in items))
+            self._log.flush()
+
+    @override
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
 
 
 class StoreSink(DynamicSink[tuple[str, Envelope]]):
@@ -32,6 +48,7 @@ class StoreSink(DynamicSink[tuple[str, Envelope]]):
         store: the store the API reads.
         collect: also append every item here (replay tool, tests).
         on_build: called once when the flow starts writing (e.g. to start the API server).
+        log_path: append every envelope to this NDJSON file (each names its code version).
     """
 
     def __init__(
@@ -39,13 +56,19 @@ class StoreSink(DynamicSink[tuple[str, Envelope]]):
         store: SignalStore,
         collect: list[tuple[str, Envelope]] | None = None,
         on_build: Callable[[], None] | None = None,
+        log_path: str | Path | None = None,
     ) -> None:
         self.store = store
         self.collect = collect
         self.on_build = on_build
+        self.log_path = None if log_path is None else Path(log_path)
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
         if self.on_build is not None and worker_index == 0:
             self.on_build()
-        return _StorePartition(self.store, self.collect)
+        log_file = None
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_file = self.log_path.open("ab")  # appended: the as-of history survives restarts
+        return _StorePartition(self.store, self.collect, log_file)

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     depth_band_bps: float = Field(10.0, gt=0, le=10_000, description="depth band around mid")
     batch_size: int = Field(1000, ge=1, le=100_000, description="frames per source batch")
     log_level: str = "INFO"
+    ws_url: str = Field("wss://api.hyperliquid.xyz/ws", description="exchange WebSocket URL")
+    info_url: str = Field("https://api.hyperliquid.xyz/info", description="exchange /info URL")
+    book_fast: bool = Field(False, description="l2Book fast mode: 5 levels every ~0.5 s")
+    warm_start: bool = Field(True, description="prime coins from REST before subscribing")
+    ping_interval_s: float = Field(20.0, gt=0, le=55, description="client ping period")
+    stall_timeout_s: float = Field(30.0, gt=0, description="silence after which a socket is dead")
+    record: str | None = Field(None, description="write every consumed input here (capture)")
+    signals_out: str | None = Field(None, description="append every envelope here (NDJSON)")
 
     @field_validator("replay", "coins", mode="before")
     @classmethod
@@ -63,7 +71,7 @@ class Settings(BaseSettings):
     def _valid_coins(cls, value: list[str]) -> list[str]:
         import re
 
-        bad = [c for c in value if not re.match(COIN_PATTERN, c)]
+        bad = [c for c in value if not re.match(COIN_PATTERN, c) and c.upper() != "ALL"]
         if bad:
             msg = f"not coin names: {bad!r} (expected {COIN_PATTERN})"
             raise ValueError(msg)

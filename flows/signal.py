@@ -18,7 +18,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
 from typing import Any
@@ -32,7 +32,9 @@ from bytewax.testing import run_main
 from api.store import RunState, SignalStore
 from connectors.events import Event
 from connectors.files import NdjsonSource, ReplayStats
+from connectors.live import HyperliquidSource, LiveConfig, Recorder
 from connectors.parse import FrameParser
+from connectors.rest import InfoClient, resolve_coins
 from connectors.sinks import StoreSink
 from flows.settings import Settings, code_version
 from operators import steps
@@ -100,11 +102,11 @@ class Pipeline:
 
     settings: Settings
     store: SignalStore
-    stats: ReplayStats
+    stats: ReplayStats | None
     stop: threading.Event
     flow: Dataflow
     collected: list[tuple[str, Envelope]] | None = None
-    late: dict[str, int] = field(default_factory=dict)
+    source: Source[Event] | None = None
 
 
 def build_pipeline(
@@ -114,33 +116,62 @@ def build_pipeline(
     on_build: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
 ) -> Pipeline:
-    """Build the replay pipeline a `Settings` describes (live ingestion: a later issue)."""
-    if not settings.replay:
-        msg = (
-            "no input: set HLSL_REPLAY (or --replay) to one or more capture files; live "
-            "WebSocket ingestion is not part of this build yet"
-        )
-        raise ValueError(msg)
-    coins = frozenset(settings.coins) if settings.coins else None
-    stats = ReplayStats(parser=FrameParser(coins))
+    """Build the pipeline a `Settings` describes: a replay if ``replay`` is set, else live."""
     stop = stop if stop is not None else threading.Event()
-    store = SignalStore(settings.history_limit, settings.coins, mode="replay")
-    store.source_clock = lambda: stats.parser.latest_ms
-    store.source_info = lambda: replay_info(stats)
-    source = NdjsonSource(
-        settings.replay, stats, speed=settings.speed, stop=stop, batch_size=settings.batch_size
-    )
     collected: list[tuple[str, Envelope]] | None = [] if collect else None
-    sink = StoreSink(store, collected, on_build)
+    live = not settings.replay
+    stats: ReplayStats | None = None
+    source: Source[Event]
+    if live:
+        coins = live_coins(settings)
+        store = SignalStore(settings.history_limit, coins, mode="live")
+        recorder = Recorder(settings.record) if settings.record else None
+        hl = HyperliquidSource(coins, live_config(settings), stop=stop, recorder=recorder)
+        store.source_info = hl.info
+        source = hl
+    else:
+        parser = FrameParser(frozenset(settings.coins) if settings.coins else None)
+        stats = ReplayStats(parser=parser)
+        store = SignalStore(settings.history_limit, settings.coins, mode="replay")
+        replay_stats = stats
+        store.source_clock = lambda: replay_stats.parser.latest_ms
+        store.source_info = lambda: replay_info(replay_stats)
+        source = NdjsonSource(
+            settings.replay, stats, speed=settings.speed, stop=stop, batch_size=settings.batch_size
+        )
+    sink = StoreSink(store, collected, on_build, log_path=settings.signals_out)
     flow = build_flow(
         source,
         sink,
         bar_ms=settings.bar_ms,
         lateness_ms=settings.lateness_ms,
+        live=live,
         config=signal_config(settings),
         on_late=lambda coin, _e: store.count_late(coin),
     )
-    return Pipeline(settings, store, stats, stop, flow, collected)
+    return Pipeline(settings, store, stats, stop, flow, collected, source=source)
+
+
+def live_config(settings: Settings) -> LiveConfig:
+    """Connection settings from `Settings`."""
+    return LiveConfig(
+        ws_url=settings.ws_url,
+        info_url=settings.info_url,
+        book_fast=settings.book_fast,
+        warm_start=settings.warm_start,
+        ping_interval_s=settings.ping_interval_s,
+        stall_timeout_s=settings.stall_timeout_s,
+        batch_size=settings.batch_size,
+    )
+
+
+def live_coins(settings: Settings) -> list[str]:
+    """Validate the requested coins against the exchange's ``meta`` before any socket opens."""
+    if not settings.coins:
+        msg = "live mode needs coins: --coins BTC,ETH,SOL (or ALL), or HLSL_COINS"
+        raise ValueError(msg)
+    listed, delisted = InfoClient(settings.info_url).perps()
+    return resolve_coins(settings.coins, listed, delisted)
 
 
 def replay_info(stats: ReplayStats) -> dict[str, Any]:
@@ -182,7 +213,7 @@ def run_pipeline(p: Pipeline, epoch_interval: timedelta = timedelta(seconds=10))
         p.store.error = f"{type(ex).__name__}: {ex}"
         log.exception("the signal flow failed")
         raise
-    if p.stats.errors:
+    if p.stats is not None and p.stats.errors:
         p.store.error = "; ".join(p.stats.errors)
     p.store.state = RunState.STOPPED if p.stop.is_set() else RunState.FINISHED
 

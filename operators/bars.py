@@ -36,6 +36,7 @@ from connectors.events import (
     BookSnapshot,
     Candle,
     Event,
+    Gap,
     Kind,
     Mid,
     Stream,
@@ -78,6 +79,7 @@ class Bar:
     mids: list[Mid] = field(default_factory=list)
     ctxs: list[AssetCtx] = field(default_factory=list)
     candles: list[Candle] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
     trade_count: int = 0
     buy_sz: float = 0.0
     sell_sz: float = 0.0
@@ -99,6 +101,7 @@ class Bar:
             Kind.MID: bar.mids,  # type: ignore[dict-item]
             Kind.CTX: bar.ctxs,  # type: ignore[dict-item]
             Kind.CANDLE: bar.candles,  # type: ignore[dict-item]
+            Kind.GAP: bar.gaps,  # type: ignore[dict-item]
         }
         for e in sorted(events, key=_time_ms):
             by_kind[e.KIND].append(e)

@@ -113,6 +113,7 @@ def build_envelope(
             "open_ms": fv.open_ms,
             "close_ms": fv.close_ms,
             "events": fv.event_count,
+            "gaps": fv.gaps,
             "price_source": fv.price_source,
             "window_span_ms": fv.window_span_ms,
         },

@@ -120,6 +120,8 @@ class FeatureVector:
     candle_interval_ms: int | None
     event_count: int
     warmup_obs: int
+    gaps: int = 0
+    """Input gaps (live reconnects) inside this bar."""
 
     @property
     def warming_up(self) -> bool:
@@ -169,6 +171,7 @@ class FeatureState:
     obs_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
     px_ref: float = 0.0
     obs_drops: int = 0
+    after_gap: bool = False
 
     def __post_init__(self) -> None:
         n = self.config.long_obs
@@ -176,6 +179,13 @@ class FeatureState:
         self.spreads = RollingMedian(n)
         self.depths = RollingMedian(n)
         self.volumes = RollingMedian(n)
+
+    def _gap(self) -> None:
+        """The input had a hole: restart the flow window; skip the return across the hole."""
+        self.after_gap = True
+        self.flow.clear()
+        self.flow_sums = [0.0, 0.0, 0.0, 0.0]
+        self.flow_drops = 0
 
     def _obs_push(self, o: _Obs) -> None:
         """Append an observation, keeping running sums of the window (exact every window)."""
@@ -217,6 +227,8 @@ class FeatureState:
     def update(self, bar: Bar) -> FeatureVector:
         """Fold one closed bar into the state and return the features as of its close."""
         cfg = self.config
+        if bar.gaps:
+            self._gap()
         self._track_streams(bar)
         self._absorb_quotes(bar)
         values: dict[str, float | None] = dict.fromkeys(FEATURE_NAMES)
@@ -226,7 +238,9 @@ class FeatureState:
         px, source = self._price(bar)
         if px is not None and px > 0:
             prev = self.obs[-1].px if self.obs else None
-            r = math.log(px / prev) if prev else 0.0
+            # Across a gap in the input the move is unobserved: no return is counted for it.
+            r = math.log(px / prev) if prev and not self.after_gap else 0.0
+            self.after_gap = False
             self._obs_push(_Obs(bar.close_ms, px, r))
             if prev is not None:
                 self.long_r2.update(bar.close_ms, r * r)
@@ -264,6 +278,7 @@ class FeatureState:
             + len(bar.ctxs)
             + len(bar.candles),
             warmup_obs=cfg.warmup_obs,
+            gaps=len(bar.gaps),
         )
 
     # -- state intake ------------------------------------------------------------------------
