@@ -165,7 +165,7 @@ def create_app(
         return JSONResponse({"detail": "internal error (logged)"}, status_code=500)
 
     def resolve(s: SignalStore, name: str) -> str:
-        if not _COIN_RE.match(name):
+        if not _COIN_RE.fullmatch(name):
             msg = f"{name[:40]!r} is not a coin name (expected {COIN_PATTERN})"
             raise ApiError(422, msg)
         coin = s.resolve(name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import heapq
+import io
 import logging
 import threading
 import time
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import lz4.frame
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -40,13 +41,14 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES: Final = 1 << 18
 
 
-def open_capture(path: Path) -> IO[bytes]:
+def open_capture(path: Path) -> io.BufferedIOBase:
     """Open a capture for binary reading, decompressing ``.gz`` and ``.lz4`` transparently."""
     name = path.name.lower()
     if name.endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return gzip.GzipFile(path, "rb")
     if name.endswith(".lz4"):
-        return lz4.frame.open(path, "rb")  # type: ignore[no-any-return]
+        fh: io.BufferedIOBase = lz4.frame.LZ4FrameFile(path, "rb")
+        return fh
     return open(path, "rb")
 
 
@@ -86,7 +88,7 @@ class _FileReader:
         self.lineno = 0
         if offset:
             self.lineno = _skip(fh, offset)
-        self._fh: IO[bytes] | None = fh
+        self._fh: io.BufferedIOBase | None = fh
         self._chunk_offset = offset  # decompressed offset of self._lines[0]
         self._lines: list[bytes] = []
         self._idx = 0
@@ -104,27 +106,28 @@ class _FileReader:
         if fh is None:
             return False
         self._chunk_offset = self.offset
-        try:
-            data = fh.read(CHUNK_BYTES)
-        except (EOFError, OSError, zlib.error, RuntimeError, ValueError) as ex:
-            self._lines, self._idx = [], 0
-            self._fail(ex)
-            return False
-        if not data:
-            self._close()
-            self._idx = 0
-            if self._rest:
-                # The last line has no newline: still a complete record.
-                self._lines = [self._rest]
-                self._rest = b""
+        self._lines, self._idx = [], 0
+        while True:  # until a complete line (a line may be longer than one read)
+            try:
+                # read1: at most one decompression step, so when a truncated stream raises,
+                # nothing decompressed before the damage is lost (read() drops a whole chunk).
+                data = fh.read1(CHUNK_BYTES)
+            except (EOFError, OSError, zlib.error, RuntimeError, ValueError) as ex:
+                self._fail(ex)
+                return False
+            if not data:
+                self._close()
+                if self._rest:
+                    # The last line has no newline: still a complete record.
+                    self._lines = [self._rest]
+                    self._rest = b""
+                    return True
+                return False
+            lines = (self._rest + data).split(b"\n") if self._rest else data.split(b"\n")
+            self._rest = lines.pop()
+            if lines:
+                self._lines = lines
                 return True
-            self._lines = []
-            return False
-        lines = (self._rest + data).split(b"\n")
-        self._rest = lines.pop()
-        self._lines = lines
-        self._idx = 0
-        return True
 
     def _fail(self, ex: BaseException) -> None:
         where = f"{self.path}:{self.lineno + 1}"
@@ -174,9 +177,11 @@ class _FileReader:
         extend = out.extend
         lines, idx = self._lines, self._idx
         n = 0
+        base = self.lineno
         while n < limit:
             if idx >= len(lines):
                 self._idx = idx
+                self.lineno = base + n  # so a read error names the last good line
                 if not self._fill():
                     self.done = True
                     break
@@ -193,7 +198,7 @@ class _FileReader:
                 else:
                     skip(ex.reason, f"{self.path}:{self.lineno + n}", ex.detail)
         self._idx = idx
-        self.lineno += n
+        self.lineno = base + n
         stats.lines += n
         return out
 
@@ -202,7 +207,7 @@ class _FileReader:
         self._close()
 
 
-def _skip(fh: IO[bytes], offset: int) -> int:
+def _skip(fh: io.BufferedIOBase, offset: int) -> int:
     """Read past ``offset`` decompressed bytes; returns the number of lines skipped."""
     left, lines = offset, 0
     while left > 0:
@@ -367,6 +372,9 @@ class NdjsonSource(FixedPartitionedSource[Event, dict[str, int]]):
                 raise FileNotFoundError(msg)
         if speed < 0:
             msg = f"speed must be >= 0, got {speed!r}"
+            raise ValueError(msg)
+        if batch_size < 1:
+            msg = f"batch_size must be >= 1, got {batch_size!r}"
             raise ValueError(msg)
         self.stats = stats if stats is not None else ReplayStats()
         self.stats.files = [str(p) for p in self.paths]

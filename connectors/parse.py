@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Collection
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import orjson
@@ -54,6 +54,7 @@ DEDUPE_CAPACITY: Final = 100_000
 """How many recent trade keys are remembered for de-duplication (the replay is 30 per coin)."""
 
 _DAY_CACHE: dict[str, int] = {}
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def iso_to_ns(stamp: str) -> int:
@@ -80,10 +81,14 @@ def iso_to_ns(stamp: str) -> int:
                 return _iso_fallback(stamp)
             day_ns = int(d.timestamp()) * 1_000_000_000
             _DAY_CACHE[day] = day_ns
-        try:
-            secs = int(head[11:13]) * 3600 + int(head[14:16]) * 60 + int(head[17:19])
-        except ValueError:
+        digits = head[11:13] + head[14:16] + head[17:19]
+        if not (digits.isascii() and digits.isdigit()):
             return _iso_fallback(stamp)
+        hh, mm, ss = int(head[11:13]), int(head[14:16]), int(head[17:19])
+        if hh > 23 or mm > 59 or ss > 59:
+            msg = f"time of day out of range in {stamp!r}"
+            raise FrameError("bad_receive_time", msg)
+        secs = hh * 3600 + mm * 60 + ss
         base = day_ns + secs * 1_000_000_000
         if len(_SECOND_CACHE) > 4096:
             _SECOND_CACHE.clear()
@@ -95,7 +100,7 @@ def iso_to_ns(stamp: str) -> int:
         rest = rest[:-1]
     elif rest.endswith("+00:00"):
         rest = rest[:-6]
-    if rest[:1] != "." or not rest[1:].isdigit():
+    if rest[:1] != "." or not (rest[1:].isascii() and rest[1:].isdigit()):
         return base if not rest else _iso_fallback(stamp)
     digits = rest[1:10]
     ns: int = base + int(digits) * _SCALE[len(digits)]
@@ -114,7 +119,7 @@ def _iso_fallback(stamp: str) -> int:
         raise FrameError("bad_receive_time", msg) from ex
     if d.tzinfo is None:
         d = d.replace(tzinfo=UTC)
-    return int(d.timestamp() * 1_000_000) * 1000
+    return (d - _EPOCH) // timedelta(microseconds=1) * 1000  # exact: no float rounding
 
 
 def decode_line(line: bytes) -> tuple[int | None, Any]:
@@ -229,6 +234,9 @@ class FrameParser:
                 return []
             raise FrameError("unknown_frame", f"not a frame object: {str(frame)[:80]!r}")
         channel = frame.get("channel")
+        if type(channel) is not str and channel is not None:
+            msg = f"channel is not a string: {str(channel)[:40]!r}"
+            raise FrameError("unknown_channel", msg)
         handler = self._handlers.get(channel)  # type: ignore[arg-type]
         if handler is None:
             if channel in _LOCAL_CHANNELS:
@@ -242,7 +250,7 @@ class FrameParser:
             msg = f"{type(ex).__name__}: {ex}"
             raise FrameError(f"bad_{channel}", msg) from ex
         self.frames[str(channel)] += 1
-        if self._open_candles and out:
+        if self._open_candles:
             self._close_due_candles(recv_ms, out)
         return out
 

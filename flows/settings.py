@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     def _valid_coins(cls, value: list[str]) -> list[str]:
         import re
 
-        bad = [c for c in value if not re.match(COIN_PATTERN, c) and c.upper() != "ALL"]
+        bad = [c for c in value if not re.fullmatch(COIN_PATTERN, c) and c.upper() != "ALL"]
         if bad:
             msg = f"not coin names: {bad!r} (expected {COIN_PATTERN})"
             raise ValueError(msg)

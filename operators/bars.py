@@ -28,7 +28,14 @@ import bytewax.operators as op
 import bytewax.operators.windowing as win
 from bytewax.dataflow import Stream as BxStream
 from bytewax.operators import KeyedStream
-from bytewax.operators.windowing import EventClock, TumblingWindower
+from bytewax.operators.windowing import (  # the private logic classes are pinned with 0.21.1
+    EventClock,
+    TumblingWindower,
+    WindowMetadata,
+    _SlidingWindowerLogic,
+    _SlidingWindowerState,
+)
+from typing_extensions import override
 
 from connectors.events import (
     AssetCtx,
@@ -235,6 +242,33 @@ def _stamp(item: tuple[str, EventGroup]) -> int:
     return item[1].time_ms
 
 
+class _InOrderLogic(_SlidingWindowerLogic):
+    """Tumbling-window logic that reports closed windows oldest first.
+
+    Bytewax 0.21.1 closes windows in the order they were *opened*: an on-time event of bar k
+    that arrives after bar k+1 opened makes k+1 close first when one watermark step closes both,
+    and a coin's features would see its bars out of order. Sorting by window id fixes that.
+    """
+
+    @override
+    def close_for(self, watermark: datetime) -> list[tuple[int, WindowMetadata]]:
+        return sorted(super().close_for(watermark), key=_window_id)
+
+
+def _window_id(item: tuple[int, WindowMetadata]) -> int:
+    return item[0]
+
+
+@dataclass
+class InOrderTumblingWindower(TumblingWindower):
+    """`TumblingWindower` whose windows close in time order (see `_InOrderLogic`)."""
+
+    @override
+    def build(self, resume_state: _SlidingWindowerState | None) -> _SlidingWindowerLogic:
+        state = resume_state if resume_state is not None else _SlidingWindowerState()
+        return _InOrderLogic(self.length, self.length, self.align_to, state)
+
+
 def _extend(acc: list[Event], g: EventGroup) -> list[Event]:
     acc.extend(g.events)
     return acc
@@ -303,7 +337,7 @@ def fold_bars(
     keyed: KeyedStream[EventGroup] = op.flat_map_batch(
         f"{step_id}_group", up, grouper(bar_ms, lateness_ms)
     )
-    windower = TumblingWindower(length=timedelta(milliseconds=bar_ms), align_to=EPOCH)
+    windower = InOrderTumblingWindower(length=timedelta(milliseconds=bar_ms), align_to=EPOCH)
     wo = win.fold_window(
         step_id, keyed, clk, windower, builder=list, folder=_extend, merger=_concat, ordered=False
     )

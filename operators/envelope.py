@@ -7,13 +7,13 @@ against that model with ``extra="forbid"``, so the two cannot drift apart silent
 
 from __future__ import annotations
 
-from math import isfinite
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any, Final
 
+from connectors.events import STREAMS
 from operators.edge import Edge, Signals
 from operators.features import FeatureVector
-from connectors.events import STREAMS
 from operators.freshness import FreshnessStatus, StreamFreshness, judge_all, overall
 from operators.regime import RegimeState
 

@@ -380,7 +380,7 @@ class FeatureState:
         tob = self.tob
         names = ("spread_bps", "microprice_px", "microprice_offset_bps", "tob_imbalance")
         if tob is None:
-            for n in names:
+            for n in (*names, "spread_ratio"):
                 missing[n] = "no_quote"
             return
         _, bid, bid_sz, ask, ask_sz = tob
@@ -470,9 +470,9 @@ class FeatureState:
         # Candle-only input: volume (no side) still measures activity.
         if bar.candles and not bar.trades:
             cvol = sum(c.v for c in bar.candles)
-            self._push_volume(cvol, values)
+            self._push_volume(cvol, values, missing)
         elif bar.trades or _TRADES in self.streams:
-            self._push_volume(vol, values)
+            self._push_volume(vol, values, missing)
         else:
             missing["volume_ratio"] = "no_volume_input"
         if _TRADES not in self.streams:
@@ -510,11 +510,17 @@ class FeatureState:
         if span_ms > 0:
             values["trade_rate_per_s"] = 1000.0 * sums[3] / span_ms
 
-    def _push_volume(self, vol: float, values: dict[str, float | None]) -> None:
+    def _push_volume(
+        self, vol: float, values: dict[str, float | None], missing: dict[str, str]
+    ) -> None:
         self.volumes.update(vol)
         if len(self.volumes) >= self.config.short_obs:
             base = self.volumes.get() or 0.0
             values["volume_ratio"] = vol / base if base > 0 else None
+            if base <= 0:
+                missing["volume_ratio"] = "zero_baseline"
+        else:
+            missing["volume_ratio"] = "warming_up"
 
     def _volatility(
         self, bar: Bar, values: dict[str, float | None], missing: dict[str, str]

@@ -57,7 +57,9 @@ def flow_rate(path: Path) -> tuple[float, int, int]:
     t0 = time.perf_counter()
     run_pipeline(pipeline)
     elapsed = time.perf_counter() - t0
-    return pipeline.stats.lines / elapsed, pipeline.stats.lines, pipeline.store.signals_emitted
+    assert pipeline.stats is not None  # a replay pipeline
+    lines = pipeline.stats.lines
+    return lines / elapsed, lines, pipeline.store.signals_emitted
 
 
 def bench(path: Path, repeat: int) -> dict[str, Any]:
