@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any, Final
 
+import msgspec
+
 
 class Stream(StrEnum):
     """A Hyperliquid market-data stream, named exactly as the exchange names the channel."""
@@ -84,6 +86,17 @@ class Trades:
         return self.prints[0][0]
 
 
+class WireLevel(msgspec.Struct):
+    """One book level as the exchange sends it (decimal strings decoded to floats)."""
+
+    px: float
+    sz: float
+    n: float = 0.0
+
+
+_LEVELS = msgspec.json.Decoder(tuple[list[WireLevel], list[WireLevel]], strict=False)
+
+
 class BookSnapshot:
     """A full ``l2Book`` snapshot (never a delta).
 
@@ -105,7 +118,7 @@ class BookSnapshot:
         coin: str,
         time_ms: int,
         recv_ms: int | None,
-        levels: tuple[list[Any], list[Any]] | None = None,
+        levels: tuple[list[Any], list[Any]] | msgspec.Raw | None = None,
         *,
         sides: tuple[tuple[float, ...], ...] | None = None,
     ) -> None:
@@ -140,8 +153,21 @@ class BookSnapshot:
         sides = self._sides
         if sides is not None:
             return sides
-        bids, asks = self._levels or ([], [])
+        levels = self._levels
         try:
+            if isinstance(levels, msgspec.Raw):  # raw JSON kept by the typed fast path
+                sides = tuple(
+                    tuple([getattr(lv, f) for lv in side])
+                    for side in _LEVELS.decode(levels)
+                    for f in ("px", "sz", "n")
+                )
+                if any(x - x != 0.0 for side in sides for x in side):
+                    msg = "non-finite number in a level"
+                    raise ValueError(msg)
+                self._sides = sides
+                self._levels = None
+                return sides
+            bids, asks = levels or ([], [])
             sides = (
                 tuple([float(lv["px"]) for lv in bids]),
                 tuple([float(lv["sz"]) for lv in bids]),
@@ -153,7 +179,7 @@ class BookSnapshot:
             if any(x - x != 0.0 for side in sides for x in side):
                 msg = "non-finite number in a level"
                 raise ValueError(msg)
-        except (KeyError, TypeError, ValueError, AttributeError) as ex:
+        except (KeyError, TypeError, ValueError, AttributeError, msgspec.MsgspecError) as ex:
             self.error = f"unreadable level: {type(ex).__name__}: {ex}"
             sides = ((), (), (), (), (), ())
         self._sides = sides

@@ -167,9 +167,7 @@ class _FileReader:
             except FrameError as ex:
                 stats.skips.skip(ex.reason, f"{self.path}:{self.lineno}", ex.detail)
 
-    def read_batch(
-        self, limit: int, parse: Callable[[Any, int | None], list[Event]]
-    ) -> list[Event]:
+    def read_batch(self, limit: int, parse_line: Callable[[bytes], list[Event]]) -> list[Event]:
         """Decode and parse up to ``limit`` lines straight into events (the unpaced fast path)."""
         stats = self._stats
         skip = stats.skips.skip
@@ -190,8 +188,7 @@ class _FileReader:
             idx += 1
             n += 1
             try:
-                recv_ns, frame = decode_line(line)
-                extend(parse(frame, recv_ns))
+                extend(parse_line(line))
             except FrameError as ex:
                 if not line.strip():
                     stats.blank_lines += 1
@@ -318,7 +315,7 @@ class _ReplayPartition(StatefulSourcePartition[Event, dict[str, int]]):
                 out.extend(self._parser.parse(frame, recv_ns))
             except FrameError as ex:
                 self._stats.skips.skip(ex.reason, f"{reader.path}:{reader.lineno}", ex.detail)
-        out.extend(reader.read_batch(self._batch_size, self._parser.parse))
+        out.extend(reader.read_batch(self._batch_size, self._parser.parse_line))
         if reader.done and not out:
             self._stats.finished = True
             raise StopIteration

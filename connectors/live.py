@@ -48,7 +48,7 @@ from websockets.asyncio.client import ClientConnection
 
 from connectors.errors import FrameError, SkipLog
 from connectors.events import Event
-from connectors.parse import ACTIVATE_CHANNEL, GAP_CHANNEL, GREETING, FrameParser
+from connectors.parse import ACTIVATE_CHANNEL, GAP_CHANNEL, FrameParser
 from connectors.rest import (
     NEW_CONNECTIONS_PER_MIN,
     REST_WEIGHT_PER_MIN,
@@ -487,7 +487,7 @@ class _LivePartition(StatefulSourcePartition[Event, None]):
         stopping = self._stop.is_set()
         out: list[Event] = []
         q = self._queue
-        parse = self._parser.parse
+        parse = self._parser.parse_raw
         rec = self._recorder
         n = 0
         while n < self._batch_size:
@@ -499,13 +499,7 @@ class _LivePartition(StatefulSourcePartition[Event, None]):
             if rec is not None:
                 rec.write(recv_ns, raw)
             try:
-                frame: Any = orjson.loads(raw) if raw[:1] in (b"{", b"[") else raw.decode()
-                if frame == GREETING:
-                    frame = GREETING
-                out.extend(parse(frame, recv_ns))
-            except orjson.JSONDecodeError as ex:
-                self._conn.status.skipped += 1
-                self._skips.skip("invalid_json", self._conn.status.name, str(ex))
+                out.extend(parse(raw, recv_ns))
             except FrameError as ex:
                 self._conn.status.skipped += 1
                 self._skips.skip(ex.reason, self._conn.status.name, ex.detail)

@@ -29,6 +29,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import msgspec
 import orjson
 
 from connectors.errors import FrameError
@@ -41,6 +42,7 @@ from connectors.events import (
     Gap,
     Mid,
     Trades,
+    WireLevel,
 )
 
 log = logging.getLogger(__name__)
@@ -160,6 +162,60 @@ def decode_line(line: bytes) -> tuple[int | None, Any]:
 _MISSING: Final = object()
 
 
+# -- typed fast path -----------------------------------------------------------------------------
+# The three channels that make up almost all traffic (trades, bbo, l2Book) are decoded straight
+# into typed structs by msgspec, decimal strings converted to floats in C (``strict=False``), and
+# a book's levels kept as raw JSON until a bar reads them. Anything else, or anything these
+# schemas reject, goes down the general path (orjson + checks), which names the exact problem.
+
+
+class _Trade(msgspec.Struct):
+    coin: str
+    side: str
+    px: float
+    sz: float
+    time: int
+    tid: int
+
+
+class _BboData(msgspec.Struct):
+    coin: str
+    time: int
+    bbo: tuple[WireLevel | None, WireLevel | None]
+
+
+class _BookData(msgspec.Struct):
+    coin: str
+    time: int
+    levels: msgspec.Raw
+
+
+class _TradesFrame(msgspec.Struct, tag_field="channel", tag="trades"):
+    data: list[_Trade]
+
+
+class _BboFrame(msgspec.Struct, tag_field="channel", tag="bbo"):
+    data: _BboData
+
+
+class _BookFrame(msgspec.Struct, tag_field="channel", tag="l2Book"):
+    data: _BookData
+
+
+_HotFrame = _TradesFrame | _BboFrame | _BookFrame
+
+
+class _Envelope(msgspec.Struct):
+    time: str
+    ver_num: int
+    raw: _HotFrame
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope, strict=False)
+_BARE = msgspec.json.Decoder(_HotFrame, strict=False)
+_FAST_ERRORS: Final = (msgspec.ValidationError, msgspec.DecodeError)
+
+
 def _num(value: Any) -> float:
     """A wire number (decimal string) as a finite float; ValueError for NaN, inf or garbage."""
     x = float(value)
@@ -254,6 +310,85 @@ class FrameParser:
             self._close_due_candles(recv_ms, out)
         return out
 
+    def parse_line(self, line: bytes) -> list[Event]:
+        """Decode and parse one capture line (any format); same result as `decode_line` +
+        `parse`, faster for trades, bbo and l2Book. Raises `FrameError`."""
+        try:
+            if line[:8] == b'{"time":':
+                env = _ENVELOPE.decode(line)
+                recv_ns = iso_to_ns(env.time)
+                frame = env.raw
+            elif line[:1] == b"{":
+                recv_ns = None
+                frame = _BARE.decode(line)
+            else:
+                recv_ns, raw = decode_line(line)
+                return self.parse(raw, recv_ns)
+        except _FAST_ERRORS:
+            recv_ns, raw = decode_line(line)
+            return self.parse(raw, recv_ns)
+        return self.parse_typed(frame, recv_ns)
+
+    def parse_raw(self, raw: bytes, recv_ns: int) -> list[Event]:
+        """Parse one frame's raw bytes as received live (no capture line wrapper)."""
+        try:
+            frame = _BARE.decode(raw)
+        except _FAST_ERRORS:
+            if raw[:1] not in (b"{", b"["):
+                text = raw.decode("utf-8", "replace").strip()
+                if text.strip('"') == GREETING:
+                    return self.parse(GREETING, recv_ns)
+                raise FrameError("invalid_json", f"not a JSON frame: {text[:80]!r}") from None
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as ex:
+                raise FrameError("invalid_json", str(ex)) from ex
+            return self.parse(obj, recv_ns)
+        return self.parse_typed(frame, recv_ns)
+
+    def parse_typed(self, frame: _HotFrame, recv_ns: int | None) -> list[Event]:
+        """Parse a frame the typed decoder produced."""
+        recv_ms = None if recv_ns is None else recv_ns // 1_000_000
+        if type(frame) is _BboFrame:
+            out = self._bbo_typed(frame.data, recv_ms)
+            self.frames["bbo"] += 1
+        elif type(frame) is _TradesFrame:
+            rows = [(t.coin, t.time, t.tid, t.side, t.px, t.sz) for t in frame.data]
+            for row in rows:
+                if row[4] - row[4] != 0.0 or row[5] - row[5] != 0.0:
+                    raise FrameError("bad_trades", f"non-finite price or size in {row!r}")
+            out = self._trade_rows(rows, recv_ms)
+            self.frames["trades"] += 1
+        else:
+            assert type(frame) is _BookFrame
+            d = frame.data
+            self._see(d.time)
+            out = [BookSnapshot(d.coin, d.time, recv_ms, d.levels)] if self._keep(d.coin) else []
+            self.frames["l2Book"] += 1
+        if self._open_candles:
+            self._close_due_candles(recv_ms, out)
+        return out
+
+    def _bbo_typed(self, d: _BboData, recv_ms: int | None) -> list[Event]:
+        t = d.time
+        self._see(t)
+        if not self._keep(d.coin):
+            return []
+        bid, ask = d.bbo
+        e = Bbo(
+            d.coin,
+            t,
+            recv_ms,
+            None if bid is None else bid.px,
+            None if bid is None else bid.sz,
+            None if ask is None else ask.px,
+            None if ask is None else ask.sz,
+        )
+        for x in (e.bid_px, e.bid_sz, e.ask_px, e.ask_sz):
+            if x is not None and x - x != 0.0:
+                raise FrameError("bad_bbo", f"non-finite number in {d!r}")
+        return [e]
+
     def _local(self, channel: str, data: Any, recv_ms: int | None) -> list[Event]:
         """This project's own markers in live captures (``hlsl.gap``, ``hlsl.activate``)."""
         self.control[channel] += 1
@@ -303,30 +438,35 @@ class FrameParser:
     def _trades(self, data: Any, recv_ms: int | None) -> list[Event]:
         if type(data) is not list:
             raise FrameError("bad_trades", "trades data is not an array")
-        groups: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
-        dedupe = self._dedupe
+        rows = []
         for tr in data:
             coin = tr["coin"]
             t = tr["time"]
-            tid = tr["tid"]
             if type(t) is not int or type(coin) is not str:
                 raise FrameError("bad_trades", f"bad coin/time in trade {str(tr)[:120]!r}")
+            rows.append((coin, t, tr["tid"], tr["side"], _num(tr["px"]), _num(tr["sz"])))
+        return self._trade_rows(rows, recv_ms)
+
+    def _trade_rows(
+        self, rows: list[tuple[str, int, Any, Any, float, float]], recv_ms: int | None
+    ) -> list[Event]:
+        """De-duplicate, validate and group ``(coin, time, tid, side, px, sz)`` rows."""
+        groups: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
+        dedupe = self._dedupe
+        for coin, t, tid, side, px, sz in rows:
             key = (coin, tid, t)
             if key in dedupe:
                 self.duplicates += 1
                 continue
-            dedupe[key] = None
-            side = tr["side"]
             if side == "B":
                 s = 1
             elif side == "A":
                 s = -1
             else:
                 raise FrameError("bad_trades", f"unknown side {side!r} (expected 'B' or 'A')")
-            px = _num(tr["px"])
-            sz = _num(tr["sz"])
             if not (px > 0.0 and sz >= 0.0):
-                raise FrameError("bad_trades", f"non-positive price or negative size in {tr!r}")
+                raise FrameError("bad_trades", f"non-positive price or negative size: {px}, {sz}")
+            dedupe[key] = None
             g = groups.get((coin, t))
             if g is None:
                 groups[(coin, t)] = [(px, sz, s)]
