@@ -32,6 +32,7 @@ import gzip
 import logging
 import queue
 import random
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -206,24 +207,22 @@ def _sub_key(sub: dict[str, Any]) -> tuple[str, str]:
     return str(sub["type"]), str(sub.get("coin", ""))
 
 
-def _peek(raw: bytes, key: bytes) -> str | None:
-    """A string value after ``"key":"`` in raw JSON, without decoding it all."""
-    i = raw.find(key)
-    if i < 0:
-        return None
-    j = raw.find(b'"', i + len(key))
-    return raw[i + len(key) : j].decode() if j > 0 else None
+_CHANNEL_RE: Final = re.compile(rb'"channel"\s*:\s*"([^"]*)"')
+_COIN_RE: Final = re.compile(rb'"coin"\s*:\s*"([^"]*)"')
+_CANDLE_COIN_RE: Final = re.compile(rb'"s"\s*:\s*"([^"]*)"')
 
 
 def _route(raw: bytes) -> tuple[str, str] | None:
-    """(channel, coin) of a data frame for the per-subscription watchdog."""
-    channel = _peek(raw, b'"channel":"')
-    if channel is None:
+    """(channel, coin) of a frame for acks and the per-subscription watchdog, found without
+    decoding the whole frame (the reader thread must stay light)."""
+    m = _CHANNEL_RE.search(raw)
+    if m is None:
         return None
-    if channel == "allMids":
+    channel = m.group(1).decode()
+    if channel in ("allMids", "pong", "error"):
         return channel, ""
-    coin = _peek(raw, b'"s":"') if channel == "candle" else _peek(raw, b'"coin":"')
-    return (channel, coin) if coin is not None else None
+    c = (_CANDLE_COIN_RE if channel == "candle" else _COIN_RE).search(raw)
+    return channel, "" if c is None else c.group(1).decode()
 
 
 class _Connection:
@@ -416,7 +415,7 @@ class _Connection:
                 self._ack(raw)
             elif channel == "error":
                 st.error_frames += 1
-            else:
+            elif channel != "pong":
                 prev = self.last_seen.get(route)
                 if prev is not None:
                     gap = now - prev
