@@ -73,6 +73,7 @@ class EdgeConfig:
         mr_min_z: |price z-score| a mean-reversion call needs.
         flow_veto: trade-flow imbalance against the trend direction that vetoes a trend call.
         good_liquidity: liquidity signal at or above which ``LIQUIDITY_GOOD`` is reported.
+        stable_dwell: bars a regime must have held to be reported ``REGIME_STABLE``.
     """
 
     actionable_score: float = 0.55
@@ -80,6 +81,7 @@ class EdgeConfig:
     mr_min_z: float = 1.0
     flow_veto: float = -0.2
     good_liquidity: float = 0.7
+    stable_dwell: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +168,9 @@ class EdgeScorer:
         if regime.rule.value == "no_price_input":
             why.append(Explain.NO_PRICE_INPUT)
         if regime.label is not RegimeLabel.UNKNOWN:
-            why.append(Explain.REGIME_STABLE if regime.dwell >= 5 else Explain.REGIME_NEW)
+            why.append(
+                Explain.REGIME_STABLE if regime.dwell >= cfg.stable_dwell else Explain.REGIME_NEW
+            )
         if regime.candidate is not None:
             why.append(Explain.REGIME_CHANGE_PENDING)
         why.extend(_STRESS_CODE[s] for s in regime.stresses)

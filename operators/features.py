@@ -237,13 +237,14 @@ class FeatureState:
         # -- price observation -------------------------------------------------------------
         px, source = self._price(bar)
         if px is not None and px > 0:
+            prev_t = self.obs[-1].t_ms if self.obs else bar.close_ms
             prev = self.obs[-1].px if self.obs else None
             # Across a gap in the input the move is unobserved: no return is counted for it.
             r = math.log(px / prev) if prev and not self.after_gap else 0.0
             self.after_gap = False
             self._obs_push(_Obs(bar.close_ms, px, r))
             if prev is not None:
-                self.long_r2.update(bar.close_ms, r * r)
+                self.long_r2.update(bar.close_ms - prev_t, r * r)
             self.total_obs += 1
             self.price_source = source
         values["mid_px"] = self._mid()
@@ -344,8 +345,6 @@ class FeatureState:
             self.ctx_mid_px = ctx.mid_px
             for c in bar.ctxs:
                 self.oi.append((c.time_ms, c.open_interest))
-            while len(self.oi) > 2 and self.obs and self.oi[1][0] <= self.obs[0].t_ms:
-                self.oi.popleft()
         if bar.last_trade_px is not None:
             self.last_trade_px = bar.last_trade_px
 
@@ -444,7 +443,10 @@ class FeatureState:
         values["depth_bid_usd"] = db
         values["depth_ask_usd"] = da
         total = db + da
-        values["depth_imbalance"] = (db - da) / total if total > 0 else 0.0
+        if total > 0:
+            values["depth_imbalance"] = (db - da) / total
+        else:
+            missing["depth_imbalance"] = "no_depth_in_band"
         self.depths.update(total)
         if len(self.depths) >= self.config.short_obs:
             base = self.depths.get() or 0.0
@@ -456,12 +458,17 @@ class FeatureState:
 
     def _flow(self, bar: Bar, values: dict[str, float | None], missing: dict[str, str]) -> None:
         cfg = self.config
-        values["trade_count"] = float(bar.trade_count)
-        values["buy_volume"] = bar.buy_sz
-        values["sell_volume"] = bar.sell_sz
+        has_trades = bool(bar.trades) or _TRADES in self.streams
+        if has_trades:
+            values["trade_count"] = float(bar.trade_count)
+            values["buy_volume"] = bar.buy_sz
+            values["sell_volume"] = bar.sell_sz
+        else:
+            for n in ("trade_count", "buy_volume", "sell_volume"):
+                missing[n] = "no_trades_stream"
         values["vwap_px"] = bar.vwap_px
         if bar.vwap_px is None:
-            missing["vwap_px"] = "no_trades_in_bar"
+            missing["vwap_px"] = "no_trades_in_bar" if has_trades else "no_trades_stream"
         vol = bar.volume
         if vol > 0:
             values["trade_flow_imbalance_bar"] = (bar.buy_sz - bar.sell_sz) / vol
@@ -600,6 +607,9 @@ class FeatureState:
             values["premium_bps"] = 1e4 * premium
         else:
             missing["premium_bps"] = "no_premium"
+        # The reference is the context at (or just before) the start of the price window.
+        while len(self.oi) > 2 and self.obs and self.oi[1][0] <= self.obs[0].t_ms:
+            self.oi.popleft()
         first_oi = self.oi[0][1] if self.oi else None
         if first_oi and len(self.oi) >= 2:
             values["oi_change_pct"] = 100.0 * (oi - first_oi) / first_oi

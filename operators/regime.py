@@ -189,9 +189,13 @@ def raw_call(fv: FeatureVector, cfg: RegimeConfig, current: RegimeLabel) -> RawC
         return RawCall(
             RegimeLabel.MEAN_REVERTING, Rule.MEAN_REVERSION, _clamp((mr_er - er) / mr_er)
         )
-    if current in (RegimeLabel.TRENDING, RegimeLabel.MEAN_REVERTING):
-        return RawCall(current, Rule.HOLD, 0.0)
-    # Between the bands with nothing to hold: the nearer side, with no margin.
+    # Past the current label's exit threshold without reaching the other's entry: the current
+    # label has ended, so the call is the other side, with no margin.
+    if current is RegimeLabel.TRENDING:
+        return RawCall(RegimeLabel.MEAN_REVERTING, Rule.HOLD, 0.0)
+    if current is RegimeLabel.MEAN_REVERTING:
+        return RawCall(RegimeLabel.TRENDING, Rule.HOLD, 0.0)
+    # Between the bands with no trend/mean-reversion label to leave: the nearer side, no margin.
     mid = (cfg.trend_enter_er + cfg.mr_enter_er) / 2
     label = RegimeLabel.TRENDING if er >= mid else RegimeLabel.MEAN_REVERTING
     return RawCall(label, Rule.HOLD, 0.0)

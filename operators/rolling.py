@@ -41,12 +41,14 @@ class RollingMedian:
 
 
 class RollingSum:
-    """Sum of the values of the last ``size`` updates, each with a timestamp.
+    """Sum of the last ``size`` values, each covering a time interval (``dt_ms``).
 
-    Kept as a running total, recomputed exactly every ``size`` removals so rounding cannot drift.
+    Kept as running totals, recomputed exactly every ``size`` removals so rounding cannot drift.
+    `span_ms` is the time the values cover (the sum of their intervals), so a window of N returns
+    spans N intervals.
     """
 
-    __slots__ = ("_items", "_removed", "_size", "total")
+    __slots__ = ("_items", "_removed", "_size", "total", "total_ms")
 
     def __init__(self, size: int) -> None:
         if size < 1:
@@ -55,34 +57,39 @@ class RollingSum:
         self._size = size
         self._items: deque[tuple[int, float]] = deque()
         self.total = 0.0
+        self.total_ms = 0
         self._removed = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def update(self, t_ms: int, x: float) -> None:
-        """Add a timestamped value, dropping the oldest beyond ``size``."""
-        self._items.append((t_ms, x))
+    def update(self, dt_ms: int, x: float) -> None:
+        """Add a value covering ``dt_ms``, dropping the oldest beyond ``size``."""
+        self._items.append((dt_ms, x))
         self.total += x
+        self.total_ms += dt_ms
         if len(self._items) > self._size:
-            _, old = self._items.popleft()
+            old_dt, old = self._items.popleft()
             self.total -= old
+            self.total_ms -= old_dt
             self._removed += 1
             if self._removed >= self._size:
                 self.total = sum(v for _, v in self._items)
                 self._removed = 0
 
     def tail(self, n: int) -> tuple[float, int]:
-        """Sum of the newest ``n`` values and the time they span (from the value before them)."""
+        """Sum of the newest ``n`` values and the time they cover."""
         items = self._items
         if len(items) <= n:
-            return self.total, (items[-1][0] - items[0][0]) if items else 0
+            return self.total, self.total_ms
         s = 0.0
+        dt = 0
         for i in range(len(items) - n, len(items)):
-            s += items[i][1]
-        return s, items[-1][0] - items[len(items) - n - 1][0]
+            d, x = items[i]
+            s += x
+            dt += d
+        return s, dt
 
     def span_ms(self) -> int:
-        """Time from the oldest to the newest value."""
-        items = self._items
-        return items[-1][0] - items[0][0] if items else 0
+        """Time covered by the values in the window."""
+        return self.total_ms
