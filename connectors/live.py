@@ -136,6 +136,7 @@ class LiveConfig:
     healthy_after_s: float = 60.0
     silence_factor: float = 10.0
     watchdog_every_s: float = 1.0
+    ack_timeout_s: float = 5.0
     warm_start: bool = True
     warm_candles: int = 120
     coins_per_connection: int = 40
@@ -249,6 +250,7 @@ class _Connection:
         self.acked: set[tuple[str, str]] = set()
         self.last_seen: dict[tuple[str, str], float] = {}
         self.cadence: dict[tuple[str, str], float] = {}
+        self.acks_due = 0.0
         self.primed = False
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -381,6 +383,7 @@ class _Connection:
         self.last_seen = {_sub_key(s): now for s in self.subs}
         for sub in self.subs:
             await self._send(ws, {"method": "subscribe", "subscription": sub})
+        self.acks_due = time.monotonic() + cfg.ack_timeout_s
         last_frame = time.monotonic()
         next_ping = last_frame + cfg.ping_interval_s
         next_watch = last_frame + cfg.watchdog_every_s
@@ -415,6 +418,7 @@ class _Connection:
                 self._ack(raw)
             elif channel == "error":
                 st.error_frames += 1
+                self._already(raw)
             elif channel != "pong":
                 prev = self.last_seen.get(route)
                 if prev is not None:
@@ -434,9 +438,31 @@ class _Connection:
             self.acked.add(key)
         self.status.acknowledged = len(self.acked)
 
+    def _already(self, raw: bytes) -> None:
+        """``Already subscribed: {...}`` confirms a subscription whose ack went missing."""
+        try:
+            text = orjson.loads(raw)["data"]
+            if isinstance(text, str) and text.startswith("Already subscribed: "):
+                self.acked.add(_sub_key(orjson.loads(text[len("Already subscribed: ") :])))
+                self.status.acknowledged = len(self.acked)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+
     async def _watchdog(self, ws: ClientConnection, now: float) -> None:
-        """Re-subscribe any subscription silent for far longer than its own cadence."""
+        """Re-send unacknowledged subscriptions; re-subscribe any subscription silent for far
+        longer than its own cadence."""
         cfg = self.config
+        if now >= self.acks_due and len(self.acked) < len(self.subs):
+            missing = [s for s in self.subs if _sub_key(s) not in self.acked]
+            log.warning(
+                "%s: %d subscriptions not acknowledged after %.0f s: sending them again",
+                self.status.name,
+                len(missing),
+                cfg.ack_timeout_s,
+            )
+            for sub in missing:
+                await self._send(ws, {"method": "subscribe", "subscription": sub})
+            self.acks_due = now + cfg.ack_timeout_s
         for sub in self.subs:
             key = _sub_key(sub)
             floor = cfg.silence_floor_s.get(key[0])

@@ -115,8 +115,13 @@ def build_pipeline(
     collect: bool = False,
     on_build: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
+    live_override: LiveConfig | None = None,
 ) -> Pipeline:
-    """Build the pipeline a `Settings` describes: a replay if ``replay`` is set, else live."""
+    """Build the pipeline a `Settings` describes: a replay if ``replay`` is set, else live.
+
+    ``live_override`` replaces the connection settings derived from ``settings`` (tests use it
+    for short watchdog floors).
+    """
     stop = stop if stop is not None else threading.Event()
     collected: list[tuple[str, Envelope]] | None = [] if collect else None
     live = not settings.replay
@@ -126,7 +131,8 @@ def build_pipeline(
         coins = live_coins(settings)
         store = SignalStore(settings.history_limit, coins, mode="live")
         recorder = Recorder(settings.record) if settings.record else None
-        hl = HyperliquidSource(coins, live_config(settings), stop=stop, recorder=recorder)
+        config = live_override if live_override is not None else live_config(settings)
+        hl = HyperliquidSource(coins, config, stop=stop, recorder=recorder)
         store.source_info = hl.info
         source = hl
     else:
