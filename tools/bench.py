@@ -1,6 +1,8 @@
 """Replay throughput, end to end, as a ratio to plain JSON parsing of the same lines.
 
     python -m tools.bench [PATH] [--repeat 5] [--json]
+    python -m tools.bench --live     # live latency against the local exchange (tools.bench_live)
+    python -m tools.bench --api      # API throughput and SSE fan-out (tools.bench_api)
 
 Default PATH: the real 35-minute capture ``../shared/data/real/frames/
 hl_live_20250904_btc-eth-sol.ndjson.gz`` (falls back to ``data/sample.ndjson.gz`` when the shared
@@ -90,7 +92,21 @@ def bench(path: Path, repeat: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m tools.bench``."""
+    """Entry point of ``python -m tools.bench`` (``--live``: `tools.bench_live`; ``--api``:
+    `tools.bench_api`)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--live" in args:
+        args.remove("--live")
+        from tools import bench_live
+
+        return bench_live.main(args)
+    if "--api" in args:
+        args.remove("--api")
+        from tools import bench_api  # type: ignore[attr-defined,unused-ignore]
+
+        result: int = bench_api.main(args)
+        return result
+    argv = args
     ap = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n")[0])
     ap.add_argument("path", nargs="?", type=Path, help="capture to replay")
     ap.add_argument("--repeat", type=int, default=5, help="rounds (default 5)")
