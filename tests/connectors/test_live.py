@@ -216,3 +216,123 @@ def test_recording_replays_into_identical_signals(exchange: FakeExchange, tmp_pa
         return e["timestamp_ms"], e["coin"]
 
     assert sorted(live, key=key) == replayed
+
+
+def test_recorder_tool_writes_a_complete_replayable_capture(
+    exchange: FakeExchange, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "btc.ndjson.gz"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.recorder",
+            "--coins",
+            "BTC",
+            "--out",
+            str(out),
+            "--seconds",
+            "3",
+            "--ws-url",
+            exchange.ws_url,
+            "--info-url",
+            exchange.info_url,
+            "--quiet",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "recorded" in proc.stderr
+    from connectors.files import ReplayStats, read_events
+
+    stats = ReplayStats()
+    events = read_events([out], stats)
+    assert stats.errors == []
+    assert stats.skipped == {}
+    assert stats.parser.control["subscriptionResponse"] == 6  # 5 + allMids, recorded verbatim
+    assert stats.parser.frames["bbo"] > 5
+    assert {e.coin for e in events} == {"BTC"}
+
+
+def test_recorder_refuses_an_unknown_coin(exchange: FakeExchange, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.recorder",
+            "--coins",
+            "btc",
+            "--out",
+            str(tmp_path / "x.ndjson"),
+            "--seconds",
+            "1",
+            "--ws-url",
+            exchange.ws_url,
+            "--info-url",
+            exchange.info_url,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "did you mean 'BTC'" in proc.stderr
+    assert exchange.stats.connections_opened == 0
+
+
+def test_two_workers_never_open_a_socket_twice(exchange: FakeExchange) -> None:
+    """`bytewax.run -w 2`: one partition per connection, so each socket opens once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = dict(os.environ)
+    env.update(
+        HLSL_COINS="BTC,ETH",
+        HLSL_WS_URL=exchange.ws_url,
+        HLSL_INFO_URL=exchange.info_url,
+        HLSL_API="0",
+        HLSL_WARM_START="0",
+    )
+    env.pop("HLSL_REPLAY", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "flows.signal", "-w", "2"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and exchange.stats.subscriptions < 11:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        stats = exchange.stats
+        assert stats.connections_opened == 1, stats
+        assert stats.subscriptions == 11, stats  # 5 per coin + allMids, once
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
