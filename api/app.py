@@ -1,7 +1,13 @@
 """The FastAPI application over a `SignalStore`.
 
 Routes: ``GET /health``, ``GET /v1/state``, ``GET /v1/signals``, ``GET /v1/signal/{coin}``,
-``GET /v1/signal/{coin}/history``; OpenAPI at ``/docs``.
+``GET /v1/signal/{coin}/history``, ``GET /v1/stream`` (Server-Sent Events, `api.stream`),
+``GET /metrics`` (Prometheus, `api.metrics`); OpenAPI at ``/docs``.
+
+Access (`api.security`, ASGI middleware around everything, mounted sub-apps included): with a
+token (``HLSL_API_TOKEN``) every path but ``/health`` needs ``Authorization: Bearer <token>``;
+each client IP has a token bucket (429 with ``Retry-After`` past it); CORS origins are allowed
+only when listed.
 
 Honesty rules:
 
@@ -12,6 +18,7 @@ Honesty rules:
   case-insensitive one. Unknown coin: 404 with the coins served; a string that cannot be a coin
   name, or a malformed query: 422; a tracked coin without a signal yet: 503 with the reason.
 - Errors are ``{"detail": "..."}`` and never carry a traceback.
+- ``/health`` is 503 when the flow failed, or when every coin with a signal is stale now.
 """
 
 from __future__ import annotations
@@ -19,15 +26,22 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any
+from enum import Enum
+from typing import Annotated, Any, Final, Literal
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+from starlette.types import ASGIApp
 
+from api.metrics import ServiceCollector, make_registry, metrics_response
 from api.schemas import (
     CoinState,
     ErrorBody,
@@ -38,7 +52,16 @@ from api.schemas import (
     SourceState,
     State,
 )
+from api.security import (
+    DEFAULT_RATE_PER_S,
+    AccessCounters,
+    BearerAuth,
+    RateLimit,
+    TokenBuckets,
+    token_from_env,
+)
 from api.store import RunState, SignalStore
+from api.stream import DEFAULT_KEEPALIVE_S, DEFAULT_QUEUE_SIZE, Broadcaster
 from connectors.events import Stream
 from flows.settings import COIN_PATTERN
 from operators.edge import Explain
@@ -49,6 +72,38 @@ log = logging.getLogger(__name__)
 
 _COIN_RE = re.compile(COIN_PATTERN)
 _STREAM_OF = {s.value: s for s in Stream}
+
+STREAM_IN_SCHEMA: Final = False
+"""Whether ``/v1/stream`` is listed in OpenAPI (off while tests pin the five REST paths)."""
+
+MAX_STREAM_COINS: Final = 256
+"""Coins one stream may name in ``coins=``."""
+
+CORS_HEADERS: Final = (
+    "Authorization",
+    "Content-Type",
+    "Last-Event-ID",
+    "Mcp-Session-Id",
+    "Mcp-Protocol-Version",
+)
+"""Request headers a browser on an allowed origin may send."""
+
+STREAM_DESCRIPTION: Final = """
+**Push: `GET /v1/stream`** (Server-Sent Events). Query: `coins=BTC,eth` (resolved like the REST
+routes; unknown: 404, malformed: 422), `on=every|change` (`change`: only when the regime label,
+direction or actionable flag differs from the coin's previous envelope). Header `Last-Event-ID`
+resumes from the server's history without gaps. Events: `event: signal`, `id: <global sequence
+number>`, `data: <envelope as GET /v1/signal returns it>`; `event: dropped` with data
+`{"missed": n, "last_id": k, "reason": "..."}` when events after `k` will not come (a resume past
+the history: then the stream continues; a client that fell behind: then the stream closes);
+`: ping` comments while idle. **Metrics:** `GET /metrics` (Prometheus text).
+"""
+
+
+class FromEnv(Enum):
+    """Sentinel: take the setting from the environment (``HLSL_API_TOKEN``)."""
+
+    TOKEN = "HLSL_API_TOKEN"
 
 
 class ApiError(Exception):
@@ -105,8 +160,17 @@ def refresh(env: dict[str, Any], now_ms: int | None) -> dict[str, Any]:
     return out
 
 
-def get_store(request: Request) -> SignalStore:
-    """The store behind this app (override in tests with ``app.dependency_overrides``)."""
+def envelope_json(env: dict[str, Any], now_ms: int | None) -> bytes:
+    """The JSON of an envelope with freshness judged as of ``now_ms``: the body of
+    ``GET /v1/signal/{coin}`` and the data of a ``/v1/stream`` ``signal`` event."""
+    return orjson.dumps(refresh(env, now_ms))
+
+
+async def get_store(request: Request) -> SignalStore:
+    """The store behind this app (override in tests with ``app.dependency_overrides``).
+
+    ``async`` so that resolving it costs no thread-pool hop.
+    """
     store: SignalStore = request.app.state.store
     return store
 
@@ -117,20 +181,62 @@ CoinParam = Annotated[
 ]
 
 
+def _parse_last_event_id(value: str | None) -> int | None:
+    """The ``Last-Event-ID`` header as a sequence number (None when absent or blank)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        msg = f"Last-Event-ID: expected a non-negative integer event id, got {text[:40]!r}"
+        raise ApiError(422, msg)
+    return int(text)
+
+
 def create_app(
     store: SignalStore,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    *,
+    token: str | FromEnv | None = FromEnv.TOKEN,
+    cors_origins: Sequence[str] = (),
+    rate_limit_per_s: float = DEFAULT_RATE_PER_S,
+    rate_limit_burst: float | None = None,
+    sse_keepalive_s: float = DEFAULT_KEEPALIVE_S,
+    sse_queue_size: int = DEFAULT_QUEUE_SIZE,
+    extra_routers: Iterable[APIRouter] = (),
+    mounts: Iterable[tuple[str, ASGIApp]] = (),
 ) -> FastAPI:
-    """Build the API over ``store`` (``lifespan`` starts and stops whatever feeds it)."""
+    """Build the API over ``store``.
+
+    Args:
+        store: what the flow writes.
+        lifespan: starts and stops whatever feeds the store.
+        token: bearer token every path but ``/health`` needs; by default ``HLSL_API_TOKEN``
+            (unset or blank: none); None turns authentication off.
+        cors_origins: origins browsers may call the API from (none by default).
+        rate_limit_per_s: requests a second per client IP, sustained (0 turns limiting off).
+        rate_limit_burst: requests at once per client IP (default twice the rate, at least 1).
+        sse_keepalive_s: seconds of silence before a ``: ping`` on ``/v1/stream``.
+        sse_queue_size: events a stream client may fall behind before it is dropped.
+        extra_routers: more routers to include (e.g. the dashboard).
+        mounts: ``(path, asgi_app)`` sub-apps to mount (e.g. MCP over HTTP); the access
+            middleware covers them too.
+
+    ``app.state`` holds ``store``, ``streams`` (the `Broadcaster`: uvicorn's graceful shutdown
+    waits for open streams, so call `api.stream.close_streams_on_exit` on the server, or
+    ``streams.close_all()``, to let SIGINT/SIGTERM end them), ``access`` (refusal counters) and
+    ``metrics_registry``.
+    """
 
     @asynccontextmanager
     async def _no_lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
 
+    api_token = token_from_env() if isinstance(token, FromEnv) else token
     app = FastAPI(
         title="Hyperliquid Signal Layer",
         version="1.0",
         summary="Agent-readable regime, edge and market-structure signals for Hyperliquid perps.",
+        description=STREAM_DESCRIPTION,
         lifespan=lifespan or _no_lifespan,
         responses={
             404: {"model": ErrorBody, "description": "unknown coin (lists the coins served)"},
@@ -138,7 +244,11 @@ def create_app(
             503: {"model": ErrorBody, "description": "no signal yet, or the flow failed"},
         },
     )
+    streams = Broadcaster(store, refresh, keepalive_s=sse_keepalive_s, queue_size=sse_queue_size)
+    access = AccessCounters()
     app.state.store = store
+    app.state.streams = streams
+    app.state.access = access
 
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, ex: ApiError) -> JSONResponse:
@@ -189,10 +299,39 @@ def create_app(
             return f"the input ended before any bar of {coin} closed"
         return f"no bar of {coin} has closed yet (first signal after the first bar plus lateness)"
 
-    def health_of(s: SignalStore) -> Health:
-        ok = s.state in (RunState.STARTING, RunState.RUNNING, RunState.FINISHED) and not s.error
-        return Health(
-            ok=ok,
+    def stale_coins(s: SignalStore) -> tuple[list[str], int]:
+        """Coins whose latest signal is stale now, and how many coins have a signal."""
+        now = s.now_ms()
+        latest = s.latest_all()
+        stale = [
+            c
+            for c, env in sorted(latest.items())
+            if refresh(env, now)["freshness"]["status"] == FreshnessStatus.STALE
+        ]
+        return stale, len(latest)
+
+    def unhealthy(s: SignalStore) -> tuple[bool, bool, list[str]]:
+        """Whether ``/health`` is a 503; whether every coin is stale; the stale coins."""
+        stale, with_signal = stale_coins(s)
+        all_stale = with_signal > 0 and len(stale) == with_signal
+        return s.state is RunState.FAILED or all_stale, all_stale, stale
+
+    def judge_health(s: SignalStore) -> tuple[Health, bool]:
+        """The health document and whether it is a 503 (flow failed, or every coin stale)."""
+        flow_ok = s.state in (RunState.STARTING, RunState.RUNNING, RunState.FINISHED)
+        is_503, all_stale, stale = unhealthy(s)
+        failed = s.state is RunState.FAILED
+        reason = None
+        if failed:
+            reason = "the signal flow failed"
+        elif all_stale:
+            reason = "every coin's latest signal is stale"
+        elif s.error:
+            reason = "the source reported errors"
+        elif not flow_ok:
+            reason = f"the signal flow is {s.state}"
+        health = Health(
+            ok=flow_ok and not s.error and not all_stale,
             status=str(s.state),
             mode=s.mode,
             error=s.error,
@@ -201,13 +340,25 @@ def create_app(
             source_clock_ms=s.now_ms(),
             uptime_s=round(time.time() - s.started_wall_s, 3),
             connections=(s.source_info() or {}).get("connections", []),
+            stale_coins=stale,
+            reason=reason,
         )
+        return health, is_503
 
-    @app.get("/health", response_model=Health, tags=["service"])
+    def health_of(s: SignalStore) -> Health:
+        return judge_health(s)[0]
+
+    @app.get(
+        "/health",
+        response_model=Health,
+        tags=["service"],
+        responses={503: {"model": Health, "description": "flow failed, or every coin stale"}},
+    )
     def health(s: StoreDep) -> Any:
-        """Is the flow alive (200) or failed (503)? Always answers, never blocks."""
-        h = health_of(s)
-        if s.state is RunState.FAILED:
+        """Is the flow alive (200), or failed or serving only stale coins (503)? Never blocks;
+        needs no token."""
+        h, unhealthy = judge_health(s)
+        if unhealthy:
             return JSONResponse(h.model_dump(mode="json"), status_code=503)
         return h
 
@@ -258,14 +409,29 @@ def create_app(
         data = [refresh(latest[c], now) for c in s.coins() if c in latest]
         return {"data": data, "count": len(data)}
 
+    rendered: dict[str, tuple[dict[str, Any], int | None, bytes]] = {}  # coin -> last body
+
     @app.get("/v1/signal/{coin}", response_model=SignalEnvelope, tags=["signals"])
-    def signal(coin: CoinParam, s: StoreDep) -> dict[str, Any]:
+    async def signal(coin: CoinParam, s: StoreDep) -> Response:
         """A coin's latest signal (freshness judged now; stale means not actionable)."""
+        # The hot path. async: a few microseconds under the store's lock, so no thread-pool
+        # hops (the list, state and history routes, whose work grows with coins, stay in the
+        # pool). Encoded by `envelope_json` (the bytes /v1/stream sends) instead of being
+        # re-validated by Pydantic on every request, which cost two thirds of the request:
+        # envelopes are built in the model's exact shape (operators/envelope.py) and the tests
+        # validate every envelope a replay emits, and every one served, against the model.
         name = resolve(s, coin)
         env = s.latest(name)
         if env is None:
             raise ApiError(503, no_signal_reason(s, name))
-        return refresh(env, s.now_ms())
+        now = s.now_ms()
+        last = rendered.get(name)
+        if last is not None and last[0] is env and last[1] == now:
+            body = last[2]  # same envelope, same clock: same bytes
+        else:
+            body = envelope_json(env, now)
+            rendered[name] = (env, now, body)
+        return Response(body, media_type="application/json")
 
     @app.get("/v1/signal/{coin}/history", response_model=SignalHistory, tags=["signals"])
     def history(
@@ -281,7 +447,89 @@ def create_app(
         data = s.history(name, limit=limit, since_ms=since_ms)
         return {"coin": name, "data": data, "count": len(data)}
 
+    @app.get(
+        "/v1/stream",
+        # Not response_class=EventSourceResponse: FastAPI would then drive the endpoint as a
+        # generator with its own fixed 15 s pings and two extra tasks per client. The endpoint
+        # validates first (404/422 before any byte is streamed) and returns the response.
+        response_class=Response,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
+        tags=["signals"],
+        include_in_schema=STREAM_IN_SCHEMA,
+    )
+    async def stream(
+        s: StoreDep,
+        coins: Annotated[
+            str | None,
+            Query(
+                max_length=4096,
+                description="comma-separated coins (exact or unique case-insensitive)",
+            ),
+        ] = None,
+        on: Annotated[
+            Literal["every", "change"],
+            Query(description="every envelope, or only regime/direction/actionable changes"),
+        ] = "every",
+        last_event_id: Annotated[
+            str | None, Header(description="resume after this event id (SSE reconnect)")
+        ] = None,
+    ) -> EventSourceResponse:
+        """New envelopes as Server-Sent Events (``event: signal``, ``id: <sequence>``)."""
+        wanted: frozenset[str] | None = None
+        if coins is not None:
+            names = [c.strip() for c in coins.split(",")]
+            if not all(names):
+                raise ApiError(422, "coins: expected comma-separated coin names")
+            if len(names) > MAX_STREAM_COINS:
+                raise ApiError(422, f"coins: at most {MAX_STREAM_COINS} coins")
+            wanted = frozenset(resolve(s, n) for n in names)
+        last = _parse_last_event_id(last_event_id)
+        events = streams.events(wanted, changes_only=on == "change", last_id=last)
+        return EventSourceResponse(
+            events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+
+    registry = make_registry(
+        ServiceCollector(store, refresh, streams, access, lambda: not unhealthy(store)[0])
+    )
+    app.state.metrics_registry = registry
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus text format (see `api.metrics`)."""
+        return metrics_response(registry)
+
+    for router in extra_routers:
+        app.include_router(router)
+    for path, sub in mounts:
+        app.mount(path, sub)
+
+    # Outermost last: CORS (so refusals carry its headers) > rate limit > token > the app.
+    if api_token is not None:
+        app.add_middleware(BearerAuth, token=api_token, counters=access)
+    if rate_limit_per_s > 0:
+        burst = rate_limit_burst if rate_limit_burst is not None else 2 * rate_limit_per_s
+        app.add_middleware(
+            RateLimit, buckets=TokenBuckets(rate_limit_per_s, max(1.0, burst)), counters=access
+        )
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=list(CORS_HEADERS),
+            expose_headers=["Retry-After", "Mcp-Session-Id"],
+            max_age=600,
+        )
     return app
 
 
-__all__ = ["ApiError", "SignalEnvelope", "create_app", "refresh"]
+__all__ = [
+    "ApiError",
+    "FromEnv",
+    "SignalEnvelope",
+    "create_app",
+    "envelope_json",
+    "get_store",
+    "refresh",
+]

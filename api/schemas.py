@@ -50,6 +50,10 @@ class Regime(_Model):
     stresses: list[str] = Field(description="cascade stress conditions that held")
     inputs_used: list[str] = Field(description="kinds of input the coin has had")
     inputs_missing: list[str] = Field(description="kinds of input the coin has never had")
+    n_inputs: int = Field(
+        ge=0, description="decision features (normalised) that had a value for this call"
+    )
+    n_inputs_max: int = Field(ge=1, description="decision features the rules can read")
 
 
 class Signals(_Model):
@@ -62,18 +66,47 @@ class Signals(_Model):
     risk: Unit | None = Field(description="market stress (vol expansion, spread, depth, flow, OI)")
 
 
-class Edge(_Model):
-    """The edge: direction, score, whether to act, and why (stable machine codes)."""
+class EdgeCosts(_Model):
+    """What acting on the edge costs, bps of mid (null: not measurable from the inputs)."""
 
-    score: Unit = Field(description="0 = no edge; see DESIGN.md §Edge")
-    actionable: bool
+    fee_bps: float = Field(ge=0, description="taker fee (HLSL_TAKER_FEE_BPS, default 4.5)")
+    half_spread_bps: float | None = Field(description="half the quoted spread")
+    slippage_bps: float | None = Field(
+        description="walking the latest book for size_usd, beyond the touch price"
+    )
+
+
+class Edge(_Model):
+    """The edge: direction, calibrated score, expected move net of costs, and why."""
+
+    score: Unit = Field(
+        description=(
+            "directional call (LONG/SHORT): p_right when calibrated, else raw_score; "
+            "FLAT: 0. See DESIGN.md §6"
+        )
+    )
+    actionable: bool = Field(
+        description="net_edge_bps > 0, tradable regime, fresh inputs, warmed up, liquid enough"
+    )
     explain: list[Explain] = Field(description="stable machine codes, most important first")
     direction: Direction
-    horizon_ms: int | None = Field(description="time span of the window behind the call")
+    horizon_ms: int | None = Field(description="horizon of the call and of expected_move_bps")
+    raw_score: Unit = Field(description="heuristic strength of the call before calibration")
+    p_right: Unit | None = Field(
+        description="calibrated probability that direction is right at horizon_ms"
+    )
+    calibration: str = Field(description="version of the calibration table used, or 'uncalibrated'")
+    expected_move_bps: float | None = Field(
+        description="gross expected move in the call's direction: (2 p_right - 1) x mean |move|"
+    )
+    cost_bps: float | None = Field(description="fee + half spread + slippage for size_usd")
+    net_edge_bps: float | None = Field(description="expected_move_bps - cost_bps")
+    size_usd: float = Field(gt=0, description="notional the costs are measured for (quote)")
+    costs: EdgeCosts
 
 
 class Features(_Model):
-    """Named features with units in their names (DESIGN.md §Features).
+    """Named features with units in their names (DESIGN.md §4), in `FEATURE_NAMES` order.
 
     A null value is never a silent 0: ``features_missing`` says why it is null.
     """
@@ -82,8 +115,14 @@ class Features(_Model):
         description="mid price (bbo/book, else allMids or ctx mid), quote currency"
     )
     spread_bps: float | None = Field(description="best ask minus best bid over mid, bps")
+    weighted_mid_px: float | None = Field(
+        description="size-weighted mid (bid*ask_sz + ask*bid_sz)/(bid_sz + ask_sz), quote ccy"
+    )
     microprice_px: float | None = Field(
-        description="size-weighted mid (bid*ask_sz + ask*bid_sz)/(bid_sz + ask_sz)"
+        description=(
+            "Stoikov micro-price mid + spread*g(I), g = E[next mid change | imbalance bucket] "
+            "learnt online per coin (in spreads, symmetrised)"
+        )
     )
     microprice_offset_bps: float | None = Field(description="microprice minus mid over mid, bps")
     tob_imbalance: float | None = Field(
@@ -96,6 +135,13 @@ class Features(_Model):
         description="(bid depth - ask depth)/(sum) within the band, -1..1"
     )
     book_levels: float | None = Field(description="levels in the latest book, both sides")
+    ofi: float | None = Field(
+        description="Cont-Kukanov-Stoikov order-flow imbalance over this bar's quotes, base coin"
+    )
+    ofi_norm: float | None = Field(
+        description="OFI over the window / mean touch depth (bid+ask size)/2, dimensionless"
+    )
+    ofi_zscore: float | None = Field(description="this bar's OFI vs its rolling history, sigma")
     trade_count: float | None = Field(description="trades in this bar")
     buy_volume: float | None = Field(description="buying-aggressor volume in this bar, base coin")
     sell_volume: float | None = Field(description="selling-aggressor volume in this bar, base coin")
@@ -108,6 +154,12 @@ class Features(_Model):
         description="buy minus sell aggressor notional over the window, quote currency"
     )
     trade_rate_per_s: float | None = Field(description="trades per second over the window")
+    trade_rate_burst: float | None = Field(
+        description="trade rate over the short window / over the long window (1 = usual)"
+    )
+    vpin: float | None = Field(
+        description="VPIN over the last volume buckets, exact aggressor sides, 0..1"
+    )
     realized_vol_bps: float | None = Field(
         description="sqrt(sum of squared log returns) over the window, bps"
     )
@@ -115,14 +167,23 @@ class Features(_Model):
         description="realized volatility annualised (365.25 d), fraction"
     )
     vol_expansion_ratio: float | None = Field(
-        description="short-window vol per unit time over long-window vol per unit time"
+        description="short-window vol per unit time over its usual (rolling median) level"
     )
     parkinson_vol_ann: float | None = Field(
         description="Parkinson high-low volatility from closed candles, annualised fraction"
     )
-    momentum_bps: float | None = Field(description="log return over the window, bps")
+    garman_klass_vol_ann: float | None = Field(
+        description="Garman-Klass OHLC volatility from closed candles, annualised fraction"
+    )
+    momentum_bps: float | None = Field(description="log return over the trend window, bps")
+    momentum_z: float | None = Field(
+        description="momentum over its noise: move / (sigma per return x sqrt(returns)), sigma"
+    )
     efficiency_ratio: float | None = Field(
-        description="Kaufman efficiency ratio |net move| / path length over the window, 0..1"
+        description="Kaufman efficiency ratio |net move| / path length over the trend window, 0..1"
+    )
+    variance_ratio: float | None = Field(
+        description="variance ratio VR(q) of q-period vs 1-period returns (>1 trend, <1 reverting)"
     )
     price_zscore: float | None = Field(description="(price - window mean) / window std")
     spread_ratio: float | None = Field(description="spread over its rolling median (1 = usual)")
@@ -131,7 +192,10 @@ class Features(_Model):
     funding_rate_1h: float | None = Field(
         description="hourly funding rate estimate (fraction, not %)"
     )
-    premium_bps: float | None = Field(description="exchange premium (mark vs oracle), bps")
+    premium_bps: float | None = Field(
+        description="the exchange's funding premium (impact prices vs oracle), bps"
+    )
+    mark_oracle_bps: float | None = Field(description="(mark - oracle)/oracle, bps")
     open_interest: float | None = Field(description="open interest, base coin")
     oi_change_pct: float | None = Field(description="open-interest change over the window, percent")
     mark_px: float | None = Field(description="mark price")
@@ -267,6 +331,11 @@ class Health(_Model):
     connections: list[ConnectionState] = Field(
         default_factory=list, description="live connections (empty for a replay)"
     )
+    stale_coins: list[str] = Field(
+        default_factory=list,
+        description="coins whose latest signal is stale on the source clock now",
+    )
+    reason: str | None = Field(default=None, description="why ok is false, if it is")
 
 
 class CoinState(_Model):
@@ -294,6 +363,14 @@ class ErrorBody(_Model):
 
     detail: str
     coins: list[str] | None = None
+
+
+class DroppedEvent(_Model):
+    """The data of an ``event: dropped`` on ``GET /v1/stream``."""
+
+    missed: int = Field(ge=0, description="events after last_id this client will not get")
+    last_id: int = Field(ge=0, description="the id of the last event the client has")
+    reason: str = Field(description="machine code, a colon, then the explanation")
 
 
 def envelope_json_schema() -> dict[str, object]:

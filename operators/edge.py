@@ -1,17 +1,33 @@
-"""Signals (momentum, liquidity, risk in [0, 1]) and the edge: direction, score, actionable, why.
+"""Signals (momentum, liquidity, risk in [0, 1]) and the edge: direction, score, costs, why.
 
-Everything here is a pure function of one bar's features, its regime and its freshness, so it is
-deterministic on replay. Formulas are in DESIGN.md §Signals and §Edge; keep the two in step.
+Everything here is a pure function of one bar's features, its regime, its freshness and the
+calibration table loaded once at import (`operators.calibration`), so it is deterministic on
+replay. Formulas are in DESIGN.md §6; keep the two in step.
+
+The edge in one paragraph: the regime and the features give a direction and a heuristic
+``raw_score`` in [0, 1]; the calibration table (fitted on replays by ``tools/evaluate.py``) maps
+it to ``p_right``, the probability that the direction is right at the edge's horizon, and
+``score = p_right``; the expected gross move is ``(2·p_right − 1) × mean |move|`` at that horizon;
+the cost of acting is the taker fee plus half the spread plus the slippage of walking the latest
+book for ``size_usd``; ``actionable`` needs a positive net expectation in a regime that allows
+trading, fresh inputs, a finished warm-up and enough liquidity.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Final
 
+from operators.calibration import UNCALIBRATED, Calibration, load_default
 from operators.features import FeatureVector
+from operators.microstructure import walk_book
 from operators.regime import RegimeLabel, RegimeState
+
+CALIBRATION: Final[Calibration | None] = load_default()
+"""The calibration table the server uses (``$HLSL_CALIBRATION`` or the committed one)."""
 
 
 class Direction(StrEnum):
@@ -53,6 +69,14 @@ class Explain(StrEnum):
     DEGRADED_INPUTS = "DEGRADED_INPUTS"
     STALE_INPUT = "STALE_INPUT"
     SCORE_BELOW_THRESHOLD = "SCORE_BELOW_THRESHOLD"
+    ORDER_FLOW_CONFIRMS = "ORDER_FLOW_CONFIRMS"
+    ORDER_FLOW_CONTRADICTS = "ORDER_FLOW_CONTRADICTS"
+    UNCALIBRATED = "UNCALIBRATED"
+    NET_EDGE_POSITIVE = "NET_EDGE_POSITIVE"
+    COSTS_EXCEED_EDGE = "COSTS_EXCEED_EDGE"
+    COST_UNKNOWN = "COST_UNKNOWN"
+    BOOK_TOO_THIN = "BOOK_TOO_THIN"
+    REGIME_NOT_TRADABLE = "REGIME_NOT_TRADABLE"
 
 
 _STRESS_CODE = {
@@ -61,27 +85,68 @@ _STRESS_CODE = {
     "depth_collapse": Explain.DEPTH_COLLAPSE,
     "oi_drop": Explain.OI_DROP,
 }
+_REGIME_CODE = {label: Explain(f"REGIME_{label.value}") for label in RegimeLabel}
+_TRADABLE: Final = frozenset({RegimeLabel.TRENDING, RegimeLabel.MEAN_REVERTING})
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        msg = f"{name} must be a number, got {raw!r}"
+        raise ValueError(msg) from None
+    if not math.isfinite(value) or value < 0:
+        msg = f"{name} must be a finite number >= 0, got {raw!r}"
+        raise ValueError(msg)
+    return value
+
+
+def default_taker_fee_bps() -> float:
+    """``HLSL_TAKER_FEE_BPS``, else Hyperliquid's base taker fee 0.045 % = 4.5 bps."""
+    return _env_float("HLSL_TAKER_FEE_BPS", 4.5)
+
+
+def default_size_usd() -> float:
+    """``HLSL_EDGE_SIZE_USD``, else 10,000 USD: the notional the slippage is measured for."""
+    return _env_float("HLSL_EDGE_SIZE_USD", 10_000.0)
 
 
 @dataclass(frozen=True, slots=True)
 class EdgeConfig:
-    """Edge thresholds.
+    """Edge thresholds, costs and horizon.
 
     Attributes:
-        actionable_score: minimum score for ``actionable``.
         min_liquidity: minimum liquidity signal for ``actionable`` (when known).
         mr_min_z: |price z-score| a mean-reversion call needs.
         flow_veto: trade-flow imbalance against the trend direction that vetoes a trend call.
         good_liquidity: liquidity signal at or above which ``LIQUIDITY_GOOD`` is reported.
         stable_dwell: bars a regime must have held to be reported ``REGIME_STABLE``.
+        taker_fee_bps: taker fee per fill, bps (``HLSL_TAKER_FEE_BPS``, default 4.5).
+        size_usd: notional the book is walked for (``HLSL_EDGE_SIZE_USD``, default 10,000).
+        horizon_ms: the edge's horizon; None: the calibration table's default (60 s without).
+        horizon_min_obs: the horizon is at least this many observation intervals (coarse bars).
     """
 
-    actionable_score: float = 0.55
     min_liquidity: float = 0.3
     mr_min_z: float = 1.0
     flow_veto: float = -0.2
     good_liquidity: float = 0.7
     stable_dwell: int = 5
+    taker_fee_bps: float = field(default_factory=default_taker_fee_bps)
+    size_usd: float = field(default_factory=default_size_usd)
+    horizon_ms: int | None = None
+    horizon_min_obs: int = 5
+
+    def __post_init__(self) -> None:
+        if self.taker_fee_bps < 0 or self.size_usd <= 0:
+            msg = "taker_fee_bps must be >= 0 and size_usd > 0"
+            raise ValueError(msg)
+        if self.horizon_ms is not None and self.horizon_ms <= 0:
+            msg = "horizon_ms must be positive"
+            raise ValueError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +160,23 @@ class Signals:
 
 @dataclass(frozen=True, slots=True)
 class Edge:
-    """Direction, score in [0, 1], actionable flag, explanation codes and horizon."""
+    """Direction, calibrated score, costs, actionable flag, explanation codes and horizon."""
 
     direction: Direction
     score: float
     actionable: bool
     explain: tuple[Explain, ...]
     horizon_ms: int | None
+    raw_score: float = 0.0
+    p_right: float | None = None
+    calibration: str = UNCALIBRATED
+    expected_move_bps: float | None = None
+    cost_bps: float | None = None
+    net_edge_bps: float | None = None
+    size_usd: float = 10_000.0
+    fee_bps: float = 4.5
+    half_spread_bps: float | None = None
+    slippage_bps: float | None = None
 
 
 def _clamp(x: float) -> float:
@@ -109,41 +184,41 @@ def _clamp(x: float) -> float:
 
 
 def compute_signals(fv: FeatureVector, regime: RegimeState) -> Signals:
-    """Momentum strength, liquidity and risk from one bar's features (DESIGN.md §Signals)."""
-    mom = fv.get("momentum_bps")
-    rv = fv.get("realized_vol_bps")
-    momentum = None
-    if mom is not None and rv is not None:
-        momentum = math.tanh(abs(mom) / rv / 2.0) if rv > 0 else 0.0
+    """Momentum strength, liquidity and risk from one bar's features (DESIGN.md §6 Signals)."""
+    values = fv.values
+    mz = values.get("momentum_z")
+    momentum = None if mz is None else math.tanh(abs(mz) / 2.0)
 
-    parts: list[float] = []
-    spread_ratio = fv.get("spread_ratio")
+    liquidity: float | None = None
+    spread_ratio = values.get("spread_ratio")
     if spread_ratio is not None and spread_ratio > 0:
-        parts.append(min(1.0, 1.0 / spread_ratio))
-    depth_ratio = fv.get("depth_ratio")
+        liquidity = min(1.0, 1.0 / spread_ratio)
+    depth_ratio = values.get("depth_ratio")
     if depth_ratio is not None:
-        parts.append(min(1.0, depth_ratio))
-    if not parts:
-        volume_ratio = fv.get("volume_ratio")
+        d = min(1.0, depth_ratio)
+        liquidity = d if liquidity is None or d < liquidity else liquidity
+    if liquidity is None:
+        volume_ratio = values.get("volume_ratio")
         if volume_ratio is not None:
-            parts.append(min(1.0, volume_ratio))
-    liquidity = min(parts) if parts else None
+            liquidity = min(1.0, volume_ratio)
 
-    risks: list[float] = []
-    ver = fv.get("vol_expansion_ratio")
+    risk: float | None = None
+    ver = values.get("vol_expansion_ratio")
     if ver is not None:
-        risks.append(1.0 - math.exp(-max(0.0, ver - 1.0)))
+        risk = 1.0 - math.exp(-max(0.0, ver - 1.0))
     if spread_ratio is not None:
-        risks.append(1.0 - math.exp(-max(0.0, spread_ratio - 1.0) / 2.0))
+        risk = max(risk or 0.0, 1.0 - math.exp(-max(0.0, spread_ratio - 1.0) / 2.0))
     if depth_ratio is not None:
-        risks.append(_clamp(1.0 - depth_ratio))
-    tfi = fv.get("trade_flow_imbalance")
+        risk = max(risk or 0.0, _clamp(1.0 - depth_ratio))
+    tfi = values.get("trade_flow_imbalance")
     if tfi is not None:
-        risks.append(_clamp(2.0 * (abs(tfi) - 0.5)))
-    oi_chg = fv.get("oi_change_pct")
+        risk = max(risk or 0.0, _clamp(2.0 * (abs(tfi) - 0.5)))
+    burst = values.get("trade_rate_burst")
+    if burst is not None:
+        risk = max(risk or 0.0, 1.0 - math.exp(-max(0.0, burst - 1.0) / 3.0))
+    oi_chg = values.get("oi_change_pct")
     if oi_chg is not None:
-        risks.append(_clamp(-oi_chg / 2.0))
-    risk = max(risks) if risks else None
+        risk = max(risk or 0.0, _clamp(-oi_chg / 2.0))
     if regime.label is RegimeLabel.LIQUIDATION_RISK:
         risk = max(0.8, risk or 0.0)
     return Signals(
@@ -153,31 +228,75 @@ def compute_signals(fv: FeatureVector, regime: RegimeState) -> Signals:
     )
 
 
+def slippage_bps(fv: FeatureVector, direction: Direction, size_usd: float) -> float | None:
+    """Slippage beyond the touch of a taker order for ``size_usd``, bps of mid (None: too thin).
+
+    Buying walks the asks: ``1e4·(VWAP_fill − best ask)/M``; selling walks the bids:
+    ``1e4·(best bid − VWAP_fill)/M``, with ``M`` the book's mid. 0 when the touch holds it all.
+    """
+    book = fv.book
+    if book is None or direction is Direction.FLAT:
+        return None
+    bid_px = book.bid_px
+    ask_px = book.ask_px
+    mid = (bid_px[0] + ask_px[0]) / 2.0
+    if direction is Direction.LONG:
+        fill = walk_book(ask_px, book.ask_sz, size_usd)
+        return None if fill is None else max(0.0, 1e4 * (fill - ask_px[0]) / mid)
+    fill = walk_book(bid_px, book.bid_sz, size_usd)
+    return None if fill is None else max(0.0, 1e4 * (bid_px[0] - fill) / mid)
+
+
 @dataclass(slots=True)
 class EdgeScorer:
-    """Stateless scorer (a class for its config and to mirror the other operators)."""
+    """Stateless scorer (a class for its config and calibration table)."""
 
     config: EdgeConfig = field(default_factory=EdgeConfig)
+    calibration: Calibration | None = field(default_factory=lambda: CALIBRATION)
+
+    def horizon(self, fv: FeatureVector) -> tuple[int, str, float | None]:
+        """``(horizon_ms, calibration version or "uncalibrated", mean |move| bps or None)``.
+
+        The horizon is the configured one (else the table's default, else 60 s), raised to
+        ``horizon_min_obs`` observation intervals for coarse bars, then snapped up to the
+        shortest calibrated horizon at least that long (uncalibrated when there is none).
+        """
+        cfg = self.config
+        cal = self.calibration
+        base = cfg.horizon_ms or (cal.default_horizon_ms if cal is not None else 60_000)
+        span = fv.window_span_ms
+        n = fv.window_obs
+        if span is not None and n >= 2:
+            base = max(base, math.ceil(cfg.horizon_min_obs * span / (n - 1)))
+        if cal is None:
+            return base, UNCALIBRATED, None
+        hc = cal.horizon_for(base)
+        if hc is None:
+            return base, UNCALIBRATED, None
+        return hc.horizon_ms, cal.version, hc.mean_abs_move(fv.coin)
 
     def score(self, fv: FeatureVector, regime: RegimeState, signals: Signals, stale: bool) -> Edge:
-        """Score one bar (DESIGN.md §Edge)."""
+        """Score one bar (DESIGN.md §6 Edge)."""
         cfg = self.config
-        why: list[Explain] = [Explain(f"REGIME_{regime.label.value}")]
-        if fv.warming_up:
+        values = fv.values
+        label = regime.label
+        why: list[Explain] = [_REGIME_CODE[label]]
+        warming = fv.warming_up
+        if warming:
             why.append(Explain.WARMING_UP)
         if regime.rule.value == "no_price_input":
             why.append(Explain.NO_PRICE_INPUT)
-        if regime.label is not RegimeLabel.UNKNOWN:
+        if label is not RegimeLabel.UNKNOWN:
             why.append(
                 Explain.REGIME_STABLE if regime.dwell >= cfg.stable_dwell else Explain.REGIME_NEW
             )
         if regime.candidate is not None:
             why.append(Explain.REGIME_CHANGE_PENDING)
         why.extend(_STRESS_CODE[s] for s in regime.stresses)
-        ver = fv.get("vol_expansion_ratio")
+        ver = values.get("vol_expansion_ratio")
         if ver is not None and ver >= 1.8:
             why.append(Explain.VOL_EXPANSION)
-        if regime.inputs_missing and "quotes" in regime.inputs_missing:
+        if "quotes" in regime.inputs_missing:
             why.append(Explain.DEGRADED_INPUTS)
         liq = signals.liquidity
         if liq is None:
@@ -190,12 +309,12 @@ class EdgeScorer:
             why.append(Explain.STALE_INPUT)
 
         direction = Direction.FLAT
-        score = 0.0
+        raw = 0.0
         liq_term = 0.5 if liq is None else liq
         conf = regime.confidence
-        mom = fv.get("momentum_bps")
-        tfi = fv.get("trade_flow_imbalance")
-        if regime.label is RegimeLabel.TRENDING and mom:
+        mom = values.get("momentum_bps")
+        tfi = values.get("trade_flow_imbalance")
+        if label is RegimeLabel.TRENDING and mom:
             sign = 1.0 if mom > 0 else -1.0
             why.append(Explain.MOMENTUM_UP if sign > 0 else Explain.MOMENTUM_DOWN)
             agree = 0.5 if tfi is None else (1.0 + tfi * sign) / 2.0
@@ -204,26 +323,89 @@ class EdgeScorer:
             else:
                 if tfi is not None and tfi * sign > 0:
                     why.append(Explain.FLOW_CONFIRMS)
+                ofi = values.get("ofi_norm")
+                if ofi is not None and ofi != 0.0:
+                    why.append(
+                        Explain.ORDER_FLOW_CONFIRMS
+                        if ofi * sign > 0
+                        else Explain.ORDER_FLOW_CONTRADICTS
+                    )
                 direction = Direction.LONG if sign > 0 else Direction.SHORT
-                score = conf * (0.5 * (signals.momentum or 0.0) + 0.3 * agree + 0.2 * liq_term)
-        elif regime.label is RegimeLabel.MEAN_REVERTING:
-            z = fv.get("price_zscore")
+                raw = conf * (0.5 * (signals.momentum or 0.0) + 0.3 * agree + 0.2 * liq_term)
+        elif label is RegimeLabel.MEAN_REVERTING:
+            z = values.get("price_zscore")
             if z is not None and abs(z) >= cfg.mr_min_z:
                 why.append(Explain.PRICE_ABOVE_MEAN if z > 0 else Explain.PRICE_BELOW_MEAN)
                 direction = Direction.SHORT if z > 0 else Direction.LONG
                 fade = 1.0 - (signals.momentum or 0.0)
-                score = conf * (0.6 * min(1.0, abs(z) / 3.0) + 0.2 * fade + 0.2 * liq_term)
+                raw = conf * (0.6 * min(1.0, abs(z) / 3.0) + 0.2 * fade + 0.2 * liq_term)
             else:
                 why.append(Explain.PRICE_AT_MEAN)
-        score = round(_clamp(score), 4)
-        liquid_enough = liq is None or liq >= cfg.min_liquidity
+        raw = round(_clamp(raw), 4)
+
+        horizon_ms, version, move = self.horizon(fv)
+        fee = cfg.taker_fee_bps
+        if direction is Direction.FLAT:
+            return Edge(
+                direction,
+                0.0,
+                False,
+                tuple(dict.fromkeys(why)),
+                horizon_ms,
+                raw_score=raw,
+                calibration=version,
+                size_usd=cfg.size_usd,
+                fee_bps=fee,
+            )
+
+        p_right: float | None = None
+        expected: float | None = None
+        if move is not None and self.calibration is not None:
+            hc = self.calibration.horizons[horizon_ms]
+            p_right = round(hc.p_right(raw), 4)
+            expected = round((2.0 * p_right - 1.0) * move, 4)
+            score = p_right
+        else:
+            why.append(Explain.UNCALIBRATED)
+            score = raw
+        spread = values.get("spread_bps")
+        half = None if spread is None else round(spread / 2.0, 4)
+        slip = slippage_bps(fv, direction, cfg.size_usd)
+        if slip is not None:
+            slip = round(slip, 4)
+        elif fv.book is not None:
+            why.append(Explain.BOOK_TOO_THIN)
+        cost = None if half is None or slip is None else round(fee + half + slip, 4)
+        net = None if cost is None or expected is None else round(expected - cost, 4)
+        if cost is None:
+            why.append(Explain.COST_UNKNOWN)
+        elif net is not None:
+            why.append(Explain.NET_EDGE_POSITIVE if net > 0 else Explain.COSTS_EXCEED_EDGE)
+        tradable = label in _TRADABLE
+        if not tradable:  # pragma: no cover - only tradable regimes give a direction today
+            why.append(Explain.REGIME_NOT_TRADABLE)
         actionable = (
-            direction is not Direction.FLAT
-            and score >= cfg.actionable_score
+            net is not None
+            and net > 0
+            and tradable
             and not stale
-            and not fv.warming_up
-            and liquid_enough
+            and not warming
+            and (liq is None or liq >= cfg.min_liquidity)
         )
-        if direction is not Direction.FLAT and score < cfg.actionable_score:
-            why.append(Explain.SCORE_BELOW_THRESHOLD)
-        return Edge(direction, score, actionable, tuple(dict.fromkeys(why)), fv.window_span_ms)
+        return Edge(
+            direction,
+            score,
+            actionable,
+            tuple(dict.fromkeys(why)),
+            horizon_ms,
+            raw_score=raw,
+            p_right=p_right,
+            calibration=version,
+            expected_move_bps=expected,
+            cost_bps=cost,
+            net_edge_bps=net,
+            size_usd=cfg.size_usd,
+            fee_bps=fee,
+            half_spread_bps=half,
+            slippage_bps=slip,
+        )

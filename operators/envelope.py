@@ -8,18 +8,26 @@ against that model with ``extra="forbid"``, so the two cannot drift apart silent
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import isfinite
 from typing import Any, Final
 
 from connectors.events import STREAMS
 from operators.edge import Edge, Signals
 from operators.features import FeatureVector
-from operators.freshness import FreshnessStatus, StreamFreshness, judge_all, overall
-from operators.regime import RegimeState
+from operators.freshness import (
+    FreshnessStatus,
+    StreamFreshness,
+    judge_stream,
+    stale_after_ms,
+)
+from operators.regime import DECISION_INPUTS, RegimeState
 
 SCHEMA_VERSION: Final = "1.0"
 _NAMES: Final = tuple(s.value for s in STREAMS)
 _STATUS: Final = {s: s.value for s in FreshnessStatus}
+_MISSING_REASON: Final = {
+    s: judge_stream(s, None, None, None, 0).reason for s in STREAMS
+}  # the reason judge_stream gives a stream that never appeared
+N_INPUTS_MAX: Final = len(DECISION_INPUTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +40,47 @@ class Producer:
 
 
 def freshness_block(fv: FeatureVector, as_of_ms: int) -> dict[str, Any]:
-    """Per-stream freshness as of ``as_of_ms`` (bar close here; the source clock in the API)."""
-    judged = judge_all(fv.streams, as_of_ms)
-    return {
-        "as_of_ms": as_of_ms,
-        "status": overall(judged).value,
-        "streams": {name: stream_block(f) for name, f in zip(_NAMES, judged.values(), strict=True)},
-    }
+    """Per-stream freshness as of ``as_of_ms`` (bar close here; the source clock in the API).
+
+    The same judgement as `operators.freshness.judge_all` and `overall` (a test checks they
+    agree), without their intermediate objects for streams that never appeared.
+    """
+    clocks = fv.streams
+    streams: dict[str, Any] = {}
+    present = stale = False
+    for stream, name in zip(STREAMS, _NAMES, strict=True):
+        c = clocks.get(stream)
+        if c is None:
+            streams[name] = {
+                "status": "missing",
+                "last_exchange_ms": None,
+                "last_recv_ms": None,
+                "age_ms": None,
+                "expected_interval_ms": None,
+                "reason": _MISSING_REASON[stream],
+            }
+            continue
+        present = True
+        iv = c.interval_ms
+        age = as_of_ms - c.last_ms
+        if age < 0:
+            age = 0
+        if age > stale_after_ms(stream, iv):  # rare: let judge_stream word the reason
+            stale = True
+            streams[name] = stream_block(
+                judge_stream(stream, c.last_ms, c.last_recv_ms, iv, as_of_ms)
+            )
+            continue
+        streams[name] = {
+            "status": "ok",
+            "last_exchange_ms": c.last_ms,
+            "last_recv_ms": c.last_recv_ms,
+            "age_ms": age,
+            "expected_interval_ms": None if iv is None else round(iv),
+            "reason": None,
+        }
+    status = "stale" if stale else "ok" if present else "missing"
+    return {"as_of_ms": as_of_ms, "status": status, "streams": streams}
 
 
 def stream_block(f: StreamFreshness) -> dict[str, Any]:
@@ -62,12 +104,15 @@ def build_envelope(
     producer: Producer,
 ) -> dict[str, Any]:
     """Assemble the envelope (field order is part of the byte-identical replay promise)."""
-    features = dict(fv.values)
-    missing = dict(fv.missing)
-    bad = [k for k, v in features.items() if v is not None and not isfinite(v)]
-    for name in bad:  # NaN/inf never reach an agent: null with a reason
-        features[name] = None
-        missing[name] = "non_finite"
+    features = fv.values
+    missing = fv.missing
+    bad = [k for k, v in features.items() if v is not None and v - v != 0.0]  # NaN or ±inf
+    if bad:  # NaN/inf never reach an agent: null with a reason
+        features = dict(features)
+        missing = dict(missing)
+        for name in bad:
+            features[name] = None
+            missing[name] = "non_finite"
     n = fv.observations
     return {
         "schema_version": SCHEMA_VERSION,
@@ -87,6 +132,8 @@ def build_envelope(
             "stresses": list(regime.stresses),
             "inputs_used": list(regime.inputs_used),
             "inputs_missing": list(regime.inputs_missing),
+            "n_inputs": regime.n_inputs,
+            "n_inputs_max": N_INPUTS_MAX,
         },
         "signals": {
             "momentum": signals.momentum,
@@ -99,6 +146,18 @@ def build_envelope(
             "explain": [c.value for c in edge.explain],
             "direction": edge.direction.value,
             "horizon_ms": edge.horizon_ms,
+            "raw_score": edge.raw_score,
+            "p_right": edge.p_right,
+            "calibration": edge.calibration,
+            "expected_move_bps": edge.expected_move_bps,
+            "cost_bps": edge.cost_bps,
+            "net_edge_bps": edge.net_edge_bps,
+            "size_usd": edge.size_usd,
+            "costs": {
+                "fee_bps": edge.fee_bps,
+                "half_spread_bps": edge.half_spread_bps,
+                "slippage_bps": edge.slippage_bps,
+            },
         },
         "features": features,
         "features_missing": {k: missing[k] for k in sorted(missing)},

@@ -2,11 +2,13 @@
 
 `FeatureState.update(bar)` turns each closed `Bar` into a `FeatureVector`: named values with units
 in their names, plus the reason for every value that could not be computed (never a silent 0).
-Formulas, units and windows are in DESIGN.md §Features; keep the two in step.
+Formulas, units, windows and source streams are in DESIGN.md §4 (Features); keep the two in step.
 
 Windows count *observations* (bars that carried a price), not wall time, so the same rules work on
 1-second bars of a live book and on 5-minute candles; the time the window spans is reported as
 ``window_span_ms``, and per-time quantities (annualised volatility, trade rate) divide by it.
+Everything is O(1) (or O(log n) for medians) per bar: running sums re-summed exactly once per
+window of removals, bisect-sorted FIFOs, no numpy and no copies of windows.
 
 To add a feature: compute it in `FeatureState.update`, add its name to `FEATURE_NAMES` (and to the
 API's `Features` model and DESIGN.md); a missing value goes into ``missing`` with a reason code.
@@ -22,7 +24,8 @@ from typing import Final
 from connectors.events import BookSnapshot, Stream
 from operators.bars import Bar
 from operators.freshness import StreamClock
-from operators.rolling import RollingMedian, RollingSum
+from operators.microstructure import MicroPrice, Vpin
+from operators.rolling import RollingMedian, RollingMoments, RollingPair, RollingSum
 
 # Enum attribute access is slow on 3.11; the hot path uses these module constants.
 _TRADES: Final = Stream.TRADES
@@ -34,10 +37,13 @@ _CANDLE: Final = Stream.CANDLE
 
 MS_PER_YEAR: Final = 365.25 * 24 * 3600 * 1000
 LN2_4: Final = 4.0 * math.log(2.0)
+GK_C: Final = 2.0 * math.log(2.0) - 1.0
 
 FEATURE_NAMES: Final[tuple[str, ...]] = (
+    # book
     "mid_px",
     "spread_bps",
+    "weighted_mid_px",
     "microprice_px",
     "microprice_offset_bps",
     "tob_imbalance",
@@ -46,6 +52,10 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "depth_ask_usd",
     "depth_imbalance",
     "book_levels",
+    # flow
+    "ofi",
+    "ofi_norm",
+    "ofi_zscore",
     "trade_count",
     "buy_volume",
     "sell_volume",
@@ -54,22 +64,77 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "trade_flow_imbalance_bar",
     "signed_notional_usd",
     "trade_rate_per_s",
+    "trade_rate_burst",
+    "vpin",
+    # volatility and trend
     "realized_vol_bps",
     "realized_vol_ann",
     "vol_expansion_ratio",
     "parkinson_vol_ann",
+    "garman_klass_vol_ann",
     "momentum_bps",
+    "momentum_z",
     "efficiency_ratio",
+    "variance_ratio",
     "price_zscore",
+    # relative to the coin's own history
     "spread_ratio",
     "depth_ratio",
     "volume_ratio",
+    # perp context
     "funding_rate_1h",
     "premium_bps",
+    "mark_oracle_bps",
     "open_interest",
     "oi_change_pct",
     "mark_px",
     "oracle_px",
+)
+
+_QUOTE_NAMES: Final = (
+    "spread_bps",
+    "weighted_mid_px",
+    "microprice_px",
+    "microprice_offset_bps",
+    "tob_imbalance",
+    "spread_ratio",
+    "ofi",
+    "ofi_norm",
+    "ofi_zscore",
+)
+_BOOK_NAMES: Final = (
+    "depth_band_bps",
+    "depth_bid_usd",
+    "depth_ask_usd",
+    "depth_imbalance",
+    "book_levels",
+    "depth_ratio",
+)
+_PATH_NAMES: Final = (
+    "realized_vol_bps",
+    "realized_vol_ann",
+    "momentum_bps",
+    "momentum_z",
+    "efficiency_ratio",
+    "price_zscore",
+    "vol_expansion_ratio",
+    "variance_ratio",
+)
+_PERP_NAMES: Final = (
+    "funding_rate_1h",
+    "premium_bps",
+    "mark_oracle_bps",
+    "open_interest",
+    "oi_change_pct",
+    "mark_px",
+    "oracle_px",
+)
+_WINDOW_FLOW_NAMES: Final = (
+    "trade_flow_imbalance",
+    "signed_notional_usd",
+    "trade_rate_per_s",
+    "trade_rate_burst",
+    "vpin",
 )
 
 
@@ -78,18 +143,38 @@ class FeatureConfig:
     """Feature windows and bands.
 
     Attributes:
-        window_obs: rolling window, in price observations (bars with a price).
-        short_obs: short window for the volatility expansion ratio.
-        long_obs: long (baseline) window for volatility, spread, depth and volume baselines.
+        window_obs: rolling window W, in price observations (bars with a price): volatility,
+            variance ratio, price z-score.
+        trend_obs: trend window R for the direction and flow features (momentum, efficiency
+            ratio, flow imbalances, trade rate, OFI, open-interest change); 0: ``W // 2``, and
+            never below ``short_obs``.
+        short_obs: short window S (volatility expansion, trade-rate burst, first baselines).
+        long_obs: long (baseline) window L for volatility, spread, depth, volume, OFI and trade
+            rate baselines.
         warmup_obs: observations needed before signals count as warmed up.
-        depth_band_bps: half-width of the band around mid for depth features, in bps.
+        depth_band_bps: half-width B of the band around mid for depth features, in bps.
+        vr_q: horizon q of the variance ratio, in observations (capped at W/3, at least 2).
+        micro_buckets: imbalance states of the micro-price estimator.
+        micro_memory: forgetting of the micro-price estimator, in mid changes.
+        micro_min_obs: (effective) observations a state needs before its adjustment is used.
+        vpin_buckets: volume buckets VPIN averages over.
+        vpin_min_buckets: completed buckets before VPIN is reported.
+        vpin_bucket_obs: a bucket holds the coin's mean volume of this many bars.
     """
 
     window_obs: int = 60
+    trend_obs: int = 0
     short_obs: int = 10
     long_obs: int = 600
     warmup_obs: int = 30
     depth_band_bps: float = 10.0
+    vr_q: int = 5
+    micro_buckets: int = 10
+    micro_memory: float = 5000.0
+    micro_min_obs: float = 20.0
+    vpin_buckets: int = 50
+    vpin_min_buckets: int = 10
+    vpin_bucket_obs: float = 5.0
 
     def __post_init__(self) -> None:
         if not 2 <= self.short_obs < self.window_obs <= self.long_obs:
@@ -101,6 +186,25 @@ class FeatureConfig:
         if self.warmup_obs < 2 or self.depth_band_bps <= 0:
             msg = "warmup_obs must be >= 2 and depth_band_bps > 0"
             raise ValueError(msg)
+        if self.trend_obs < 0 or self.trend_obs > self.window_obs:
+            msg = f"trend_obs must be in 0..window_obs, got {self.trend_obs}"
+            raise ValueError(msg)
+        if self.vr_q < 2 or self.micro_buckets < 2 or self.vpin_buckets < 1:
+            msg = "need vr_q >= 2, micro_buckets >= 2 and vpin_buckets >= 1"
+            raise ValueError(msg)
+        if self.vpin_bucket_obs <= 0 or self.micro_memory < 1 or self.micro_min_obs <= 0:
+            msg = "need vpin_bucket_obs > 0, micro_memory >= 1 and micro_min_obs > 0"
+            raise ValueError(msg)
+
+    @property
+    def r(self) -> int:
+        """The trend window actually used (``trend_obs``, else ``W // 2``; at least S)."""
+        return max(self.short_obs, self.trend_obs or self.window_obs // 2)
+
+    @property
+    def q(self) -> int:
+        """The variance-ratio horizon actually used: ``min(vr_q, W // 3)``, at least 2."""
+        return max(2, min(self.vr_q, self.window_obs // 3))
 
 
 @dataclass(slots=True)
@@ -122,6 +226,10 @@ class FeatureVector:
     warmup_obs: int
     gaps: int = 0
     """Input gaps (live reconnects) inside this bar."""
+    book: BookSnapshot | None = None
+    """The latest usable book (both sides present) as of this bar, for book walks (edge costs)."""
+    window_obs: int = 0
+    """Price observations in the window (``window_span_ms`` spans ``window_obs − 1`` intervals)."""
 
     @property
     def warming_up(self) -> bool:
@@ -139,7 +247,8 @@ class _Obs:
 
     t_ms: int
     px: float
-    r: float  # log return from the previous observation (0 for the first)
+    r: float  # log return from the previous observation (0 for the first and across gaps)
+    cum: float  # Σ r up to and including this observation (for q-period returns)
 
 
 @dataclass(slots=True)
@@ -148,14 +257,34 @@ class FeatureState:
 
     config: FeatureConfig = field(default_factory=FeatureConfig)
     obs: deque[_Obs] = field(default_factory=deque)
+    obs_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # Σr², Σd, Σd²
+    px_ref: float = 0.0
+    obs_drops: int = 0
+    qr2: deque[float] = field(default_factory=deque)  # squared q-period returns in the window
+    qr2_sum: float = 0.0
+    path_r: float = 0.0  # Σ|r| over the trend window
+    short_r2: RollingSum = field(init=False)
     long_r2: RollingSum = field(init=False)
+    var_rates: RollingMedian = field(init=False)
     flow: deque[tuple[int, float, float, float, int]] = field(default_factory=deque)
     flow_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
     flow_drops: int = 0
+    flow_last_ms: int | None = None
+    short_prints: RollingSum = field(init=False)
+    long_flow: RollingPair = field(init=False)  # (prints, volume) per bar over L bars
+    vpin: Vpin = field(init=False)
+    ofi_win: deque[tuple[int, float, float, int]] = field(default_factory=deque)
+    ofi_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    ofi_drops: int = 0
+    ofi_hist: RollingMoments = field(init=False)
+    ofi_prev: tuple[float, float, float, float] | None = None
+    micro: MicroPrice = field(init=False)
     spreads: RollingMedian = field(init=False)
     depths: RollingMedian = field(init=False)
     volumes: RollingMedian = field(init=False)
-    candles: deque[tuple[int, float]] = field(default_factory=deque)  # (duration ms, var term)
+    candles: deque[tuple[int, float, float]] = field(default_factory=deque)  # dur, pk, gk terms
+    candle_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    candle_drops: int = 0
     oi: deque[tuple[int, float]] = field(default_factory=deque)
     streams: dict[Stream, StreamClock] = field(default_factory=dict)
     tob: tuple[int, float, float, float, float] | None = None  # time, bid, bid_sz, ask, ask_sz
@@ -168,95 +297,148 @@ class FeatureState:
     candle_interval_ms: int | None = None
     price_source: str | None = None
     total_obs: int = 0
-    obs_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
-    px_ref: float = 0.0
-    obs_drops: int = 0
     after_gap: bool = False
+    _q: int = field(init=False, default=2)
+    _r: int = field(init=False, default=2)
+    _clocks: dict[Stream, StreamClock] = field(init=False, default_factory=dict)
+    _depth_of: tuple[BookSnapshot | None, float, float] = field(
+        init=False, default=(None, 0.0, 0.0)
+    )
 
     def __post_init__(self) -> None:
-        n = self.config.long_obs
+        cfg = self.config
+        self._q = cfg.q
+        self._r = cfg.r
+        n = cfg.long_obs
+        self.short_r2 = RollingSum(cfg.short_obs)
         self.long_r2 = RollingSum(n)
+        self.var_rates = RollingMedian(n)
+        self.short_prints = RollingSum(cfg.short_obs)
+        self.long_flow = RollingPair(n)
+        self.vpin = Vpin(cfg.vpin_buckets)
+        self.ofi_hist = RollingMoments(n)
+        self.micro = MicroPrice(cfg.micro_buckets, cfg.micro_memory, cfg.micro_min_obs)
         self.spreads = RollingMedian(n)
         self.depths = RollingMedian(n)
         self.volumes = RollingMedian(n)
 
-    def _gap(self) -> None:
-        """The input had a hole: restart the flow window; skip the return across the hole."""
+    def _gap(self, bar: Bar) -> None:
+        """The input had a hole: restart the flow windows; no return or transition across it."""
         self.after_gap = True
         self.flow.clear()
         self.flow_sums = [0.0, 0.0, 0.0, 0.0]
         self.flow_drops = 0
+        self.flow_last_ms = bar.open_ms
+        self.ofi_win.clear()
+        self.ofi_sums = [0.0, 0.0, 0.0]
+        self.ofi_drops = 0
+        self.ofi_prev = None
+        self.micro.reset_pending()
+
+    # -- price observations --------------------------------------------------------------------
 
     def _obs_push(self, o: _Obs) -> None:
         """Append an observation, keeping running sums of the window (exact every window)."""
         obs = self.obs
         sums = self.obs_sums
+        cfg = self.config
         if not obs:
             self.px_ref = o.px
         obs.append(o)
         d = o.px - self.px_ref
-        sums[2] += d
-        sums[3] += d * d
+        sums[1] += d
+        sums[2] += d * d
         if len(obs) > 1:
             sums[0] += o.r * o.r
-            sums[1] += abs(o.r)
-        if len(obs) > self.config.window_obs + 1:
+        self.path_r += abs(o.r)
+        r_obs = self._r
+        if len(obs) > r_obs:
+            self.path_r -= abs(obs[-1 - r_obs].r)  # leaves the trend window
+        q = self._q
+        if len(obs) > q:
+            qr = o.cum - obs[-1 - q].cum
+            self.qr2.append(qr * qr)
+            self.qr2_sum += qr * qr
+        if len(obs) > cfg.window_obs + 1:
             old = obs.popleft()
             d = old.px - self.px_ref
-            sums[2] -= d
-            sums[3] -= d * d
+            sums[1] -= d
+            sums[2] -= d * d
             first = obs[0]  # its return now leaves the window
             sums[0] -= first.r * first.r
-            sums[1] -= abs(first.r)
+            while len(self.qr2) > len(obs) - q:
+                self.qr2_sum -= self.qr2.popleft()
             self.obs_drops += 1
-            if self.obs_drops >= self.config.window_obs:
+            if self.obs_drops >= cfg.window_obs:
                 self._obs_resum()
 
     def _obs_resum(self) -> None:
-        obs = list(self.obs)
-        self.px_ref = sum(o.px for o in obs) / len(obs)
-        rets = [o.r for o in obs[1:]]
-        self.obs_sums = [
-            sum(r * r for r in rets),
-            sum(abs(r) for r in rets),
-            sum(o.px - self.px_ref for o in obs),
-            sum((o.px - self.px_ref) ** 2 for o in obs),
-        ]
+        obs = self.obs
+        ref = sum(o.px for o in obs) / len(obs)
+        self.px_ref = ref
+        s0 = s1 = s2 = 0.0
+        for i, o in enumerate(obs):
+            d = o.px - ref
+            s1 += d
+            s2 += d * d
+            if i:
+                s0 += o.r * o.r
+        self.obs_sums = [s0, s1, s2]
+        self.qr2_sum = sum(self.qr2)
+        r_obs = self._r
+        self.path_r = sum(abs(obs[i].r) for i in range(len(obs) - r_obs, len(obs)))
         self.obs_drops = 0
 
     def update(self, bar: Bar) -> FeatureVector:
         """Fold one closed bar into the state and return the features as of its close."""
         cfg = self.config
         if bar.gaps:
-            self._gap()
+            self._gap(bar)
         self._track_streams(bar)
-        self._absorb_quotes(bar)
         values: dict[str, float | None] = dict.fromkeys(FEATURE_NAMES)
         missing: dict[str, str] = {}
+        ofi_bar, touch_sum, states = self._absorb_quotes(bar)
 
         # -- price observation -------------------------------------------------------------
         px, source = self._price(bar)
         if px is not None and px > 0:
-            prev_t = self.obs[-1].t_ms if self.obs else bar.close_ms
-            prev = self.obs[-1].px if self.obs else None
-            # Across a gap in the input the move is unobserved: no return is counted for it.
-            r = math.log(px / prev) if prev and not self.after_gap else 0.0
+            obs = self.obs
+            if obs:
+                last = obs[-1]
+                # Across a gap in the input the move is unobserved: no return is counted for it.
+                r = 0.0 if self.after_gap else math.log(px / last.px)
+                self._obs_push(_Obs(bar.close_ms, px, r, last.cum + r))
+                dt = bar.close_ms - last.t_ms
+                r2 = r * r
+                self.long_r2.update(dt, r2)
+                short = self.short_r2
+                short.update(dt, r2)
+                if len(short) >= cfg.short_obs and short.total_ms > 0:
+                    self.var_rates.update(short.total / short.total_ms)
+            else:
+                self._obs_push(_Obs(bar.close_ms, px, 0.0, 0.0))
             self.after_gap = False
-            self._obs_push(_Obs(bar.close_ms, px, r))
-            if prev is not None:
-                self.long_r2.update(bar.close_ms - prev_t, r * r)
             self.total_obs += 1
             self.price_source = source
-        values["mid_px"] = self._mid()
-        if values["mid_px"] is None:
+        mid = self._mid()
+        values["mid_px"] = mid
+        if mid is None:
             missing["mid_px"] = "no_quote"
 
+        # The trend window starts at the price R observations back (or the first one).
+        obs = self.obs
+        r_obs = self._r
+        start = (
+            (obs[-1 - r_obs] if len(obs) > r_obs else obs[0]).t_ms if len(obs) >= 2 else bar.open_ms
+        )
         self._top_of_book(values, missing)
+        self._ofi(bar, start, ofi_bar, touch_sum, states, values, missing)
         self._depth(values, missing)
-        self._flow(bar, values, missing)
+        self._flow(bar, start, values, missing)
         self._volatility(bar, values, missing)
-        self._perp(bar, values, missing)
+        self._perp(start, values, missing)
 
+        book = self.book
         span = self.obs[-1].t_ms - self.obs[0].t_ms if len(self.obs) >= 2 else None
         return FeatureVector(
             coin=bar.coin,
@@ -267,10 +449,7 @@ class FeatureState:
             observations=self.total_obs,
             window_span_ms=span,
             price_source=self.price_source,
-            streams={
-                k: StreamClock(v.last_ms, v.last_recv_ms, v.count, v.interval_ms)
-                for k, v in self.streams.items()
-            },
+            streams=self._snapshot(),
             candle_interval_ms=self.candle_interval_ms,
             event_count=len(bar.trades)
             + len(bar.books)
@@ -280,7 +459,23 @@ class FeatureState:
             + len(bar.candles),
             warmup_obs=cfg.warmup_obs,
             gaps=len(bar.gaps),
+            book=book if book is not None and self.bad_book is None and book.has_top else None,
+            window_obs=len(self.obs),
         )
+
+    def _snapshot(self) -> dict[Stream, StreamClock]:
+        """Copies of the stream clocks; a clock that did not move this bar shares its last copy.
+
+        The copies are never mutated (only the state's own clocks are), so sharing is safe.
+        """
+        snap = self._clocks
+        out: dict[Stream, StreamClock] = {}
+        for k, v in self.streams.items():
+            c = snap.get(k)
+            if c is None or c.count != v.count or c.interval_ms != v.interval_ms:
+                c = snap[k] = StreamClock(v.last_ms, v.last_recv_ms, v.count, v.interval_ms)
+            out[k] = c
+        return out
 
     # -- state intake ------------------------------------------------------------------------
 
@@ -309,34 +504,71 @@ class FeatureState:
             if clock.interval_ms is None:
                 clock.interval_ms = float(interval)
 
-    def _absorb_quotes(self, bar: Bar) -> None:
-        """Keep the newest top of book (bbo or book), book, mids, context and last trade."""
+    def _absorb_quotes(self, bar: Bar) -> tuple[float, float, int]:
+        """Keep the newest top of book, book, mids, context and last trade; run the quote path.
+
+        Every two-sided top-of-book state of the bar, in exchange-time order, feeds the OFI sum
+        and the micro-price estimator: the ``bbo`` events, or the bar's latest book for a coin
+        without a ``bbo`` stream. Returns ``(OFI of the bar, Σ touch depth, states)``.
+        """
         tob = self.tob
+        prev = self.ofi_prev
+        micro = self.micro
+        ofi = 0.0
+        touch = 0.0
+        states = 0
         for b in bar.bbos:
-            if (
-                b.bid_px is not None
-                and b.ask_px is not None
-                and (tob is None or b.time_ms >= tob[0])
-            ):
-                tob = (b.time_ms, b.bid_px, b.bid_sz or 0.0, b.ask_px, b.ask_sz or 0.0)
+            bid = b.bid_px
+            ask = b.ask_px
+            if bid is None or ask is None:
+                continue
+            bq = b.bid_sz or 0.0
+            aq = b.ask_sz or 0.0
+            if tob is None or b.time_ms >= tob[0]:
+                tob = (b.time_ms, bid, bq, ask, aq)
+            if prev is not None:
+                pb, qb, pa, qa = prev
+                if bid >= pb:
+                    ofi += bq
+                if bid <= pb:
+                    ofi -= qb
+                if ask <= pa:
+                    ofi -= aq
+                if ask >= pa:
+                    ofi += qa
+            prev = (bid, bq, ask, aq)
+            touch += (bq + aq) * 0.5
+            states += 1
+            micro.observe(bid, bq, ask, aq)
         book = bar.book
         if book is not None:
             if book.has_top:
                 self.book = book
                 self.bad_book = None
+                bid, bq, ask, aq = book.bid_px[0], book.bid_sz[0], book.ask_px[0], book.ask_sz[0]
                 if tob is None or book.time_ms >= tob[0]:
-                    tob = (
-                        book.time_ms,
-                        book.bid_px[0],
-                        book.bid_sz[0],
-                        book.ask_px[0],
-                        book.ask_sz[0],
-                    )
+                    tob = (book.time_ms, bid, bq, ask, aq)
+                if _BBO not in self.streams:  # the book is this coin's only top-of-book feed
+                    if prev is not None:
+                        pb, qb, pa, qa = prev
+                        if bid >= pb:
+                            ofi += bq
+                        if bid <= pb:
+                            ofi -= qb
+                        if ask <= pa:
+                            ofi -= aq
+                        if ask >= pa:
+                            ofi += qa
+                    prev = (bid, bq, ask, aq)
+                    touch += (bq + aq) * 0.5
+                    states += 1
+                    micro.observe(bid, bq, ask, aq)
             elif book.error is not None:
                 self.bad_book = book.error
             else:
                 self.book = book  # an empty book: a delisted or halted coin
         self.tob = tob
+        self.ofi_prev = prev
         if bar.mids:
             self.allmid_px = bar.mids[-1].mid_px
         ctx = bar.ctx
@@ -347,6 +579,7 @@ class FeatureState:
                 self.oi.append((c.time_ms, c.open_interest))
         if bar.last_trade_px is not None:
             self.last_trade_px = bar.last_trade_px
+        return ofi, touch, states
 
     def _mid(self) -> float | None:
         if self.tob is not None:
@@ -377,69 +610,119 @@ class FeatureState:
 
     def _top_of_book(self, values: dict[str, float | None], missing: dict[str, str]) -> None:
         tob = self.tob
-        names = ("spread_bps", "microprice_px", "microprice_offset_bps", "tob_imbalance")
         if tob is None:
-            for n in (*names, "spread_ratio"):
+            for n in _QUOTE_NAMES:
                 missing[n] = "no_quote"
             return
         _, bid, bid_sz, ask, ask_sz = tob
         mid = (bid + ask) / 2.0
-        values["spread_bps"] = 1e4 * (ask - bid) / mid
+        spread = 1e4 * (ask - bid) / mid
+        values["spread_bps"] = spread
         total = bid_sz + ask_sz
         if total > 0:
-            micro = (bid * ask_sz + ask * bid_sz) / total
-            values["microprice_px"] = micro
-            values["microprice_offset_bps"] = 1e4 * (micro - mid) / mid
+            weighted = (bid * ask_sz + ask * bid_sz) / total
+            values["weighted_mid_px"] = weighted
             values["tob_imbalance"] = (bid_sz - ask_sz) / total
+            g = self.micro.g(bid_sz, ask_sz) if ask > bid else None
+            if g is not None:
+                micro = mid + (ask - bid) * g
+                values["microprice_px"] = micro
+                values["microprice_offset_bps"] = 1e4 * (micro - mid) / mid
+            else:
+                reason = "warming_up" if ask > bid else "crossed_or_locked"
+                missing["microprice_px"] = missing["microprice_offset_bps"] = reason
         else:
-            for n in names[1:]:
+            for n in ("weighted_mid_px", "microprice_px", "microprice_offset_bps", "tob_imbalance"):
                 missing[n] = "empty_top_of_book"
-        spread = values["spread_bps"]
-        assert spread is not None
-        self.spreads.update(spread)
-        if len(self.spreads) >= self.config.short_obs:
-            base = self.spreads.get() or 0.0
-            values["spread_ratio"] = spread / base if base > 0 else None
-            if base <= 0:
+        spreads = self.spreads
+        spreads.update(spread)
+        if len(spreads) >= self.config.short_obs:
+            base = spreads.get() or 0.0
+            if base > 0:
+                values["spread_ratio"] = spread / base
+            else:
                 missing["spread_ratio"] = "zero_baseline"
         else:
             missing["spread_ratio"] = "warming_up"
 
+    def _ofi(
+        self,
+        bar: Bar,
+        start: int,
+        ofi_bar: float,
+        touch: float,
+        states: int,
+        values: dict[str, float | None],
+        missing: dict[str, str],
+    ) -> None:
+        if self.tob is None:
+            return  # reasons set by _top_of_book
+        cfg = self.config
+        values["ofi"] = ofi_bar
+        win = self.ofi_win
+        sums = self.ofi_sums
+        win.append((bar.close_ms, ofi_bar, touch, states))
+        sums[0] += ofi_bar
+        sums[1] += touch
+        sums[2] += states
+        while len(win) > 1 and (win[0][0] <= start or len(win) > cfg.long_obs):
+            _, o, d, n = win.popleft()
+            sums[0] -= o
+            sums[1] -= d
+            sums[2] -= n
+            self.ofi_drops += 1
+        if self.ofi_drops >= cfg.window_obs:
+            sums[0] = sum(w[1] for w in win)
+            sums[1] = sum(w[2] for w in win)
+            sums[2] = float(sum(w[3] for w in win))
+            self.ofi_drops = 0
+        if sums[2] > 0.5 and sums[1] > 0:
+            values["ofi_norm"] = sums[0] / (sums[1] / sums[2])
+        else:
+            missing["ofi_norm"] = "no_quote_updates_in_window"
+        hist = self.ofi_hist
+        if len(hist) >= cfg.short_obs:
+            z = hist.zscore(ofi_bar)
+            if z is not None:
+                values["ofi_zscore"] = z
+            else:
+                missing["ofi_zscore"] = "no_dispersion"
+        else:
+            missing["ofi_zscore"] = "warming_up"
+        hist.update(ofi_bar)
+
     def _depth(self, values: dict[str, float | None], missing: dict[str, str]) -> None:
-        names = (
-            "depth_band_bps",
-            "depth_bid_usd",
-            "depth_ask_usd",
-            "depth_imbalance",
-            "book_levels",
-            "depth_ratio",
-        )
         book = self.book
         if book is None:
             reason = "bad_book" if self.bad_book else "no_book"
-            for n in names:
+            for n in _BOOK_NAMES:
                 missing[n] = reason
             return
         band = self.config.depth_band_bps
         values["depth_band_bps"] = band
         values["book_levels"] = float(len(book.bid_px) + len(book.ask_px))
         if not book.has_top:
-            for n in (*names[1:4], "depth_ratio"):
+            for n in ("depth_bid_usd", "depth_ask_usd", "depth_imbalance", "depth_ratio"):
                 missing[n] = "empty_book"
             return
-        mid = (book.bid_px[0] + book.ask_px[0]) / 2.0
-        lo = mid * (1 - band / 1e4)
-        hi = mid * (1 + band / 1e4)
-        db = 0.0
-        for p, s in zip(book.bid_px, book.bid_sz, strict=False):
-            if p < lo:
-                break
-            db += p * s
-        da = 0.0
-        for p, s in zip(book.ask_px, book.ask_sz, strict=False):
-            if p > hi:
-                break
-            da += p * s
+        cached, db, da = self._depth_of
+        if cached is not book:  # a new book: sum its levels within the band once
+            bid_px = book.bid_px
+            ask_px = book.ask_px
+            mid = (bid_px[0] + ask_px[0]) / 2.0
+            lo = mid * (1 - band / 1e4)
+            hi = mid * (1 + band / 1e4)
+            db = 0.0
+            for p, s in zip(bid_px, book.bid_sz, strict=False):
+                if p < lo:
+                    break
+                db += p * s
+            da = 0.0
+            for p, s in zip(ask_px, book.ask_sz, strict=False):
+                if p > hi:
+                    break
+                da += p * s
+            self._depth_of = (book, db, da)
         values["depth_bid_usd"] = db
         values["depth_ask_usd"] = da
         total = db + da
@@ -447,18 +730,22 @@ class FeatureState:
             values["depth_imbalance"] = (db - da) / total
         else:
             missing["depth_imbalance"] = "no_depth_in_band"
-        self.depths.update(total)
-        if len(self.depths) >= self.config.short_obs:
-            base = self.depths.get() or 0.0
-            values["depth_ratio"] = total / base if base > 0 else None
-            if base <= 0:
+        depths = self.depths
+        depths.update(total)
+        if len(depths) >= self.config.short_obs:
+            base = depths.get() or 0.0
+            if base > 0:
+                values["depth_ratio"] = total / base
+            else:
                 missing["depth_ratio"] = "zero_baseline"
         else:
             missing["depth_ratio"] = "warming_up"
 
-    def _flow(self, bar: Bar, values: dict[str, float | None], missing: dict[str, str]) -> None:
+    def _flow(
+        self, bar: Bar, start: int, values: dict[str, float | None], missing: dict[str, str]
+    ) -> None:
         cfg = self.config
-        has_trades = bool(bar.trades) or _TRADES in self.streams
+        has_trades = _TRADES in self.streams
         if has_trades:
             values["trade_count"] = float(bar.trade_count)
             values["buy_volume"] = bar.buy_sz
@@ -476,14 +763,16 @@ class FeatureState:
             missing["trade_flow_imbalance_bar"] = "no_trades_in_bar"
         # Candle-only input: volume (no side) still measures activity.
         if bar.candles and not bar.trades:
-            cvol = sum(c.v for c in bar.candles)
+            cvol = 0.0
+            for c in bar.candles:
+                cvol += c.v
             self._push_volume(cvol, values, missing)
-        elif bar.trades or _TRADES in self.streams:
+        elif has_trades:
             self._push_volume(vol, values, missing)
         else:
             missing["volume_ratio"] = "no_volume_input"
-        if _TRADES not in self.streams:
-            for n in ("trade_flow_imbalance", "signed_notional_usd", "trade_rate_per_s"):
+        if not has_trades:
+            for n in _WINDOW_FLOW_NAMES:
                 missing[n] = "no_trades_stream"
             return
         sums = self.flow_sums
@@ -493,7 +782,6 @@ class FeatureState:
         sums[1] += entry[2]
         sums[2] += entry[3]
         sums[3] += entry[4]
-        start = self.obs[0].t_ms if len(self.obs) >= 2 else bar.open_ms
         while len(self.flow) > 1 and (self.flow[0][0] <= start or len(self.flow) > cfg.long_obs):
             old = self.flow.popleft()
             sums[0] -= old[1]
@@ -515,16 +803,50 @@ class FeatureState:
             missing["trade_flow_imbalance"] = "no_trades_in_window"
         span_ms = bar.close_ms - start
         if span_ms > 0:
-            values["trade_rate_per_s"] = 1000.0 * sums[3] / span_ms
+            values["trade_rate_per_s"] = 1000.0 * max(0.0, sums[3]) / span_ms
+        else:  # pragma: no cover - start is always before the bar's close
+            missing["trade_rate_per_s"] = "empty_window"
+
+        # Trade-rate burst: prints per ms over the last S bars vs the last L bars.
+        last = self.flow_last_ms
+        dt = bar.close_ms - (last if last is not None else bar.open_ms)
+        self.flow_last_ms = bar.close_ms
+        prints = float(bar.trade_count)
+        long = self.long_flow
+        # VPIN: bucket size = vpin_bucket_obs × the mean volume of a bar (before this one).
+        if bar.trades and len(long) >= cfg.short_obs and long.b > 0:
+            size = cfg.vpin_bucket_obs * long.b / len(long)
+            vpin = self.vpin
+            for t in bar.trades:
+                vpin.add(t.prints, size)
+        short = self.short_prints
+        short.update(dt, prints)
+        long.update(dt, prints, vol)
+        if len(long) >= 2 * cfg.short_obs:
+            if long.a > 0 and long.total_ms > 0 and short.total_ms > 0:
+                values["trade_rate_burst"] = (short.total / short.total_ms) / (
+                    long.a / long.total_ms
+                )
+            else:
+                missing["trade_rate_burst"] = "zero_baseline"
+        else:
+            missing["trade_rate_burst"] = "warming_up"
+        v = self.vpin.value(cfg.vpin_min_buckets)
+        if v is not None:
+            values["vpin"] = v
+        else:
+            missing["vpin"] = "warming_up"
 
     def _push_volume(
         self, vol: float, values: dict[str, float | None], missing: dict[str, str]
     ) -> None:
-        self.volumes.update(vol)
-        if len(self.volumes) >= self.config.short_obs:
-            base = self.volumes.get() or 0.0
-            values["volume_ratio"] = vol / base if base > 0 else None
-            if base <= 0:
+        volumes = self.volumes
+        volumes.update(vol)
+        if len(volumes) >= self.config.short_obs:
+            base = volumes.get() or 0.0
+            if base > 0:
+                values["volume_ratio"] = vol / base
+            else:
                 missing["volume_ratio"] = "zero_baseline"
         else:
             missing["volume_ratio"] = "warming_up"
@@ -534,68 +856,106 @@ class FeatureState:
     ) -> None:
         cfg = self.config
         obs = self.obs
-        for c in bar.candles:
-            if c.h > 0 and c.low > 0:
-                self.candles.append((c.time_ms - c.open_ms + 1, math.log(c.h / c.low) ** 2 / LN2_4))
-        while len(self.candles) > cfg.window_obs:
-            self.candles.popleft()
-        if self.candles:
-            dur = sum(d for d, _ in self.candles)
-            var = sum(v for _, v in self.candles)
-            values["parkinson_vol_ann"] = math.sqrt(var * MS_PER_YEAR / dur) if dur > 0 else None
-        else:
-            missing["parkinson_vol_ann"] = "no_candles"
-        names = (
-            "realized_vol_bps",
-            "realized_vol_ann",
-            "momentum_bps",
-            "efficiency_ratio",
-            "price_zscore",
-            "vol_expansion_ratio",
-        )
+        self._candles(bar, values, missing)
         if len(obs) < 3:
-            for n in names:
-                missing[n] = "warming_up" if values["mid_px"] is not None or obs else "no_price"
+            reason = "warming_up" if values["mid_px"] is not None or obs else "no_price"
+            for n in _PATH_NAMES:
+                missing[n] = reason
             return
-        ss, path, sum_d, sum_d2 = self.obs_sums
+        ss, sum_d, sum_d2 = self.obs_sums
         ss = max(0.0, ss)
         span = obs[-1].t_ms - obs[0].t_ms
         values["realized_vol_bps"] = 1e4 * math.sqrt(ss)
-        values["realized_vol_ann"] = math.sqrt(ss * MS_PER_YEAR / span) if span > 0 else None
-        move = math.log(obs[-1].px / obs[0].px)
-        values["momentum_bps"] = 1e4 * move
-        values["efficiency_ratio"] = min(1.0, abs(move) / path) if path > 1e-15 else 0.0
+        if span > 0:
+            values["realized_vol_ann"] = math.sqrt(ss * MS_PER_YEAR / span)
+        else:  # pragma: no cover - observations are at distinct bar closes
+            missing["realized_vol_ann"] = "empty_window"
+        # Direction over the trend window R: Σ r = ln(P_last/P_first) except across input gaps.
         count = len(obs)
+        r_obs = self._r
+        first = obs[-1 - r_obs] if count > r_obs else obs[0]
+        move = obs[-1].cum - first.cum
+        path_r = self.path_r
+        values["momentum_bps"] = 1e4 * move
+        values["efficiency_ratio"] = min(1.0, abs(move) / path_r) if path_r > 1e-15 else 0.0
+        n_r = min(r_obs, count - 1)
+        if ss > 1e-18:  # the move in units of its noise: σ per return from the W window
+            values["momentum_z"] = move / math.sqrt(ss * n_r / (count - 1))
+        else:
+            values["momentum_z"] = 0.0
         mean_d = sum_d / count
         var = max(0.0, (sum_d2 - count * mean_d * mean_d) / (count - 1))
         dev = obs[-1].px - self.px_ref - mean_d
         values["price_zscore"] = dev / math.sqrt(var) if var > 1e-18 else 0.0
-        # Volatility expansion: recent variance per ms against the long baseline per ms.
+
+        # Variance ratio VR(q) about zero mean: a drift counts as persistence.
+        n1 = count - 1
+        nq = len(self.qr2)
+        q = self._q
+        if n1 >= 2 * q and nq > 0:
+            if ss > 1e-18:
+                values["variance_ratio"] = max(0.0, self.qr2_sum / nq) / (q * ss / n1)
+            else:
+                missing["variance_ratio"] = "flat_prices"
+        else:
+            missing["variance_ratio"] = "warming_up"
+
+        # Volatility expansion: recent variance per ms against the coin's usual level.
         long = self.long_r2
         if len(long) >= cfg.window_obs:
-            short_var, short_span = long.tail(cfg.short_obs)
-            long_span = long.span_ms()
-            long_var = long.total
-            if short_span > 0 and long_span > 0 and long_var > 0:
+            short = self.short_r2
+            base = self.var_rates.get() or 0.0
+            if base <= 0 and long.total_ms > 0:
+                base = long.total / long.total_ms  # mostly flat history: the mean rate
+            if base > 0 and short.total_ms > 0:
                 values["vol_expansion_ratio"] = math.sqrt(
-                    max(0.0, short_var / short_span) / (long_var / long_span)
+                    max(0.0, short.total / short.total_ms) / base
                 )
             else:
                 missing["vol_expansion_ratio"] = "flat_prices"
         else:
             missing["vol_expansion_ratio"] = "warming_up"
 
-    def _perp(self, bar: Bar, values: dict[str, float | None], missing: dict[str, str]) -> None:
-        names = (
-            "funding_rate_1h",
-            "premium_bps",
-            "open_interest",
-            "oi_change_pct",
-            "mark_px",
-            "oracle_px",
-        )
+    def _candles(self, bar: Bar, values: dict[str, float | None], missing: dict[str, str]) -> None:
+        """Parkinson and Garman–Klass volatility over the last W closed candles."""
+        cfg = self.config
+        dq = self.candles
+        sums = self.candle_sums
+        for c in bar.candles:
+            if c.h > 0 and c.low > 0 and c.o > 0 and c.c > 0 and c.h >= c.low:
+                hl = math.log(c.h / c.low) ** 2
+                co = math.log(c.c / c.o) ** 2
+                item = (c.time_ms - c.open_ms + 1, hl / LN2_4, 0.5 * hl - GK_C * co)
+                dq.append(item)
+                sums[0] += item[0]
+                sums[1] += item[1]
+                sums[2] += item[2]
+                if len(dq) > cfg.window_obs:
+                    old = dq.popleft()
+                    sums[0] -= old[0]
+                    sums[1] -= old[1]
+                    sums[2] -= old[2]
+                    self.candle_drops += 1
+                    if self.candle_drops >= cfg.window_obs:
+                        self.candle_sums = sums = [
+                            float(sum(x[0] for x in dq)),
+                            sum(x[1] for x in dq),
+                            sum(x[2] for x in dq),
+                        ]
+                        self.candle_drops = 0
+        if not dq:
+            missing["parkinson_vol_ann"] = missing["garman_klass_vol_ann"] = "no_candles"
+            return
+        dur = sums[0]
+        if dur <= 0:  # pragma: no cover - candles last at least 1 ms
+            missing["parkinson_vol_ann"] = missing["garman_klass_vol_ann"] = "empty_window"
+            return
+        values["parkinson_vol_ann"] = math.sqrt(max(0.0, sums[1]) * MS_PER_YEAR / dur)
+        values["garman_klass_vol_ann"] = math.sqrt(max(0.0, sums[2]) * MS_PER_YEAR / dur)
+
+    def _perp(self, start: int, values: dict[str, float | None], missing: dict[str, str]) -> None:
         if self.ctx is None:
-            for n in names:
+            for n in _PERP_NAMES:
                 missing[n] = "no_asset_ctx"
             return
         funding, oi, mark, oracle, premium = self.ctx
@@ -607,11 +967,17 @@ class FeatureState:
             values["premium_bps"] = 1e4 * premium
         else:
             missing["premium_bps"] = "no_premium"
-        # The reference is the context at (or just before) the start of the price window.
-        while len(self.oi) > 2 and self.obs and self.oi[1][0] <= self.obs[0].t_ms:
+        if oracle > 0 and mark > 0:
+            values["mark_oracle_bps"] = 1e4 * (mark - oracle) / oracle
+        else:
+            missing["mark_oracle_bps"] = "no_mark_or_oracle"
+        # The reference is the context at (or just before) the start of the trend window.
+        while len(self.oi) > 2 and self.oi[1][0] <= start:
             self.oi.popleft()
         first_oi = self.oi[0][1] if self.oi else None
         if first_oi and len(self.oi) >= 2:
             values["oi_change_pct"] = 100.0 * (oi - first_oi) / first_oi
+        elif first_oi == 0.0:
+            missing["oi_change_pct"] = "zero_baseline"
         else:
             missing["oi_change_pct"] = "warming_up"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, insort
 from collections import deque
 
@@ -93,3 +94,115 @@ class RollingSum:
     def span_ms(self) -> int:
         """Time covered by the values in the window."""
         return self.total_ms
+
+
+class RollingMoments:
+    """Mean and sample standard deviation of the last ``size`` values, O(1) per update.
+
+    Running sums of ``x − ref`` and its square (``ref`` the first value seen, re-centred at every
+    exact re-sum) keep cancellation small; the sums are recomputed exactly every ``size``
+    removals so rounding cannot drift.
+    """
+
+    __slots__ = ("_items", "_ref", "_removed", "_s1", "_s2", "_size")
+
+    def __init__(self, size: int) -> None:
+        if size < 2:
+            msg = f"size must be >= 2, got {size!r}"
+            raise ValueError(msg)
+        self._size = size
+        self._items: deque[float] = deque()
+        self._ref = 0.0
+        self._s1 = 0.0
+        self._s2 = 0.0
+        self._removed = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def update(self, x: float) -> None:
+        """Add a value, dropping the oldest beyond ``size``."""
+        items = self._items
+        if not items:
+            self._ref = x
+        items.append(x)
+        d = x - self._ref
+        self._s1 += d
+        self._s2 += d * d
+        if len(items) > self._size:
+            d = items.popleft() - self._ref
+            self._s1 -= d
+            self._s2 -= d * d
+            self._removed += 1
+            if self._removed >= self._size:
+                self._resum()
+
+    def _resum(self) -> None:
+        items = self._items
+        ref = sum(items) / len(items)
+        self._ref = ref
+        self._s1 = sum(x - ref for x in items)
+        self._s2 = sum((x - ref) * (x - ref) for x in items)
+        self._removed = 0
+
+    def mean(self) -> float | None:
+        """Mean of the window, None when empty."""
+        n = len(self._items)
+        return None if n == 0 else self._ref + self._s1 / n
+
+    def std(self) -> float | None:
+        """Sample standard deviation (n − 1), None with fewer than two values."""
+        n = len(self._items)
+        if n < 2:
+            return None
+        m = self._s1 / n
+        return math.sqrt(max(0.0, (self._s2 - n * m * m) / (n - 1)))
+
+    def zscore(self, x: float) -> float | None:
+        """``(x − mean)/std`` of the window (x need not be in it); None if std is 0 or unknown."""
+        sd = self.std()
+        if sd is None or sd <= 1e-12 * (abs(self._ref) + 1.0):
+            return None
+        return (x - self._ref - self._s1 / len(self._items)) / sd
+
+
+class RollingPair:
+    """Sums of two quantities over the last ``size`` entries, each covering ``dt_ms``.
+
+    One FIFO for both (half the cost of two `RollingSum`), re-summed exactly every ``size``
+    removals.
+    """
+
+    __slots__ = ("_items", "_removed", "_size", "a", "b", "total_ms")
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            msg = f"size must be >= 1, got {size!r}"
+            raise ValueError(msg)
+        self._size = size
+        self._items: deque[tuple[int, float, float]] = deque()
+        self.a = 0.0
+        self.b = 0.0
+        self.total_ms = 0
+        self._removed = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def update(self, dt_ms: int, a: float, b: float) -> None:
+        """Add an entry, dropping the oldest beyond ``size``."""
+        items = self._items
+        items.append((dt_ms, a, b))
+        self.a += a
+        self.b += b
+        self.total_ms += dt_ms
+        if len(items) > self._size:
+            old_dt, old_a, old_b = items.popleft()
+            self.a -= old_a
+            self.b -= old_b
+            self.total_ms -= old_dt
+            self._removed += 1
+            if self._removed >= self._size:
+                self.a = sum(x[1] for x in items)
+                self.b = sum(x[2] for x in items)
+                self._removed = 0

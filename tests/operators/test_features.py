@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import random
+import statistics
 
 import bytewax.operators as op
 import numpy as np
@@ -14,7 +16,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.events import BookSnapshot, Candle, Event, Stream
+from connectors.events import BookSnapshot, Candle, Event, Gap, Stream
 from operators import steps
 from operators.bars import Bar
 from operators.features import (
@@ -26,8 +28,17 @@ from operators.features import (
 )
 from tests.operators.helpers import bar, bbo, book, candle, ctx, mid, quote_bar, trades
 
-SMALL = FeatureConfig(window_obs=4, short_obs=2, long_obs=8, warmup_obs=3)
-QUOTE_NAMES = ("spread_bps", "microprice_px", "microprice_offset_bps", "tob_imbalance")
+SMALL = FeatureConfig(window_obs=4, short_obs=2, long_obs=8, warmup_obs=3)  # trend window R = 2
+QUOTE_NAMES = (
+    "spread_bps",
+    "weighted_mid_px",
+    "microprice_px",
+    "microprice_offset_bps",
+    "tob_imbalance",
+    "ofi",
+    "ofi_norm",
+    "ofi_zscore",
+)
 BOOK_NAMES = (
     "depth_band_bps",
     "depth_bid_usd",
@@ -39,6 +50,7 @@ BOOK_NAMES = (
 PERP_NAMES = (
     "funding_rate_1h",
     "premium_bps",
+    "mark_oracle_bps",
     "open_interest",
     "oi_change_pct",
     "mark_px",
@@ -55,9 +67,13 @@ def test_top_of_book_features_from_a_known_bbo() -> None:
     m = 100.1
     assert v.get("mid_px") == pytest.approx(m)
     assert v.get("spread_bps") == pytest.approx(1e4 * 0.2 / m)
-    assert v.get("microprice_px") == pytest.approx((100.0 * 1.0 + 100.2 * 3.0) / 4.0)  # 100.15
-    assert v.get("microprice_offset_bps") == pytest.approx(1e4 * (100.15 - m) / m)
+    assert v.get("weighted_mid_px") == pytest.approx((100.0 * 1.0 + 100.2 * 3.0) / 4.0)  # 100.15
     assert v.get("tob_imbalance") == pytest.approx(0.5)  # (3 - 1) / 4
+    # the Stoikov micro-price needs mid changes to learn from: not yet, and said so
+    assert v.get("microprice_px") is None
+    assert v.missing["microprice_px"] == v.missing["microprice_offset_bps"] == "warming_up"
+    assert v.get("ofi") == 0.0  # one state, no transition yet
+    assert v.missing["ofi_zscore"] == "warming_up"
     assert v.price_source == "mid"
     for n in BOOK_NAMES:
         assert v.get(n) is None
@@ -158,8 +174,11 @@ def flow_bar(k: int, prints: list[tuple[float, float, str]]) -> Bar:
     )
 
 
+FLOW3 = FeatureConfig(window_obs=3, trend_obs=3, short_obs=2, long_obs=6, warmup_obs=3)
+
+
 def test_trade_flow_over_the_window_and_per_bar() -> None:
-    s = FeatureState(FeatureConfig(window_obs=3, short_obs=2, long_obs=6, warmup_obs=3))
+    s = FeatureState(FLOW3)
     v0 = s.update(flow_bar(0, [(100.0, 1.0, "B"), (100.0, 2.0, "A")]))
     # first bar: the window is this bar, over its own 1 s
     assert v0.get("trade_flow_imbalance") == pytest.approx(-1.0 / 3.0)
@@ -176,7 +195,7 @@ def test_trade_flow_over_the_window_and_per_bar() -> None:
     assert v2.get("trade_rate_per_s") == pytest.approx(2 / 2.0)
     s.update(flow_bar(3, [(100.0, 2.0, "B"), (100.0, 1.0, "B")]))
     v4 = s.update(flow_bar(4, [(102.0, 4.0, "A")]))
-    # window_obs=3 returns: obs at 2000..5000 -> bars 2, 3, 4
+    # trend window R = 3 returns: obs at 2000..5000 -> bars 2, 3, 4
     assert v4.get("trade_flow_imbalance") == pytest.approx((3.0 - 5.0) / 8.0)
     assert v4.get("signed_notional_usd") == pytest.approx(300.0 - 99.0 - 408.0)
     assert v4.get("trade_rate_per_s") == pytest.approx(4 / 3.0)
@@ -185,8 +204,26 @@ def test_trade_flow_over_the_window_and_per_bar() -> None:
     assert v4.get("vwap_px") == pytest.approx(102.0)
 
 
+def test_trade_flow_window_is_the_trend_window() -> None:
+    """R = 2 < W = 3: the flow window holds the last two returns' bars only."""
+    s = FeatureState(FeatureConfig(window_obs=3, trend_obs=2, short_obs=2, long_obs=6))
+    for k, prints in enumerate(
+        [
+            [(100.0, 1.0, "B"), (100.0, 2.0, "A")],
+            [(101.0, 3.0, "B")],
+            [(99.0, 1.0, "A")],
+            [(100.0, 2.0, "B"), (100.0, 1.0, "B")],
+        ]
+    ):
+        v = s.update(flow_bar(k, prints))
+    # obs at closes 1000..4000: R = 2 returns start after 2000 -> bars 2 and 3
+    assert v.get("trade_flow_imbalance") == pytest.approx((3.0 - 1.0) / 4.0)
+    assert v.get("signed_notional_usd") == pytest.approx(300.0 - 99.0)
+    assert v.get("trade_rate_per_s") == pytest.approx(3 / 2.0)
+
+
 def test_bar_without_trades_after_trades_keeps_window_flow() -> None:
-    s = FeatureState(FeatureConfig(window_obs=3, short_obs=2, long_obs=6, warmup_obs=3))
+    s = FeatureState(FLOW3)
     s.update(flow_bar(0, [(100.0, 2.0, "B")]))
     v = s.update(quote_bar("BTC", 1, 100.0))
     # two prices: the window holds one return (bar 1), which had no trades
@@ -207,7 +244,13 @@ def test_bar_without_trades_after_trades_keeps_window_flow() -> None:
 
 def test_no_trades_stream_is_reported() -> None:
     v = FeatureState(SMALL).update(quote_bar("BTC", 0, 100.0))
-    for n in ("trade_flow_imbalance", "signed_notional_usd", "trade_rate_per_s"):
+    for n in (
+        "trade_flow_imbalance",
+        "signed_notional_usd",
+        "trade_rate_per_s",
+        "trade_rate_burst",
+        "vpin",
+    ):
         assert v.get(n) is None
         assert v.missing[n] == "no_trades_stream"
 
@@ -224,32 +267,46 @@ def test_trade_only_coin_prices_from_last_trade() -> None:
 # -- price path statistics ------------------------------------------------------------------------
 
 
-def brute_window(prices: list[float], window_obs: int) -> dict[str, float]:
+def brute_window(
+    prices: list[float], window_obs: int, trend_obs: int, q: int = 2
+) -> dict[str, float]:
+    """The window statistics straight from their definitions (DESIGN.md §4), with numpy."""
     p = np.array(prices[-(window_obs + 1) :], dtype=float)
     r = np.diff(np.log(p))
-    move = math.log(p[-1] / p[0])
-    return {
-        "realized_vol_bps": 1e4 * math.sqrt(float(np.sum(r * r))),
+    pr = np.array(prices[-(trend_obs + 1) :], dtype=float)
+    rr = np.diff(np.log(pr))
+    move = math.log(pr[-1] / pr[0])
+    ss = float(np.sum(r * r))
+    out = {
+        "realized_vol_bps": 1e4 * math.sqrt(ss),
         "momentum_bps": 1e4 * move,
-        "efficiency_ratio": min(1.0, abs(move) / float(np.sum(np.abs(r)))),
+        "momentum_z": move / math.sqrt(ss * len(rr) / len(r)),
+        "efficiency_ratio": min(1.0, abs(move) / float(np.sum(np.abs(rr)))),
         "price_zscore": float((p[-1] - p.mean()) / p.std(ddof=1)),
-        "sum_r2": float(np.sum(r * r)),
+        "sum_r2": ss,
     }
+    if len(r) >= 2 * q:
+        qr = np.array([np.sum(r[i : i + q]) for i in range(len(r) - q + 1)])
+        out["variance_ratio"] = float(np.mean(qr * qr) / (q * np.mean(r * r)))
+    return out
+
+
+PATH_NAMES = ("realized_vol_bps", "momentum_bps", "momentum_z", "efficiency_ratio", "price_zscore")
 
 
 def test_price_path_statistics_match_numpy() -> None:
     path = [100.0, 101.0, 100.0, 102.0, 101.0, 103.0, 104.0, 99.0]
-    s = FeatureState(SMALL)  # window 4 returns = 5 prices
+    s = FeatureState(SMALL)  # window 4 returns = 5 prices; trend window 2 returns
     for k, px in enumerate(path):
         v = s.update(quote_bar("BTC", k, px))
         assert v.get("mid_px") == pytest.approx(px)
         if k < 2:
-            for n in ("realized_vol_bps", "momentum_bps", "efficiency_ratio", "price_zscore"):
+            for n in PATH_NAMES:
                 assert v.get(n) is None
                 assert v.missing[n] == "warming_up"
             continue
-        want = brute_window(path[: k + 1], SMALL.window_obs)
-        for n in ("realized_vol_bps", "momentum_bps", "efficiency_ratio", "price_zscore"):
+        want = brute_window(path[: k + 1], SMALL.window_obs, SMALL.r)
+        for n in PATH_NAMES:
             assert v.get(n) == pytest.approx(want[n], rel=1e-9, abs=1e-12), (k, n)
         n_prices = min(k + 1, SMALL.window_obs + 1)
         span = (n_prices - 1) * 1000
@@ -257,10 +314,15 @@ def test_price_path_statistics_match_numpy() -> None:
         assert v.get("realized_vol_ann") == pytest.approx(
             math.sqrt(want["sum_r2"] * MS_PER_YEAR / span), rel=1e-9
         )
-    # hand-check the last window: prices 102, 101, 103, 104, 99
-    assert v.get("momentum_bps") == pytest.approx(1e4 * math.log(99 / 102))
-    path_len = sum(abs(math.log(b / a)) for a, b in [(102, 101), (101, 103), (103, 104), (104, 99)])
-    assert v.get("efficiency_ratio") == pytest.approx(abs(math.log(99 / 102)) / path_len)
+    # hand-check the last trend window: prices 103, 104, 99
+    assert v.get("momentum_bps") == pytest.approx(1e4 * math.log(99 / 103))
+    path_len = abs(math.log(104 / 103)) + abs(math.log(99 / 104))
+    assert v.get("efficiency_ratio") == pytest.approx(abs(math.log(99 / 103)) / path_len)
+    # variance ratio VR(2) over the W window: 4 returns, 3 overlapping 2-period returns
+    r = [math.log(b / a) for a, b in [(102, 101), (101, 103), (103, 104), (104, 99)]]
+    q2 = [r[0] + r[1], r[1] + r[2], r[2] + r[3]]
+    want_vr = (sum(x * x for x in q2) / 3) / (2 * sum(x * x for x in r) / 4)
+    assert v.get("variance_ratio") == pytest.approx(want_vr, rel=1e-9)
 
 
 def test_flat_prices_give_zero_vol_and_zero_zscore() -> None:
@@ -269,8 +331,11 @@ def test_flat_prices_give_zero_vol_and_zero_zscore() -> None:
         v = s.update(quote_bar("BTC", k, 50.0))
     assert v.get("realized_vol_bps") == 0.0
     assert v.get("momentum_bps") == 0.0
+    assert v.get("momentum_z") == 0.0
     assert v.get("efficiency_ratio") == 0.0
     assert v.get("price_zscore") == 0.0
+    assert v.get("variance_ratio") is None
+    assert v.missing["variance_ratio"] == "flat_prices"
 
 
 def returns_path(returns: list[float], p0: float = 100.0) -> list[float]:
@@ -292,26 +357,41 @@ def test_vol_expansion_ratio_needs_window_obs_returns() -> None:
             assert "vol_expansion_ratio" not in v.missing
 
 
+def brute_ver(returns: list[float], short: int, long: int, dt_ms: int = 1000) -> float:
+    """VER from its definition: the newest short-window variance rate over the rolling median of
+    the short-window rates (one per observation once S returns exist, the last L of them)."""
+    rates = [
+        sum(x * x for x in returns[i + 1 - short : i + 1]) / (short * dt_ms)
+        for i in range(short - 1, len(returns))
+    ]
+    base = statistics.median(rates[-long:])
+    return math.sqrt(rates[-1] / base)
+
+
 @pytest.mark.parametrize(
     ("returns", "expected"),
     [
-        # constant |r| on a regular 1 s clock: short and long variance per ms are equal
+        # constant |r| on a regular 1 s clock: every short-window rate equals the baseline
         ([0.002 * (-1) ** i for i in range(30)], 1.0),
-        # 25 returns of 0.001 then 5 of 0.002 (all 1 s apart):
-        # short: 5·4e-6 over 5 s; long: (25·1e-6 + 5·4e-6) over 30 s
-        (
-            [0.001 * (-1) ** i for i in range(25)] + [0.002 * (-1) ** i for i in range(5)],
-            math.sqrt((20e-6 / 5000) / (45e-6 / 30_000)),
-        ),
+        # 25 returns of 0.001 then 5 of 0.002: the median rate is still the calm one (21 of the
+        # 26 rates), the newest is 4x it
+        ([0.001 * (-1) ** i for i in range(25)] + [0.002 * (-1) ** i for i in range(5)], 2.0),
+        # a calm stretch after a wild one: the median ignores the wild minority
+        ([0.004 * (-1) ** i for i in range(8)] + [0.001 * (-1) ** i for i in range(22)], None),
     ],
 )
-def test_vol_expansion_ratio_matches_the_formula(returns: list[float], expected: float) -> None:
-    """VER = sqrt((Σ_S r²/t_S)/(Σ_L r²/t_L)), t the time the returns span (DESIGN.md §4)."""
+def test_vol_expansion_ratio_matches_the_formula(
+    returns: list[float], expected: float | None
+) -> None:
+    """VER = sqrt(rate_S / median of past rate_S) (DESIGN.md §4), rates per ms."""
     cfg = FeatureConfig(window_obs=20, short_obs=5, long_obs=40, warmup_obs=5)
     s = FeatureState(cfg)
     for k, px in enumerate(returns_path(returns)):
         v = s.update(quote_bar("BTC", k, px))
-    assert v.get("vol_expansion_ratio") == pytest.approx(expected, rel=1e-6)
+    want = brute_ver(returns, 5, 40)
+    if expected is not None:
+        assert want == pytest.approx(expected)
+    assert v.get("vol_expansion_ratio") == pytest.approx(want, rel=1e-6)
 
 
 # -- candles --------------------------------------------------------------------------------------
@@ -341,6 +421,13 @@ def test_candle_only_input() -> None:
     )
     assert v.get("parkinson_vol_ann") == pytest.approx(
         math.sqrt(sum(terms) * MS_PER_YEAR / 180_000)
+    )
+    gk = [
+        0.5 * math.log(h / low) ** 2 - (2 * math.log(2) - 1) * math.log(c / o) ** 2
+        for o, h, low, c, _ in c
+    ]
+    assert v.get("garman_klass_vol_ann") == pytest.approx(
+        math.sqrt(sum(gk) * MS_PER_YEAR / 180_000)
     )
     assert v.get("momentum_bps") == pytest.approx(1e4 * math.log(102.0 / 101.0))
     assert v.candle_interval_ms == 60_000
@@ -376,8 +463,9 @@ def test_candle_only_trade_counts_are_null_not_zero() -> None:
 
 def test_no_candles_reason() -> None:
     v = FeatureState(SMALL).update(quote_bar("BTC", 0, 10.0))
-    assert v.get("parkinson_vol_ann") is None
-    assert v.missing["parkinson_vol_ann"] == "no_candles"
+    for n in ("parkinson_vol_ann", "garman_klass_vol_ann"):
+        assert v.get(n) is None
+        assert v.missing[n] == "no_candles"
 
 
 # -- perp context ---------------------------------------------------------------------------------
@@ -413,6 +501,7 @@ def test_perp_context_features() -> None:
     assert v.get("oi_change_pct") == pytest.approx(-2.0)
     assert v.get("mark_px") == 100.5
     assert v.get("oracle_px") == 100.2
+    assert v.get("mark_oracle_bps") == pytest.approx(1e4 * 0.3 / 100.2)
     # the ctx mid is the price when nothing better exists
     assert v.get("mid_px") == 100.4
     assert v.price_source == "mid"
@@ -425,6 +514,136 @@ def test_no_asset_ctx_reason() -> None:
     v = FeatureState(SMALL).update(quote_bar("BTC", 0, 10.0))
     for n in PERP_NAMES:
         assert v.missing[n] == "no_asset_ctx"
+
+
+# -- order flow, micro-price, VPIN, burst ---------------------------------------------------------
+
+
+def bbo_bar(k: int, states: list[tuple[float, float, float, float]], coin: str = "BTC") -> Bar:
+    """Bar ``k`` holding one bbo per state, 100 ms apart, in order."""
+    t = k * 1000
+    return bar(coin, t, [bbo(coin, t + 100 * (i + 1), *st) for i, st in enumerate(states)])
+
+
+OFI_STATES = [
+    (100.0, 5.0, 101.0, 3.0),
+    (100.0, 7.0, 101.0, 3.0),  # e = +2
+    (100.5, 2.0, 101.0, 1.0),  # e = +4
+    (100.5, 2.0, 100.8, 4.0),  # e = -4
+]
+
+
+def test_ofi_over_a_bar_of_bbo_updates() -> None:
+    s = FeatureState(SMALL)
+    v = s.update(bbo_bar(0, OFI_STATES))
+    assert v.get("ofi") == pytest.approx(2.0 + 4.0 - 4.0)
+    # touch depth (q_b + q_a)/2 of the four states: 4, 5, 1.5, 3 -> mean 3.375
+    assert v.get("ofi_norm") == pytest.approx(2.0 / 3.375)
+    assert v.missing["ofi_zscore"] == "warming_up"
+    # the first state of the next bar is a transition from the last state of this one
+    v = s.update(bbo_bar(1, [(100.5, 2.0, 100.8, 1.0)]))  # ask queue 4 -> 1: e = +3
+    assert v.get("ofi") == pytest.approx(3.0)
+    # like the trade flow, the window holds the bars after its first price: bar 1 only
+    assert v.get("ofi_norm") == pytest.approx(3.0 / 1.5)
+    # a bar without quote updates: no order flow (the coin has a quote stream: a fact, 0)
+    v = s.update(bar("BTC", 2000, [trades("BTC", 2500, [(100.6, 1.0, "B")])]))
+    assert v.get("ofi") == 0.0
+    # z-score against the previous bars' OFI (2, 3, 0) once S = 2 values exist
+    v = s.update(bbo_bar(3, [(100.5, 2.0, 100.8, 2.0)]))  # ask queue 1 -> 2: e = −1
+    assert v.get("ofi") == pytest.approx(-1.0)
+    hist = [2.0, 3.0, 0.0]
+    mu, sd = statistics.mean(hist), statistics.stdev(hist)
+    assert v.get("ofi_zscore") == pytest.approx((-1.0 - mu) / sd)
+
+
+def test_ofi_from_books_when_the_coin_has_no_bbo_stream() -> None:
+    s = FeatureState(SMALL)
+    s.update(bar("X", 0, [book("X", 500, [(100.0, 5.0)], [(101.0, 3.0)])]))
+    v = s.update(bar("X", 1000, [book("X", 1500, [(100.0, 7.0)], [(101.0, 3.0)])]))
+    assert v.get("ofi") == pytest.approx(2.0)
+    # with a bbo stream the books are not used for order flow (bbo is the exact top of book)
+    s2 = FeatureState(SMALL)
+    s2.update(bbo_bar(0, [(100.0, 5.0, 101.0, 3.0)], coin="X"))
+    v = s2.update(bar("X", 1000, [book("X", 1500, [(100.0, 7.0)], [(101.0, 3.0)])]))
+    assert v.get("ofi") == 0.0
+
+
+def test_gap_breaks_the_order_flow_chain() -> None:
+    s = FeatureState(SMALL)
+    s.update(bbo_bar(0, [(100.0, 5.0, 101.0, 3.0)]))
+    b = bbo_bar(1, [(100.0, 9.0, 101.0, 3.0)])
+    b.gaps.append(Gap("BTC", 1050, None, "reconnect", 5000))
+    v = s.update(b)
+    assert v.get("ofi") == 0.0  # no transition across the hole
+    assert v.gaps == 1
+
+
+def test_stoikov_micro_price_from_the_coins_own_mid_changes() -> None:
+    cfg = FeatureConfig(
+        window_obs=4, short_obs=2, long_obs=8, warmup_obs=3, micro_buckets=4, micro_min_obs=1.0
+    )
+    s = FeatureState(cfg)
+    # states (mid, bucket of I): (100.5, 3) -> (101.5, 2): bucket 3 saw +1 (mirror: bucket 0 −1)
+    v = s.update(bbo_bar(0, [(100.0, 3.0, 101.0, 1.0), (101.0, 1.0, 102.0, 1.0)]))
+    assert s.micro.table() == pytest.approx([-1.0, None, None, 1.0])
+    assert v.get("microprice_px") is None  # the current state, bucket 2, has no history yet
+    assert v.missing["microprice_px"] == "warming_up"
+    # (101.5, 3) -> (102.5, 2): bucket 2 (the state at 101.5 with I = .5) and bucket 3 saw +1
+    v = s.update(bbo_bar(1, [(101.0, 3.0, 102.0, 1.0), (102.0, 1.0, 103.0, 1.0)]))
+    assert s.micro.table() == pytest.approx([-1.0, -1.0, 1.0, 1.0])
+    assert v.get("microprice_px") == pytest.approx(102.5 + 1.0 * 1.0)  # bucket 2: g = +1
+    v = s.update(bbo_bar(2, [(102.0, 2.0, 103.0, 6.0)]))  # I = 0.25 -> bucket 1: g = −1
+    assert v.get("microprice_px") == pytest.approx(102.5 - 1.0 * 1.0)
+    assert v.get("microprice_offset_bps") == pytest.approx(-1e4 * 1.0 / 102.5)
+    assert v.get("weighted_mid_px") == pytest.approx((102.0 * 6.0 + 103.0 * 2.0) / 8.0)
+
+
+def trade_bar(k: int, prints: list[tuple[float, float, str]], coin: str = "BTC") -> Bar:
+    t = k * 1000
+    return bar(coin, t, [trades(coin, t + 500, prints)])
+
+
+def test_vpin_buckets_from_the_coins_mean_bar_volume() -> None:
+    cfg = FeatureConfig(
+        window_obs=4,
+        short_obs=2,
+        long_obs=8,
+        warmup_obs=3,
+        vpin_buckets=2,
+        vpin_min_buckets=1,
+        vpin_bucket_obs=1.0,
+    )
+    s = FeatureState(cfg)
+    v = s.update(trade_bar(0, [(100.0, 4.0, "B")]))
+    assert v.missing["vpin"] == "warming_up"  # no volume history yet: no bucket size
+    s.update(trade_bar(1, [(100.0, 4.0, "A")]))
+    # bucket size = 1 x mean bar volume (4) of the bars before; buy 3 + sell 1 closes the
+    # first bucket (|1 - 3| = 2), the remaining sell 4 fills a second one (4)
+    v = s.update(trade_bar(2, [(100.0, 3.0, "B"), (100.0, 5.0, "A")]))
+    assert v.get("vpin") == pytest.approx((2.0 + 4.0) / (4.0 + 4.0))
+
+
+def test_trade_rate_burst_is_short_rate_over_long_rate() -> None:
+    cfg = FeatureConfig(window_obs=4, short_obs=2, long_obs=8, warmup_obs=3)
+    s = FeatureState(cfg)
+    counts = [1, 1, 1, 1, 4]
+    for k, n in enumerate(counts):
+        v = s.update(trade_bar(k, [(100.0, 1.0, "B")] * n))
+        if k < 3:  # needs 2·S bars of history
+            assert v.missing["trade_rate_burst"] == "warming_up"
+    # short: 5 prints over the last 2 s; long: 8 prints over 5 s
+    assert v.get("trade_rate_burst") == pytest.approx((5 / 2000) / (8 / 5000))
+
+
+def test_book_walk_book_is_passed_on() -> None:
+    s = FeatureState(SMALL)
+    b = book("BTC", 500, [(100.0, 1.0)], [(101.0, 1.0)])
+    v = s.update(bar("BTC", 0, [b]))
+    assert v.book is b
+    v = s.update(quote_bar("BTC", 1, 100.0))
+    assert v.book is b  # the latest usable book stays
+    v = s.update(bar("BTC", 2000, [book("BTC", 2500, [], [])]))
+    assert v.book is None  # an empty book cannot be walked
 
 
 # -- warm-up and stream clocks --------------------------------------------------------------------
@@ -596,6 +815,12 @@ BOUNDED = {
     "spread_ratio": (0.0, math.inf),
     "depth_ratio": (0.0, math.inf),
     "volume_ratio": (0.0, math.inf),
+    "trade_rate_burst": (0.0, math.inf),
+    "vpin": (0.0, 1.0),
+    "variance_ratio": (0.0, math.inf),
+    "garman_klass_vol_ann": (0.0, math.inf),
+    "book_levels": (0.0, math.inf),
+    "trade_count": (0.0, math.inf),
 }
 
 
@@ -614,10 +839,12 @@ def test_features_are_finite_and_bounded_on_arbitrary_bars(specs: list[list[Even
             if n in BOUNDED:
                 lo, hi = BOUNDED[n]
                 assert lo - 1e-12 <= x <= hi + 1e-12, (k, n, x)
-        offset, spread = v.get("microprice_offset_bps"), v.get("spread_bps")
-        if offset is not None and spread is not None:
-            # the micro-price lies between bid and ask
-            assert abs(offset) <= spread / 2 * (1 + 1e-9) + 1e-9, (k, offset, spread)
+        weighted, mid, spread = v.get("weighted_mid_px"), v.get("mid_px"), v.get("spread_bps")
+        if weighted is not None and mid is not None and spread is not None:
+            # the size-weighted mid lies between bid and ask
+            assert abs(1e4 * (weighted - mid) / mid) <= spread / 2 * (1 + 1e-9) + 1e-9, k
+        for n in FEATURE_NAMES:  # never both a value and a reason, never neither
+            assert (v.values[n] is None) == (n in v.missing), (k, n)
 
 
 # -- running sums vs brute force (drift guard) ----------------------------------------------------
@@ -645,11 +872,16 @@ def test_window_sums_match_brute_force_over_many_windows() -> None:
         flows.append((b.close_ms, b.buy_sz, b.sell_sz, b.buy_ntl - b.sell_ntl, b.trade_count))
         if k < 2:
             continue
-        want = brute_window(prices, cfg.window_obs)
-        for n in ("realized_vol_bps", "momentum_bps", "efficiency_ratio"):
+        want = brute_window(prices, cfg.window_obs, cfg.r, cfg.q)
+        for n in ("realized_vol_bps", "momentum_bps", "momentum_z", "efficiency_ratio"):
             assert v.get(n) == pytest.approx(want[n], rel=1e-9, abs=1e-9), (k, n)
         assert v.get("price_zscore") == pytest.approx(want["price_zscore"], rel=1e-6, abs=1e-9), k
-        start = (k + 1 - min(k, cfg.window_obs)) * 1000  # close time of the window's first price
+        if "variance_ratio" in want:
+            assert v.get("variance_ratio") == pytest.approx(want["variance_ratio"], rel=1e-9), k
+        else:
+            assert v.missing["variance_ratio"] == "warming_up", k
+        # the flow windows cover the trend window: bars after the price R observations back
+        start = (k + 1 - min(k, cfg.r)) * 1000
         win = [f for f in flows if f[0] > start]
         buy = sum(f[1] for f in win)
         sell = sum(f[2] for f in win)
@@ -694,3 +926,36 @@ def test_features_step_keeps_state_per_coin() -> None:
     eth = out[3][1]
     assert eth.get("mid_px") == pytest.approx(9.0)
     assert eth.missing["momentum_bps"] == "warming_up"
+
+
+# -- state snapshots (Bytewax recovery) ------------------------------------------------------------
+
+
+def test_state_pickles_mid_stream_and_resumes_identically() -> None:
+    """A restored state (Bytewax snapshots it) continues exactly like the original."""
+    rng = random.Random(3)
+    bars: list[Bar] = []
+    px = 100.0
+    for k in range(120):
+        t = k * 1000
+        px *= math.exp(rng.gauss(0.0, 1e-3))
+        prints = [(px, rng.uniform(0.1, 2.0), rng.choice("AB")) for _ in range(rng.randint(0, 4))]
+        events: list[Event] = [
+            bbo("BTC", t + 50, px - 0.01, rng.uniform(1, 5), px + 0.01, rng.uniform(1, 5)),
+            bbo("BTC", t + 60, px - 0.02, rng.uniform(1, 5), px + 0.01, rng.uniform(1, 5)),
+            book("BTC", t + 70, [(px - 0.01, 3.0), (px - 0.02, 4.0)], [(px + 0.01, 2.0)]),
+        ]
+        if prints:
+            events.append(trades("BTC", t + 80, prints))
+        bars.append(bar("BTC", t, events))
+    cfg = FeatureConfig(window_obs=20, short_obs=5, long_obs=40, warmup_obs=5, vpin_min_buckets=2)
+    a = FeatureState(cfg)
+    for b in bars[:70]:
+        a.update(b)
+    b_state = pickle.loads(pickle.dumps(a))
+    for b in bars[70:]:
+        va, vb = a.update(b), b_state.update(b)
+        assert va.values == vb.values
+        assert va.missing == vb.missing
+    assert va.get("vpin") is not None
+    assert va.get("microprice_px") is not None

@@ -15,6 +15,7 @@ from connectors.events import Stream
 from operators import steps
 from operators.features import FeatureVector
 from operators.regime import (
+    DECISION_INPUTS,
     RegimeClassifier,
     RegimeConfig,
     RegimeLabel,
@@ -54,35 +55,57 @@ def cascade(t: int = 1000, **kw: Any) -> FeatureVector:
 # -- raw_call: each label -------------------------------------------------------------------------
 
 
+def case(
+    id_: str,
+    values: dict[str, float],
+    label: RegimeLabel,
+    rule: Rule,
+    margin: float,
+    stresses: tuple[str, ...] = (),
+) -> Any:
+    return pytest.param(values, label, rule, margin, stresses, id=id_)
+
+
+SHOCK = {"efficiency_ratio": 0.5, "vol_expansion_ratio": 2.5, "momentum_bps": 300.0}
+TREND_MARGIN = (0.5 - 0.4) / 0.6
+
+
 @pytest.mark.parametrize(
     ("values", "label", "rule", "margin", "stresses"),
     [
-        pytest.param(
-            {"efficiency_ratio": 0.6, "vol_expansion_ratio": 1.0, "momentum_bps": 40.0},
+        case("trending", {"efficiency_ratio": 0.6, "momentum_bps": 40.0}, T, Rule.TREND, 0.2 / 0.6),
+        # with the move's significance known, the margin is the smaller of the two
+        case(
+            "trending_z",
+            {"efficiency_ratio": 0.6, "momentum_z": 3.0},
             T,
             Rule.TREND,
-            (0.6 - 0.4) / 0.6,
-            (),
-            id="trending",
+            min(0.2 / 0.6, (3.0 - 2.0) / 2.0),
         ),
-        pytest.param(
-            {"efficiency_ratio": 0.05, "vol_expansion_ratio": 1.0, "momentum_bps": 1.0},
+        # an efficient path that is not significant (a few ticks one way): no trend
+        case(
+            "trend_not_significant", {"efficiency_ratio": 0.9, "momentum_z": 1.5}, MR, Rule.HOLD, 0
+        ),
+        case("mean_reverting", {"efficiency_ratio": 0.05}, MR, Rule.MEAN_REVERSION, 0.1 / 0.15),
+        case(
+            "mean_reverting_vr",
+            {"efficiency_ratio": 0.05, "variance_ratio": 0.5},
             MR,
             Rule.MEAN_REVERSION,
-            (0.15 - 0.05) / 0.15,
-            (),
-            id="mean_reverting",
+            min(0.1 / 0.15, 0.35 / 0.85),
         ),
-        pytest.param(
-            {"efficiency_ratio": 0.1, "vol_expansion_ratio": 2.7, "momentum_bps": 10.0},
+        # an inefficient path without negative autocorrelation is a random walk: held, no margin
+        case("random_walk", {"efficiency_ratio": 0.05, "variance_ratio": 1.2}, MR, Rule.HOLD, 0.0),
+        case(
+            "chaotic",
+            {"efficiency_ratio": 0.1, "vol_expansion_ratio": 2.7},
             CH,
             Rule.CHAOS,
             (2.7 - 1.8) / 1.8,
-            (),
-            id="chaotic",
         ),
-        pytest.param(
-            # directionless shock with one-sided flow: not a cascade (ER < liq_er), chaos
+        # a directionless shock with one-sided flow is chaos, not a cascade (ER < liq_er)
+        case(
+            "chaotic_not_cascade",
             {
                 "efficiency_ratio": 0.1,
                 "vol_expansion_ratio": 3.5,
@@ -92,177 +115,153 @@ def cascade(t: int = 1000, **kw: Any) -> FeatureVector:
             CH,
             Rule.CHAOS,
             (3.5 - 1.8) / 1.8,
-            (),
-            id="chaotic_not_cascade",
         ),
-        pytest.param(
-            {
-                "efficiency_ratio": 0.5,
-                "vol_expansion_ratio": 2.5,
-                "momentum_bps": 300.0,
-                "trade_flow_imbalance": 0.7,
-            },
+        # the only stress group available (flow) holds
+        case(
+            "liq_flow_up",
+            {**SHOCK, "trade_flow_imbalance": 0.7},
             LIQ,
             Rule.CASCADE,
             1.0,
             ("one_sided_flow",),
-            id="liq_flow_up",
         ),
-        pytest.param(
+        case(
+            "liq_flow_down",
+            {**SHOCK, "momentum_bps": -300.0, "trade_flow_imbalance": -0.7},
+            LIQ,
+            Rule.CASCADE,
+            1.0,
+            ("one_sided_flow",),
+        ),
+        # one-sided flow must also be aggressive (a trade-rate burst) when the burst is known
+        case(
+            "flow_without_burst",
+            {**SHOCK, "trade_flow_imbalance": 0.7, "trade_rate_burst": 1.2},
+            T,
+            Rule.TREND,
+            TREND_MARGIN,
+        ),
+        case(
+            "flow_with_burst",
+            {**SHOCK, "trade_flow_imbalance": 0.7, "trade_rate_burst": 2.0},
+            LIQ,
+            Rule.CASCADE,
+            1.0,
+            ("one_sided_flow",),
+        ),
+        # two groups available (flow, liquidity): both must hold below VER 3
+        case(
+            "liq_spread_only",
+            {**SHOCK, "trade_flow_imbalance": 0.1, "spread_ratio": 3.5},
+            T,
+            Rule.TREND,
+            TREND_MARGIN,
+        ),
+        case(
+            "liq_flow_and_spread",
+            {**SHOCK, "trade_flow_imbalance": 0.7, "spread_ratio": 3.5},
+            LIQ,
+            Rule.CASCADE,
+            1.0,
+            ("one_sided_flow", "spread_blowout"),
+        ),
+        case(
+            "liq_depth_without_oi_drop",
+            {**SHOCK, "depth_ratio": 0.3, "spread_ratio": 1.0, "oi_change_pct": 0.5},
+            T,
+            Rule.TREND,
+            TREND_MARGIN,
+        ),
+        case(
+            "liq_depth_and_oi",
             {
-                "efficiency_ratio": 0.5,
-                "vol_expansion_ratio": 2.5,
+                **SHOCK,
                 "momentum_bps": -300.0,
-                "trade_flow_imbalance": -0.7,
-            },
-            LIQ,
-            Rule.CASCADE,
-            1.0,
-            ("one_sided_flow",),
-            id="liq_flow_down",
-        ),
-        pytest.param(
-            {
-                "efficiency_ratio": 0.5,
-                "vol_expansion_ratio": 2.5,
-                "momentum_bps": 300.0,
-                "trade_flow_imbalance": 0.1,
-                "spread_ratio": 3.5,
-            },
-            LIQ,
-            Rule.CASCADE,
-            0.5,
-            ("spread_blowout",),
-            id="liq_spread",
-        ),
-        pytest.param(
-            {
-                "efficiency_ratio": 0.5,
-                "vol_expansion_ratio": 2.5,
-                "momentum_bps": 300.0,
                 "depth_ratio": 0.3,
                 "spread_ratio": 1.0,
-                "oi_change_pct": 0.5,
-            },
-            LIQ,
-            Rule.CASCADE,
-            1 / 3,
-            ("depth_collapse",),
-            id="liq_depth",
-        ),
-        pytest.param(
-            {
-                "efficiency_ratio": 0.5,
-                "vol_expansion_ratio": 2.5,
-                "momentum_bps": -300.0,
                 "oi_change_pct": -1.5,
             },
             LIQ,
             Rule.CASCADE,
+            2 / 3,  # stresses met / stress conditions available
+            ("depth_collapse", "oi_drop"),
+        ),
+        case(
+            "liq_oi_only_input",
+            {**SHOCK, "momentum_bps": -300.0, "oi_change_pct": -1.5},
+            LIQ,
+            Rule.CASCADE,
             1.0,
             ("oi_drop",),
-            id="liq_oi",
         ),
-        pytest.param(
-            # every stress exactly at its threshold (inclusive)
+        # a bigger shock (VER >= liq_ver_alone) needs one stress group
+        case(
+            "big_shock_one_group",
+            {**SHOCK, "vol_expansion_ratio": 3.2, "trade_flow_imbalance": 0.1, "spread_ratio": 3.5},
+            LIQ,
+            Rule.CASCADE,
+            0.5,
+            ("spread_blowout",),
+        ),
+        case(
+            "liq_all_at_thresholds",
             {
                 "efficiency_ratio": 0.35,
                 "vol_expansion_ratio": 2.0,
                 "momentum_bps": 300.0,
                 "trade_flow_imbalance": 0.6,
+                "trade_rate_burst": 1.5,
                 "spread_ratio": 3.0,
                 "depth_ratio": 0.4,
                 "oi_change_pct": -1.0,
+                "momentum_z": 3.0,
             },
             LIQ,
             Rule.CASCADE,
             1.0,
             ("one_sided_flow", "spread_blowout", "depth_collapse", "oi_drop"),
-            id="liq_all",
         ),
-        pytest.param(
-            # flow against the move is no cascade stress: a trend
-            {
-                "efficiency_ratio": 0.5,
-                "vol_expansion_ratio": 2.5,
-                "momentum_bps": 300.0,
-                "trade_flow_imbalance": -0.7,
-            },
+        # a shock that is small against the noise is no cascade; it is a (significant) trend
+        case(
+            "small_z_no_cascade",
+            {**SHOCK, "vol_expansion_ratio": 3.5, "trade_flow_imbalance": 0.9, "momentum_z": 2.5},
             T,
             Rule.TREND,
-            (0.5 - 0.4) / 0.6,
-            (),
-            id="flow_against_move",
+            min(TREND_MARGIN, 0.25),
         ),
-        pytest.param(
-            # no stress input at all: VER 2.5 < liq_ver_alone
-            {"efficiency_ratio": 0.5, "vol_expansion_ratio": 2.5, "momentum_bps": 300.0},
+        case(
+            "flow_against_move",
+            {**SHOCK, "trade_flow_imbalance": -0.7},
             T,
             Rule.TREND,
-            (0.5 - 0.4) / 0.6,
-            (),
-            id="no_stress_input_small_ver",
+            TREND_MARGIN,
         ),
-        pytest.param(
-            {"efficiency_ratio": 0.5, "vol_expansion_ratio": 3.2, "momentum_bps": 300.0},
+        case("no_stress_input_small_ver", dict(SHOCK), T, Rule.TREND, TREND_MARGIN),
+        case(
+            "no_stress_input_ver_alone",
+            {**SHOCK, "vol_expansion_ratio": 3.2},
             LIQ,
             Rule.CASCADE,
             (3.2 - 2.0) / 2.0,
-            (),
-            id="no_stress_input_ver_alone",
         ),
-        pytest.param(
-            # stress inputs exist but none is met: VER alone does not count
-            {
-                "efficiency_ratio": 0.5,
-                "vol_expansion_ratio": 3.5,
-                "momentum_bps": 300.0,
-                "trade_flow_imbalance": 0.2,
-                "spread_ratio": 1.0,
-            },
+        case(
+            "stress_inputs_unmet",
+            {**SHOCK, "vol_expansion_ratio": 3.5, "trade_flow_imbalance": 0.2, "spread_ratio": 1.0},
             T,
             Rule.TREND,
-            (0.5 - 0.4) / 0.6,
-            (),
-            id="stress_inputs_unmet",
+            TREND_MARGIN,
         ),
-        pytest.param(
-            {
-                "efficiency_ratio": 0.5,
-                "vol_expansion_ratio": 3.5,
-                "momentum_bps": 0.0,
-                "trade_flow_imbalance": 0.9,
-            },
+        case(
+            "no_move_no_cascade",
+            {**SHOCK, "vol_expansion_ratio": 3.5, "momentum_bps": 0.0, "trade_flow_imbalance": 0.9},
             T,
             Rule.TREND,
-            (0.5 - 0.4) / 0.6,
-            (),
-            id="no_move_no_cascade",
+            TREND_MARGIN,
         ),
-        pytest.param(
-            {"efficiency_ratio": 0.3, "vol_expansion_ratio": 1.0, "momentum_bps": 1.0},
-            T,
-            Rule.HOLD,
-            0.0,
-            (),
-            id="between_bands_nearer_trend",
-        ),
-        pytest.param(
-            {"efficiency_ratio": 0.2, "vol_expansion_ratio": 1.0, "momentum_bps": 1.0},
-            MR,
-            Rule.HOLD,
-            0.0,
-            (),
-            id="between_bands_nearer_mr",
-        ),
-        pytest.param(
-            {"vol_expansion_ratio": 1.0, "momentum_bps": 1.0},
-            UNK,
-            Rule.WARMING_UP,
-            0.0,
-            (),
-            id="no_efficiency_ratio",
-        ),
+        # between the bands with no label to keep: the range-bound default, no margin
+        case("between_bands", {"efficiency_ratio": 0.3}, MR, Rule.HOLD, 0.0),
+        case("between_bands_low", {"efficiency_ratio": 0.2}, MR, Rule.HOLD, 0.0),
+        case("no_efficiency_ratio", {"momentum_bps": 1.0}, UNK, Rule.WARMING_UP, 0.0),
     ],
 )
 def test_raw_call_labels(
@@ -272,7 +271,8 @@ def test_raw_call_labels(
     margin: float,
     stresses: tuple[str, ...],
 ) -> None:
-    call = raw_call(fv(values), CFG, UNK)
+    vals = {"vol_expansion_ratio": 1.0, "momentum_bps": 1.0, **values}
+    call = raw_call(fv(vals), CFG, UNK)
     assert call.label is label
     assert call.rule is rule
     assert call.margin == pytest.approx(margin)
@@ -300,9 +300,16 @@ def test_raw_call_unknown_while_warming_up_or_without_price() -> None:
         (MR, {"efficiency_ratio": 0.3}, MR, Rule.MEAN_REVERSION, 0.0),
         (MR, {"efficiency_ratio": 0.25}, MR, Rule.MEAN_REVERSION, (0.30 - 0.25) / 0.30),
         (T, {"efficiency_ratio": 0.39}, T, Rule.TREND, (0.39 - 0.25) / 0.75),
-        (UNK, {"efficiency_ratio": 0.39}, T, Rule.HOLD, 0.0),
+        (UNK, {"efficiency_ratio": 0.39}, MR, Rule.HOLD, 0.0),
         (CH, {"efficiency_ratio": 0.1, "vol_expansion_ratio": 1.5}, CH, Rule.CHAOS, 0.1 / 1.4),
         (T, {"efficiency_ratio": 0.1, "vol_expansion_ratio": 1.5}, MR, Rule.MEAN_REVERSION, 1 / 3),
+        # |momentum z|: enter TRENDING from 2, stay while >= 1
+        (T, {"efficiency_ratio": 0.5, "momentum_z": 1.2}, T, Rule.TREND, 0.2),
+        (MR, {"efficiency_ratio": 0.5, "momentum_z": 1.2}, MR, Rule.HOLD, 0.0),
+        (T, {"efficiency_ratio": 0.5, "momentum_z": -0.9}, MR, Rule.HOLD, 0.0),
+        # variance ratio: enter MEAN_REVERTING at or below 0.85, stay while <= 1
+        (MR, {"efficiency_ratio": 0.05, "variance_ratio": 0.95}, MR, Rule.MEAN_REVERSION, 0.05),
+        (UNK, {"efficiency_ratio": 0.05, "variance_ratio": 0.95}, MR, Rule.HOLD, 0.0),
     ],
 )
 def test_raw_call_enter_exit_bands(
@@ -457,36 +464,60 @@ def test_no_price_switches_to_unknown_at_once() -> None:
 # -- confidence -----------------------------------------------------------------------------------
 
 
-def expected_confidence(margin: float, used: int, dwell: int, pending: bool) -> float:
-    c = (0.5 + 0.5 * margin) * (0.4 + 0.6 * used / 5) * (0.7 + 0.3 * min(1.0, dwell / 5))
+def expected_confidence(margin: float, n_inputs: int, dwell: int, pending: bool) -> float:
+    c = (0.5 + 0.5 * margin) * (0.4 + 0.6 * n_inputs / 9) * (0.7 + 0.3 * min(1.0, dwell / 5))
     return round(c * (0.8 if pending else 1.0), 4)
 
 
+FULL_INPUTS = {
+    "momentum_z": 3.0,
+    "variance_ratio": 1.5,
+    "trade_flow_imbalance": 0.2,
+    "trade_rate_burst": 1.0,
+    "spread_ratio": 1.0,
+    "depth_ratio": 1.0,
+    "oi_change_pct": 0.1,
+}
+
+
 def test_confidence_formula() -> None:
+    assert len(DECISION_INPUTS) == 9
     clf = RegimeClassifier()
-    s = clf.update(trend(1000))
+    s = clf.update(trend(1000, **FULL_INPUTS))
     assert s.inputs_used == ("quotes", "book", "trades", "candles", "asset_ctx")
     assert s.inputs_missing == ()
-    assert s.confidence == expected_confidence(1 / 3, 5, 1, False) == 0.5067
-    states = feed(clf, [trend(1000 * k) for k in range(2, 6)])
+    assert s.n_inputs == 9
+    # margin min((0.6 - 0.4)/0.6, (3 - 2)/2) = 1/3
+    assert s.confidence == expected_confidence(1 / 3, 9, 1, False) == 0.5067
+    states = feed(clf, [trend(1000 * k, **FULL_INPUTS) for k in range(2, 6)])
     assert states[-1].dwell == 5
-    # once TRENDING, the margin is measured from the exit threshold 0.25: (0.6 - 0.25)/0.75
+    # once TRENDING, the margins run from the exit bands: min((0.6-0.25)/0.75, (3-1)/1)
     assert states[-1].margin == pytest.approx(0.35 / 0.75)
-    assert states[-1].confidence == expected_confidence(0.35 / 0.75, 5, 5, False) == 0.7333
+    assert states[-1].confidence == expected_confidence(0.35 / 0.75, 9, 5, False) == 0.7333
     s = clf.update(mean_rev(6000))  # a pending candidate: margin 0 and the 0.8 factor
-    assert s.confidence == expected_confidence(0.0, 5, 6, True) == 0.4
+    assert s.n_inputs == 2  # efficiency ratio and volatility expansion only
+    assert s.confidence == expected_confidence(0.0, 2, 6, True) == 0.2133
 
 
 def test_confidence_is_lower_with_fewer_inputs() -> None:
-    full = RegimeClassifier().update(trend(1000))
+    full = RegimeClassifier().update(
+        trend(1000, **{k: v for k, v in FULL_INPUTS.items() if k != "momentum_z"})
+    )
     candle_only = RegimeClassifier().update(
-        trend(1000, streams=(Stream.CANDLE,), mid_px=None, price_source="candle_close")
+        trend(
+            1000,
+            streams=(Stream.CANDLE,),
+            mid_px=None,
+            price_source="candle_close",
+            variance_ratio=1.5,
+        )
     )
     assert full.label is candle_only.label is T
-    assert full.margin == candle_only.margin
+    assert full.margin == candle_only.margin == pytest.approx(1 / 3)
     assert candle_only.inputs_used == ("candles",)
     assert candle_only.inputs_missing == ("quotes", "book", "trades", "asset_ctx")
-    assert candle_only.confidence == expected_confidence(1 / 3, 1, 1, False)
+    assert (full.n_inputs, candle_only.n_inputs) == (8, 3)
+    assert candle_only.confidence == expected_confidence(1 / 3, 3, 1, False)
     assert candle_only.confidence < full.confidence
 
 
@@ -543,9 +574,10 @@ def test_regime_step_classifies_per_coin() -> None:
 @pytest.mark.parametrize(
     ("current", "er", "expected"),
     [
-        # past the current label's exit, short of the other's entry: the label has ended
+        # past the current label's exit, short of the other's entry: the label has ended, and
+        # without a trend the range-bound default holds
         (RegimeLabel.TRENDING, 0.20, RegimeLabel.MEAN_REVERTING),
-        (RegimeLabel.MEAN_REVERTING, 0.35, RegimeLabel.TRENDING),
+        (RegimeLabel.MEAN_REVERTING, 0.35, RegimeLabel.MEAN_REVERTING),
         # inside the current label's exit band: it holds
         (RegimeLabel.TRENDING, 0.30, RegimeLabel.TRENDING),
         (RegimeLabel.MEAN_REVERTING, 0.25, RegimeLabel.MEAN_REVERTING),

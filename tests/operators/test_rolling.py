@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from operators.rolling import RollingMedian, RollingSum
+from operators.rolling import RollingMedian, RollingMoments, RollingPair, RollingSum
 
 
 @pytest.mark.parametrize("size", [1, 2, 5, 10, 33])
@@ -90,3 +90,55 @@ def test_rolling_sum_resum_removes_accumulated_rounding() -> None:
         rs.update(1, 1.0)
     # The 1e16 left 19 updates ago, and the window has been fully re-summed since.
     assert rs.total == 10.0
+
+
+@pytest.mark.parametrize("size", [2, 3, 17])
+def test_rolling_moments_match_statistics(size: int) -> None:
+    rng = random.Random(size)
+    rm = RollingMoments(size)
+    assert rm.mean() is None
+    assert rm.std() is None
+    assert rm.zscore(1.0) is None
+    seen: list[float] = []
+    for i in range(700):  # many exact re-sums; values far from 0 test the re-centring
+        x = 1e6 + rng.gauss(0.0, 3.0) if i % 5 else 1e6 + float(rng.randint(-2, 2))
+        rm.update(x)
+        seen.append(x)
+        window = seen[-size:]
+        assert len(rm) == len(window)
+        assert rm.mean() == pytest.approx(statistics.fmean(window), rel=1e-12)
+        if len(window) < 2:
+            assert rm.std() is None
+            continue
+        sd = statistics.stdev(window)
+        assert rm.std() == pytest.approx(sd, rel=1e-6, abs=1e-9)
+        if sd > 1e-3:
+            z = rm.zscore(1e6 + 1.0)
+            assert z == pytest.approx((1e6 + 1.0 - statistics.fmean(window)) / sd, rel=1e-6)
+
+
+def test_rolling_moments_constant_has_no_zscore() -> None:
+    rm = RollingMoments(4)
+    for _ in range(6):
+        rm.update(5.0)
+    assert rm.std() == 0.0
+    assert rm.zscore(6.0) is None
+    with pytest.raises(ValueError, match="size"):
+        RollingMoments(1)
+
+
+def test_rolling_pair_matches_brute_force() -> None:
+    rng = random.Random(9)
+    rp = RollingPair(7)
+    items: list[tuple[int, float, float]] = []
+    for _ in range(100):
+        item = (rng.randint(1, 2000), rng.uniform(0, 10), rng.uniform(-5, 5))
+        rp.update(*item)
+        items.append(item)
+        window = items[-7:]
+        assert len(rp) == len(window)
+        assert rp.total_ms == sum(x[0] for x in window)
+        assert rp.a == pytest.approx(sum(x[1] for x in window), abs=1e-9)
+        assert rp.b == pytest.approx(sum(x[2] for x in window), abs=1e-9)
+    with pytest.raises(ValueError, match="size"):
+        RollingPair(0)

@@ -1,0 +1,464 @@
+"""The push channel behind ``GET /v1/stream``: fan-out of new envelopes to SSE clients.
+
+Wire contract (``text/event-stream``, FastAPI's `fastapi.sse.EventSourceResponse`)::
+
+    event: signal
+    data: <the envelope JSON, as GET /v1/signal/{coin} returns it at the time it was stored>
+    id: <global monotonic sequence number>
+
+    event: dropped
+    data: {"missed": n, "last_id": k, "reason": "..."}
+
+    : ping
+
+``dropped`` means: the client has everything up to id ``k`` and will not get the ``n`` events
+after it that it would have had. It comes (a) first, when a ``Last-Event-ID`` resume reaches back
+further than the store's ring (then the stream continues with the oldest event still held), or
+when the id is from an earlier run (ids restart at 1; the stream continues with the whole ring),
+and (b) last, when the client fell behind by more than its queue holds: the server closes the
+stream right after it (reconnect with ``Last-Event-ID: k`` to resume from the ring). A ``: ping``
+comment is sent after ``keepalive_s`` (up to a quarter more) without an event.
+
+How it stays cheap and never slows the flow:
+
+- The store calls each event loop's `_Fanout.notify` from the writer (sink) thread with every
+  batch of new entries; ``notify`` only schedules one callback on that loop
+  (``loop.call_soon_threadsafe``, which never blocks) and does nothing at all when the loop has
+  no subscribers. The callback appends to each subscriber's bounded queue and wakes it.
+- A subscriber is one coroutine parked on a future: no thread, no polling, no timer of its
+  own (one timer per event loop, every ``keepalive_s / 4``, wakes the clients that have been
+  idle for ``keepalive_s`` to send their ping). Each event is rendered and encoded once, and a
+  batch the writer stored goes to every client that takes all of it as the same bytes.
+- A subscriber whose queue is full is told (``dropped``) and removed; nothing is buffered
+  without bound. (A client that reads nothing at all keeps only its socket, with at most the
+  transport's high-water mark of bytes, until it reads or goes away: its subscription and
+  queue are gone.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from types import FrameType
+from typing import Any, Final, Protocol
+
+import orjson
+from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
+
+from api.store import Envelope, SignalStore, StreamEntry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEEPALIVE_S: Final = 15.0
+"""Seconds of silence after which a ``: ping`` comment is sent."""
+
+DEFAULT_QUEUE_SIZE: Final = 1024
+"""Events a client may be behind before it is dropped."""
+
+MAX_CHUNK_EVENTS: Final = 64
+"""Queued events written to the socket in one chunk at most."""
+
+Refresh = Callable[[Envelope, int | None], Envelope]
+"""Re-judges an envelope's freshness as of a source-clock time (`api.app.refresh`)."""
+
+REASON_SLOW: Final = (
+    "slow_client: the client fell more than {n} events behind; the stream is closed "
+    "(reconnect with Last-Event-ID to resume from the server's history)"
+)
+REASON_EVICTED: Final = (
+    "history_evicted: the events after Last-Event-ID are no longer held (missed counts events "
+    "of every coin); continuing with the oldest event held"
+)
+REASON_RESTARTED: Final = (
+    "restarted: Last-Event-ID is ahead of this server's newest event (ids restart at 1 when the "
+    "server restarts; missed counts this run's events no longer held); continuing with the "
+    "oldest event held"
+)
+
+
+def change_key(env: Envelope) -> tuple[Any, Any, Any]:
+    """What ``on=change`` compares: regime label, direction, actionable flag."""
+    return env["regime"]["label"], env["direction"], env["edge"]["actionable"]
+
+
+def dropped_event(missed: int, last_id: int, reason: str) -> bytes:
+    """The ``event: dropped`` frame (no ``id``: it is not part of the sequence)."""
+    data = orjson.dumps({"missed": missed, "last_id": last_id, "reason": reason}).decode()
+    return format_sse_event(event="dropped", data_str=data)
+
+
+class _Run:
+    """Consecutive entries queued for a client, encoded once (shared by every client that
+    takes the whole batch the writer stored, the common case)."""
+
+    __slots__ = ("_data", "entries", "last_seq")
+
+    def __init__(self, entries: tuple[StreamEntry, ...] | list[StreamEntry]) -> None:
+        self.entries = entries
+        self.last_seq = entries[-1].seq
+        self._data: bytes | None = None
+
+    def data(self, owner: Broadcaster) -> bytes:
+        """The ``signal`` frames of the run, concatenated."""
+        if self._data is None:
+            self._data = b"".join(f for e in self.entries if (f := owner.frame(e)) is not None)
+        return self._data
+
+
+class Subscription:
+    """One SSE client: its filter, bounded queue and progress (touched on its loop only).
+
+    Args:
+        coins: the coins it wants (exact names), or None for every coin.
+        changes_only: only envelopes whose change key differs from the coin's previous one.
+        last_id: the ``Last-Event-ID`` it resumes after, or None for new events only.
+        queue_size: events it may be behind before it is dropped.
+    """
+
+    __slots__ = (
+        "after",
+        "changes_only",
+        "closed",
+        "coins",
+        "dropped",
+        "last_id",
+        "last_sent",
+        "last_write",
+        "ping",
+        "queue",
+        "queue_size",
+        "queued",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        coins: frozenset[str] | None,
+        changes_only: bool,
+        last_id: int | None,
+        queue_size: int,
+    ) -> None:
+        self.coins = coins
+        self.changes_only = changes_only
+        self.last_id = last_id
+        self.queue_size = queue_size
+        self.queue: deque[_Run] = deque()
+        self.queued = 0
+        self.after = 0
+        self.last_sent = last_id or 0
+        self.last_write = 0.0
+        self.ping = False
+        self.dropped: int | None = None
+        self.closed = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        """Resume the client's coroutine if it is waiting."""
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+
+class _Fanout:
+    """The subscribers on one event loop, and its one keep-alive timer."""
+
+    def __init__(self, owner: Broadcaster, loop: asyncio.AbstractEventLoop) -> None:
+        self.owner = owner
+        self.loop = loop
+        self.subs: set[Subscription] = set()
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def add(self, sub: Subscription) -> None:
+        """Register a subscriber (on the loop) and make sure the keep-alive timer runs."""
+        sub.last_write = self.loop.time()
+        self.subs.add(sub)
+        if self._sweep is None:
+            self._sweep = self.loop.call_later(self.owner.sweep_s, self.sweep)
+
+    def sweep(self) -> None:
+        """Wake the subscribers idle for ``keepalive_s`` so they send a ping (on the loop)."""
+        if not self.subs:
+            self._sweep = None
+            return
+        due = self.loop.time() - self.owner.keepalive_s
+        for sub in self.subs:
+            if sub.waiter is not None and sub.last_write <= due:
+                sub.ping = True
+                sub.wake()
+        self._sweep = self.loop.call_later(self.owner.sweep_s, self.sweep)
+
+    def notify(self, batch: tuple[StreamEntry, ...]) -> bool:
+        """Store listener (writer thread, under the store's lock): schedule, never block."""
+        if self.loop.is_closed():
+            return False
+        if self.subs:
+            try:
+                self.loop.call_soon_threadsafe(self.dispatch, batch)
+            except RuntimeError:  # the loop closed in between
+                return False
+        return True
+
+    def dispatch(self, batch: tuple[StreamEntry, ...]) -> None:
+        """Queue a batch for every subscriber that wants it (on the loop)."""
+        owner = self.owner
+        whole: _Run | None = None
+        first = batch[0].seq
+        for sub in tuple(self.subs):
+            if sub.coins is None and not sub.changes_only and sub.after < first:
+                accepted: tuple[StreamEntry, ...] | list[StreamEntry] = batch
+            else:
+                accepted = [e for e in batch if e.seq > sub.after and owner.wants(sub, e)]
+                if not accepted:
+                    continue
+            if len(accepted) == len(batch):
+                whole = whole or _Run(batch)
+                run = whole
+            else:
+                run = _Run(accepted)
+            if sub.queued + len(accepted) > sub.queue_size:
+                sub.dropped = sub.queued + len(accepted)
+                sub.queue.clear()
+                sub.queued = 0
+                self.subs.discard(sub)
+                owner.slow_clients += 1
+                log.info(
+                    "SSE client dropped: %d events behind (queue of %d)",
+                    sub.dropped,
+                    sub.queue_size,
+                )
+            else:
+                sub.queue.append(run)
+                sub.queued += len(accepted)
+            sub.wake()
+
+    def close_all(self) -> None:
+        """End every stream on this loop (on the loop)."""
+        for sub in tuple(self.subs):
+            sub.closed = True
+            sub.wake()
+        self.subs.clear()
+
+
+class Broadcaster:
+    """Fans stored envelopes out to SSE subscribers (one per app).
+
+    Args:
+        store: the store whose new entries are pushed.
+        refresh: re-judges freshness as of the store time (`api.app.refresh`).
+        keepalive_s: seconds of silence before a ``: ping`` comment.
+        queue_size: events a client may be behind before it is dropped.
+    """
+
+    def __init__(
+        self,
+        store: SignalStore,
+        refresh: Refresh,
+        *,
+        keepalive_s: float = DEFAULT_KEEPALIVE_S,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+    ) -> None:
+        if keepalive_s <= 0:
+            msg = f"keepalive_s must be positive, got {keepalive_s}"
+            raise ValueError(msg)
+        if queue_size < 1:
+            msg = f"queue_size must be at least 1, got {queue_size}"
+            raise ValueError(msg)
+        self.store = store
+        self.refresh = refresh
+        self.keepalive_s = keepalive_s
+        self.sweep_s = max(0.01, keepalive_s / 4)
+        self.queue_size = queue_size
+        self._lock = threading.Lock()
+        self._fanouts: dict[asyncio.AbstractEventLoop, _Fanout] = {}
+        self.connections = 0
+        self.slow_clients = 0
+        self.resume_gaps = 0
+
+    # -- rendering (once per entry, shared by every client) -----------------------------------
+
+    def frame(self, e: StreamEntry) -> bytes | None:
+        """The encoded ``event: signal`` frame of an entry (None if it cannot be rendered)."""
+        cached: bytes | None = e.cache.get("frame")
+        if cached is None:
+            try:
+                view = self.refresh(e.env, e.now_ms)
+                data = orjson.dumps(view).decode()
+            except Exception:
+                log.exception("cannot render stream entry %d (%s)", e.seq, e.coin)
+                e.cache["frame"] = b""
+                return None
+            cached = format_sse_event(data_str=data, event="signal", id=str(e.seq))
+            e.cache["frame"] = cached
+        return cached or None
+
+    def changed(self, e: StreamEntry) -> bool:
+        """Whether the entry's change key differs from its coin's previous envelope."""
+        cached: bool | None = e.cache.get("changed")
+        if cached is None:
+            if e.prev_env is None:
+                cached = True
+            else:
+                try:
+                    now = change_key(self.refresh(e.env, e.now_ms))
+                    before = change_key(self.refresh(e.prev_env, e.prev_now_ms))
+                    cached = now != before
+                except Exception:
+                    log.exception("cannot compare stream entry %d (%s)", e.seq, e.coin)
+                    cached = True
+            e.cache["changed"] = cached
+        return cached
+
+    def wants(self, sub: Subscription, e: StreamEntry) -> bool:
+        """Whether a subscriber's filter lets an entry through."""
+        if sub.coins is not None and e.coin not in sub.coins:
+            return False
+        return not sub.changes_only or self.changed(e)
+
+    # -- subscribers ---------------------------------------------------------------------------
+
+    @property
+    def subscribers(self) -> int:
+        """Open streams (every loop)."""
+        with self._lock:
+            fanouts = list(self._fanouts.values())
+        return sum(len(f.subs) for f in fanouts)
+
+    def _fanout(self) -> _Fanout:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for old in [lp for lp in self._fanouts if lp.is_closed()]:
+                self.store.remove_listener(self._fanouts.pop(old).notify)
+            fan = self._fanouts.get(loop)
+            if fan is None:
+                fan = self._fanouts[loop] = _Fanout(self, loop)
+                self.store.add_listener(fan.notify)
+            return fan
+
+    def close_all(self) -> None:
+        """End every open stream (thread-safe; e.g. before a graceful server shutdown, which
+        otherwise waits for streaming responses to finish)."""
+        with self._lock:
+            fanouts = list(self._fanouts.values())
+        for fan in fanouts:
+            if not fan.loop.is_closed():
+                try:
+                    fan.loop.call_soon_threadsafe(fan.close_all)
+                except RuntimeError:
+                    continue
+
+    async def events(
+        self,
+        coins: frozenset[str] | None = None,
+        *,
+        changes_only: bool = False,
+        last_id: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """The encoded SSE stream of one client (runs until it disconnects or is dropped).
+
+        Args:
+            coins: exact coin names to pass, or None for all.
+            changes_only: only envelopes whose regime label, direction or actionable flag
+                differs from the coin's previous envelope.
+            last_id: resume after this id (``Last-Event-ID``), or None for new events only.
+        """
+        sub = Subscription(coins, changes_only, last_id, self.queue_size)
+        fan = self._fanout()
+        loop = fan.loop
+        fan.add(sub)  # before the snapshot: nothing stored after it can be missed
+        self.connections += 1
+        try:
+            backlog, first, head = self.store.since(last_id)
+            sub.after = head  # anything up to head comes from the backlog (or not at all)
+            if last_id is not None and last_id > head:
+                self.resume_gaps += 1
+                yield dropped_event(first - 1, last_id, REASON_RESTARTED)
+            elif last_id is not None and first > last_id + 1:
+                self.resume_gaps += 1
+                yield dropped_event(first - 1 - last_id, last_id, REASON_EVICTED)
+            chunk: list[bytes] = []
+            for e in backlog:
+                if self.wants(sub, e) and (f := self.frame(e)) is not None:
+                    chunk.append(f)
+                    sub.last_sent = e.seq
+                if len(chunk) >= MAX_CHUNK_EVENTS:
+                    yield b"".join(chunk)
+                    chunk = []
+            if chunk:
+                yield b"".join(chunk)
+            while True:
+                if sub.dropped is not None:
+                    n = sub.queue_size
+                    yield dropped_event(sub.dropped, sub.last_sent, REASON_SLOW.format(n=n))
+                    return
+                if sub.closed:
+                    return
+                if sub.queue:
+                    run = sub.queue.popleft()
+                    taken = len(run.entries)
+                    data = run.data(self)
+                    if sub.queue and taken < MAX_CHUNK_EVENTS:
+                        parts = [data]
+                        while sub.queue and taken < MAX_CHUNK_EVENTS:
+                            run = sub.queue.popleft()
+                            taken += len(run.entries)
+                            parts.append(run.data(self))
+                        data = b"".join(parts)
+                    sub.queued -= taken
+                    sub.last_sent = run.last_seq
+                    sub.last_write = loop.time()
+                    sub.ping = False
+                    if data:
+                        yield data
+                    continue
+                if sub.ping:
+                    sub.ping = False
+                    sub.last_write = loop.time()
+                    yield KEEPALIVE_COMMENT
+                    continue
+                waiter: asyncio.Future[None] = loop.create_future()
+                sub.waiter = waiter
+                try:
+                    await waiter
+                finally:
+                    sub.waiter = None
+        finally:
+            fan.subs.discard(sub)
+
+
+class _ExitHandling(Protocol):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None: ...
+
+
+def close_streams_on_exit(server: _ExitHandling, streams: Broadcaster) -> None:
+    """Make a uvicorn server end every open stream when it is asked to stop.
+
+    uvicorn's graceful shutdown waits for open responses to finish, and a stream never does:
+    without this, SIGINT/SIGTERM hangs while any SSE client is connected. Call it on the
+    `uvicorn.Server` instance before ``run()`` (it wraps that instance's ``handle_exit``, which
+    ``capture_signals`` installs as the signal handler).
+
+    Args:
+        server: the uvicorn server (anything with ``handle_exit(sig, frame)``).
+        streams: the app's broadcaster (``app.state.streams``).
+    """
+    original = server.handle_exit
+
+    def handle_exit(sig: int, frame: FrameType | None) -> None:
+        streams.close_all()
+        original(sig, frame)
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
+
+
+__all__ = [
+    "DEFAULT_KEEPALIVE_S",
+    "DEFAULT_QUEUE_SIZE",
+    "Broadcaster",
+    "Subscription",
+    "change_key",
+    "close_streams_on_exit",
+    "dropped_event",
+]

@@ -1,0 +1,616 @@
+"""Tests for the MCP server (`api.mcp`) through the official SDK's client.
+
+The sample capture (``data/sample.ndjson.gz``) is replayed once in-process; its final store is the
+reference. Then:
+
+- stdio: ``python -m api.mcp`` with ``HLSL_REPLAY`` (the flow in the subprocess), one client
+  session whose answers the tests check against the reference (same replay, same bytes);
+- stdout cleanliness: a raw JSON-RPC exchange with a server made to print, write to
+  ``sys.__stdout__`` and to file descriptor 1: every stdout line must be a JSON-RPC message;
+- HTTP: the streamable HTTP transport mounted at ``/mcp`` in the FastAPI app over the reference
+  store, served by uvicorn on a free port;
+- proxy: ``python -m api.mcp --api-url`` reading that server's REST API.
+
+Every subprocess and session is bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import McpError
+from mcp.types import CallToolResult, JSONRPCMessage, TextContent
+from pydantic import AnyUrl, BaseModel
+
+from api.app import create_app, refresh
+from api.mcp import (
+    HISTORY_LIMIT_MAX,
+    ApiSource,
+    RegimeExplanation,
+    SignalQueryError,
+    StoreSource,
+    explain_envelope,
+    mcp_http_app,
+)
+from api.schemas import SignalEnvelope, SignalHistory, SignalList
+from api.store import RunState, SignalStore
+from flows.settings import Settings
+from flows.signal import Pipeline, build_pipeline, run_pipeline
+from operators.regime import RegimeLabel, Rule
+from tests.conftest import REPO, SAMPLE
+
+Envelope = dict[str, Any]
+
+TIMEOUT_S = 20.0
+COINS = ["BTC", "ETH", "SOL"]
+TOOLS: dict[str, type[BaseModel]] = {
+    "get_signal": SignalEnvelope,
+    "list_signals": SignalList,
+    "get_history": SignalHistory,
+    "explain_regime": RegimeExplanation,
+}
+
+
+# -- the reference ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def replayed() -> Pipeline:
+    """The sample capture replayed once in-process (every envelope collected too)."""
+    pipeline = build_pipeline(Settings(replay=[str(SAMPLE)], api=False), collect=True)
+    run_pipeline(pipeline)
+    assert pipeline.store.state is RunState.FINISHED, pipeline.store.error
+    return pipeline
+
+
+@pytest.fixture(scope="module")
+def store(replayed: Pipeline) -> SignalStore:
+    return replayed.store
+
+
+def _expected(store: SignalStore, coin: str) -> Envelope:
+    env = store.latest(coin)
+    assert env is not None
+    return refresh(env, store.now_ms())
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """The test's environment without HLSL_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HLSL_")}
+    return {**env, **extra}
+
+
+# -- one client session ----------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """What a client saw in one session (filled by `_exercise`)."""
+
+    tools: dict[str, Any] = field(default_factory=dict)
+    calls: dict[str, CallToolResult] = field(default_factory=dict)
+    resources: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+    resource_text: str = ""
+    resource_error: str = ""
+    stderr: str = ""
+
+
+CALLS: dict[str, tuple[str, dict[str, Any]]] = {
+    "signal_btc": ("get_signal", {"coin": "BTC"}),
+    "signal_lower": ("get_signal", {"coin": "eth"}),
+    "signals": ("list_signals", {}),
+    "history": ("get_history", {"coin": "SOL", "limit": 5}),
+    "history_since": ("get_history", {"coin": "BTC", "since_ms": 1767226190000, "limit": 1000}),
+    "explain": ("explain_regime", {"coin": "btc"}),
+    "unknown": ("get_signal", {"coin": "DOGE"}),
+    "unknown_explain": ("explain_regime", {"coin": "DOGE"}),
+    "not_a_coin": ("get_signal", {"coin": "../etc"}),
+    "limit_too_big": ("get_history", {"coin": "BTC", "limit": HISTORY_LIMIT_MAX + 1}),
+}
+
+
+async def _exercise(s: ClientSession, final_ms: int) -> Session:
+    """List, call every tool (once the flow has reached ``final_ms``) and read a resource."""
+    out = Session()
+    await s.initialize()
+    listed = await s.list_tools()  # also lets the client validate structured results
+    out.tools = {t.name: t for t in listed.tools}
+    while True:  # the subprocess replays the capture: wait for its last bar
+        r = await s.call_tool("get_signal", {"coin": "BTC"})
+        if r.isError:  # only "no signal yet" is worth waiting for; anything else fails now
+            text = _error_text(r)
+            assert "unknown coin" in text or "starting" in text or "closed yet" in text, text
+        elif r.structuredContent and r.structuredContent["timestamp_ms"] >= final_ms:
+            break
+        await anyio.sleep(0.05)
+    for key, (name, args) in CALLS.items():
+        out.calls[key] = await s.call_tool(name, args)
+    out.resources = [str(r.uri) for r in (await s.list_resources()).resources]
+    out.templates = [t.uriTemplate for t in (await s.list_resource_templates()).resourceTemplates]
+    read = await s.read_resource(AnyUrl("signal://hyperliquid/eth"))
+    content = read.contents[0]
+    out.resource_text = getattr(content, "text", "")
+    try:
+        await s.read_resource(AnyUrl("signal://hyperliquid/DOGE"))
+    except McpError as ex:
+        out.resource_error = str(ex)
+    return out
+
+
+def _stdio_session(args: list[str], env: dict[str, str], final_ms: int) -> Session:
+    """Run `_exercise` against ``python -m api.mcp ARGS`` over stdio (stderr captured)."""
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "api.mcp", *args], env=env, cwd=REPO
+    )
+
+    async def run() -> Session:
+        with anyio.fail_after(TIMEOUT_S):
+            async with (
+                stdio_client(params, errlog=errlog) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                return await _exercise(session, final_ms)
+
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as errlog:
+        result = anyio.run(run)
+        errlog.seek(0)
+        result.stderr = errlog.read()
+    return result
+
+
+@pytest.fixture(scope="module")
+def stdio(store: SignalStore) -> Session:
+    """One stdio session against ``HLSL_REPLAY=data/sample.ndjson.gz python -m api.mcp``."""
+    final_ms = _expected(store, "BTC")["timestamp_ms"]
+    return _stdio_session([], _env(HLSL_REPLAY=str(SAMPLE)), final_ms)
+
+
+def _structured(r: CallToolResult, model: type[BaseModel]) -> Envelope:
+    """A successful result: structured content valid for ``model``, the same JSON as text."""
+    assert not r.isError, r.content
+    assert r.structuredContent is not None
+    model.model_validate(r.structuredContent)
+    text = r.content[0]
+    assert isinstance(text, TextContent)
+    assert json.loads(text.text) == r.structuredContent
+    return r.structuredContent
+
+
+def _error_text(r: CallToolResult) -> str:
+    assert r.isError
+    assert r.structuredContent is None
+    text = r.content[0]
+    assert isinstance(text, TextContent)
+    assert "Traceback" not in text.text
+    return text.text
+
+
+# -- stdio: tools ----------------------------------------------------------------------------------
+
+
+def test_tools_are_listed_with_the_api_output_schemas(stdio: Session) -> None:
+    assert set(stdio.tools) == set(TOOLS)
+    committed = json.loads((REPO / "api" / "signal_envelope.schema.json").read_text())
+    assert stdio.tools["get_signal"].outputSchema == committed
+    for name, model in TOOLS.items():
+        tool = stdio.tools[name]
+        assert tool.outputSchema == model.model_json_schema(), name
+        assert tool.annotations.readOnlyHint is True, name
+        assert tool.annotations.idempotentHint is True, name
+        assert tool.annotations.destructiveHint is False, name
+    assert set(stdio.tools["get_history"].inputSchema["properties"]) == {
+        "coin",
+        "since_ms",
+        "limit",
+    }
+    assert stdio.tools["get_history"].inputSchema["required"] == ["coin"]
+
+
+def test_tool_descriptions_say_what_not_to_trust(stdio: Session) -> None:
+    doc = stdio.tools["get_signal"].description
+    for words in (
+        "stale",
+        "warming_up",
+        "UNKNOWN",
+        "actionable",
+        "NOT a calibrated probability",
+        "_bps",
+        "features_missing",
+        "case-insensitive",
+    ):
+        assert words in doc, words
+    for name in TOOLS:
+        assert "calibrated probability" in stdio.tools[name].description, name
+
+
+def test_get_signal_is_the_rest_answer(stdio: Session, store: SignalStore) -> None:
+    body = _structured(stdio.calls["signal_btc"], SignalEnvelope)
+    assert body == _expected(store, "BTC")
+    lower = _structured(stdio.calls["signal_lower"], SignalEnvelope)
+    assert lower["coin"] == "ETH"
+    assert lower == _expected(store, "ETH")
+
+
+def test_list_signals_and_history(stdio: Session, store: SignalStore) -> None:
+    listed = _structured(stdio.calls["signals"], SignalList)
+    assert listed == {"data": [_expected(store, c) for c in COINS], "count": 3}
+
+    hist = _structured(stdio.calls["history"], SignalHistory)
+    assert hist == {"coin": "SOL", "data": store.history("SOL", limit=5), "count": 5}
+    since = _structured(stdio.calls["history_since"], SignalHistory)
+    assert since["data"] == store.history("BTC", since_ms=1767226190000)
+    assert since["count"] == len(since["data"]) > 0
+    assert all(e["timestamp_ms"] > 1767226190000 for e in since["data"])
+
+
+def test_explain_regime(stdio: Session, store: SignalStore) -> None:
+    body = _structured(stdio.calls["explain"], RegimeExplanation)
+    env = _expected(store, "BTC")
+    assert body == explain_envelope(env).model_dump(mode="json")
+    reg = env["regime"]
+    assert body["coin"] == "BTC"
+    assert (body["label"], body["rule"], body["margin"]) == (
+        reg["label"],
+        reg["rule"],
+        reg["margin"],
+    )
+    assert body["features"]["efficiency_ratio"] == env["features"]["efficiency_ratio"]
+    assert body["thresholds"]["trend_enter_er"] == 0.40
+    assert reg["label"] in body["summary"]
+    assert reg["rule"] in body["summary"]
+
+
+def test_unknown_coin_is_a_tool_error_naming_the_coins(stdio: Session) -> None:
+    for key in ("unknown", "unknown_explain"):
+        text = _error_text(stdio.calls[key])
+        assert "unknown coin 'DOGE'" in text, text
+        assert "BTC, ETH, SOL" in text, text
+    assert "is not a coin name" in _error_text(stdio.calls["not_a_coin"])
+    assert "limit" in _error_text(stdio.calls["limit_too_big"])
+
+
+def test_resources(stdio: Session, store: SignalStore) -> None:
+    assert stdio.templates == ["signal://hyperliquid/{coin}"]
+    assert stdio.resources == [f"signal://hyperliquid/{c}" for c in COINS]
+    body = json.loads(stdio.resource_text)
+    SignalEnvelope.model_validate(body)
+    assert body == _expected(store, "ETH")
+    assert "unknown coin 'DOGE'" in stdio.resource_error
+    assert "BTC, ETH, SOL" in stdio.resource_error
+
+
+def test_stdio_logs_go_to_stderr(stdio: Session) -> None:
+    assert "MCP server on stdio" in stdio.stderr
+    assert "signal flow ended (finished)" in stdio.stderr
+
+
+# -- stdio: nothing but protocol on stdout ---------------------------------------------------------
+
+NOISY = """
+import os, sys
+import api.mcp as m
+
+protect = m.protect_stdout
+
+def noisy():
+    out = protect()
+    print("NOISE print")
+    sys.__stdout__.write("NOISE sys.__stdout__\\n")
+    sys.__stdout__.flush()
+    os.write(1, b"NOISE fd 1\\n")
+    return out
+
+m.protect_stdout = noisy
+raise SystemExit(m.main())
+"""
+
+
+def _rpc(i: int, method: str, params: dict[str, Any] | None = None) -> str:
+    msg: dict[str, Any] = {"jsonrpc": "2.0", "id": i, "method": method}
+    if params is not None:
+        msg["params"] = params
+    return json.dumps(msg)
+
+
+def test_stdout_carries_only_json_rpc() -> None:
+    requests = [
+        _rpc(
+            1,
+            "initialize",
+            {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "test", "version": "0"},
+            },
+        ),
+        json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        _rpc(2, "tools/list"),
+        _rpc(3, "tools/call", {"name": "list_signals", "arguments": {}}),
+        _rpc(4, "tools/call", {"name": "get_signal", "arguments": {"coin": "DOGE"}}),
+        _rpc(5, "resources/read", {"uri": "signal://hyperliquid/BTC"}),
+    ]
+    lines: list[str] = []
+    errors: list[str] = []
+    with subprocess.Popen(
+        [sys.executable, "-c", NOISY],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=_env(HLSL_REPLAY=str(SAMPLE)),
+    ) as proc:
+        assert proc.stdin is not None
+        readers = [
+            threading.Thread(target=lambda: lines.extend(proc.stdout or ())),
+            threading.Thread(target=lambda: errors.extend(proc.stderr or ())),
+        ]
+        for t in readers:
+            t.start()
+        try:
+            proc.stdin.write("\n".join(requests) + "\n")
+            proc.stdin.flush()
+            deadline = time.monotonic() + TIMEOUT_S
+            while len(lines) < 5 and time.monotonic() < deadline:  # a client awaits answers
+                time.sleep(0.05)
+            proc.stdin.close()  # then hangs up: the server ends
+            proc.wait(timeout=TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            for t in readers:
+                t.join(timeout=TIMEOUT_S)
+    stderr = "".join(errors)
+    assert proc.returncode == 0, stderr
+    assert lines, stderr
+    ids = []
+    for line in lines:
+        msg = JSONRPCMessage.model_validate_json(line)  # raises on anything else
+        ids.append(getattr(msg.root, "id", None))
+    assert sorted(i for i in ids if i is not None) == [1, 2, 3, 4, 5]
+    stdout = "".join(lines)
+    for noise in ("NOISE print", "NOISE sys.__stdout__", "NOISE fd 1"):
+        assert noise in stderr, noise
+        assert noise not in stdout, noise
+
+
+def test_stdio_stops_the_flow_on_sigterm() -> None:
+    """A live-speed replay still running; SIGTERM stops the flow cleanly and exits 0."""
+    with (
+        tempfile.TemporaryFile("a+b") as err,  # O_APPEND: reading it never moves writes
+        subprocess.Popen(
+            [sys.executable, "-m", "api.mcp"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            cwd=REPO,
+            env=_env(HLSL_REPLAY=str(SAMPLE), HLSL_SPEED="1"),
+        ) as proc,
+    ):
+        try:
+            deadline = time.monotonic() + TIMEOUT_S
+            while b"MCP server on stdio" not in _read(err):
+                assert proc.poll() is None, _read(err)
+                assert time.monotonic() < deadline, _read(err)
+                time.sleep(0.05)
+            time.sleep(0.3)
+            proc.terminate()
+            out, _ = proc.communicate(timeout=TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        log = _read(err).decode()
+    assert proc.returncode == 0, log
+    assert out == b""
+    assert "signal flow ended (stopped)" in log, log
+
+
+def _read(f: Any) -> bytes:
+    f.seek(0)
+    data: bytes = f.read()
+    return data
+
+
+# -- explanations over a whole replay --------------------------------------------------------------
+
+
+def test_explanations_agree_with_the_flows_calls(replayed: Pipeline) -> None:
+    """For every envelope, the recomputed checks of the rule that fired hold."""
+    fired: set[Rule] = set()
+    for _coin, env in replayed.collected or []:
+        ex = explain_envelope(env)
+        RegimeExplanation.model_validate(ex.model_dump(mode="json"))
+        rule = Rule(ex.rule)
+        checks = [c for c in ex.checks if c.rule == rule]
+        if rule in (Rule.TREND, Rule.MEAN_REVERSION, Rule.CHAOS):
+            assert checks
+            assert all(c.met for c in checks), (env["timestamp_ms"], ex.checks)
+            fired.add(rule)
+        elif rule is Rule.CASCADE:
+            assert all(c.met for c in checks[:2]), ex.checks
+            met = {c.condition.split(":")[0].removeprefix("stress ") for c in checks if c.met}
+            assert set(ex.stresses) <= met, (ex.stresses, met)
+            fired.add(rule)
+        if ex.label == RegimeLabel.UNKNOWN:
+            assert any("UNKNOWN" in c for c in ex.caveats)
+        if env["warmup"]["warming_up"]:
+            assert any("warming up" in c for c in ex.caveats)
+    assert fired >= {Rule.TREND, Rule.MEAN_REVERSION}, fired
+
+
+def test_explanation_of_a_stale_signal_says_so(store: SignalStore) -> None:
+    env = store.latest("BTC")
+    assert env is not None
+    stale = refresh(env, env["timestamp_ms"] + 3_600_000)
+    ex = explain_envelope(stale)
+    assert ex.freshness_status == "stale"
+    assert not ex.actionable
+    assert any("stale" in c for c in ex.caveats)
+
+
+# -- HTTP: mounted in the FastAPI app --------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    """A uvicorn server on a free port."""
+
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+
+@pytest.fixture(scope="module")
+def served(store: SignalStore) -> Iterator[Served]:
+    """The REST API with the MCP transport mounted at /mcp, as the lead mounts it."""
+    mcp = mcp_http_app(store)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with mcp.lifespan():
+            yield
+
+    app = create_app(store, lifespan)
+    app.mount("/mcp", mcp)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="test-uvicorn")
+    thread.start()
+    deadline = time.monotonic() + TIMEOUT_S
+    while not server.started:
+        assert thread.is_alive(), "uvicorn failed"
+        assert time.monotonic() < deadline, "uvicorn did not start in time"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield Served(f"http://127.0.0.1:{port}", server, thread)
+    server.should_exit = True
+    thread.join(timeout=TIMEOUT_S)
+    assert not thread.is_alive()
+
+
+def _http_session(url: str, body: Callable[[ClientSession], Awaitable[Any]]) -> Any:
+    async def run() -> Any:
+        with anyio.fail_after(TIMEOUT_S):
+            async with (
+                streamable_http_client(url) as (read, write, _session_id),
+                ClientSession(read, write) as session,
+            ):
+                return await body(session)
+
+    return anyio.run(run)
+
+
+@pytest.mark.parametrize("path", ["/mcp/", "/mcp"])
+def test_http_transport_mounted(served: Served, store: SignalStore, path: str) -> None:
+    final_ms = _expected(store, "BTC")["timestamp_ms"]
+    seen: Session = _http_session(served.url + path, lambda s: _exercise(s, final_ms))
+    assert set(seen.tools) == set(TOOLS)
+    assert _structured(seen.calls["signal_lower"], SignalEnvelope) == _expected(store, "ETH")
+    assert _structured(seen.calls["signals"], SignalList)["count"] == 3
+    _structured(seen.calls["explain"], RegimeExplanation)
+    assert "BTC, ETH, SOL" in _error_text(seen.calls["unknown"])
+    assert json.loads(seen.resource_text) == _expected(store, "ETH")
+    assert seen.resources == [f"signal://hyperliquid/{c}" for c in COINS]
+
+
+def test_http_mount_keeps_the_rest_api(served: Served, store: SignalStore) -> None:
+    client = TestClient(create_app(store))  # same answers in-process and over the socket
+    with urllib.request.urlopen(served.url + "/v1/signal/BTC", timeout=TIMEOUT_S) as r:
+        assert json.loads(r.read()) == client.get("/v1/signal/BTC").json()
+
+
+def test_http_app_checks_host_and_needs_its_lifespan(store: SignalStore) -> None:
+    app = mcp_http_app(store)
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "0"},
+        },
+    }
+    headers = {"Accept": "application/json, text/event-stream"}
+    # without its lifespan: a clear 503, not a crash
+    r = TestClient(app, base_url="http://127.0.0.1").post("/", json=init, headers=headers)
+    assert r.status_code == 503, r.text
+    assert "lifespan" in r.json()["detail"]
+    # served on its own it runs its lifespan itself; a foreign Host is refused (DNS rebinding)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        r = client.post("/", json=init, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["serverInfo"]["name"] == "hyperliquid-signal-layer"
+        evil = client.post("/", json=init, headers={**headers, "Host": "evil.example"})
+        assert evil.status_code == 421, evil.text
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:  # again, after it ended
+        assert client.post("/", json=init, headers=headers).status_code == 200
+
+
+# -- proxy: --api-url ------------------------------------------------------------------------------
+
+
+def test_stdio_proxy_reads_a_running_server(served: Served, store: SignalStore) -> None:
+    final_ms = _expected(store, "BTC")["timestamp_ms"]
+    seen = _stdio_session(["--api-url", served.url], _env(), final_ms)
+    assert _structured(seen.calls["signal_btc"], SignalEnvelope) == _expected(store, "BTC")
+    assert _structured(seen.calls["signals"], SignalList) == {
+        "data": [_expected(store, c) for c in COINS],
+        "count": 3,
+    }
+    hist = _structured(seen.calls["history"], SignalHistory)
+    assert hist["data"] == store.history("SOL", limit=5)
+    explained = _structured(seen.calls["explain"], RegimeExplanation)
+    assert explained == explain_envelope(_expected(store, "BTC")).model_dump(mode="json")
+    for key in ("unknown", "unknown_explain"):
+        text = _error_text(seen.calls[key])
+        assert "unknown coin 'DOGE'" in text, text
+        assert "BTC, ETH, SOL" in text, text
+    assert "is not a coin name" in _error_text(seen.calls["not_a_coin"])
+    assert seen.resources == [f"signal://hyperliquid/{c}" for c in COINS]
+    assert json.loads(seen.resource_text) == _expected(store, "ETH")
+
+
+def test_api_source_errors() -> None:
+    with pytest.raises(ValueError, match="http"):
+        ApiSource("ftp://example.com")
+    with pytest.raises(SignalQueryError, match="cannot read the signal API") as ex:
+        ApiSource("http://127.0.0.1:9", timeout_s=2).signal("BTC")
+    assert ex.value.status == 502
+
+
+def test_store_source_matches_the_rest_rules(store: SignalStore) -> None:
+    api = TestClient(create_app(store))
+    src = StoreSource(store)
+    for name in ("BTC", "btc"):
+        assert api.get(f"/v1/signal/{name}").json() == src.signal(name)
+    for name in ("DOGE", "x" * 40, "a.b"):
+        r = api.get(f"/v1/signal/{name}")
+        with pytest.raises(SignalQueryError) as err:
+            src.signal(name)
+        assert r.status_code == err.value.status, (name, r.text)
+        assert r.json()["detail"] == err.value.detail
+        assert r.json().get("coins") == err.value.coins
+    empty = StoreSource(SignalStore(coins=["BTC"]))
+    with pytest.raises(SignalQueryError, match="starting") as ex:
+        empty.signal("BTC")
+    assert ex.value.status == 503

@@ -1,0 +1,173 @@
+"""OFI, the micro-price estimator, VPIN and book walks against hand-computed values."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.microstructure import MicroPrice, Vpin, ofi_step, walk_book
+
+# -- OFI (Cont, Kukanov & Stoikov) ----------------------------------------------------------------
+
+# (bid, bid size, ask, ask size): a three-step sequence after an initial state
+STATES = [
+    (100.0, 5.0, 101.0, 3.0),
+    (100.0, 7.0, 101.0, 3.0),  # bid queue +2               -> e = 7 - 5 - 3 + 3 = +2
+    (100.5, 2.0, 101.0, 1.0),  # new better bid 2, ask -2  -> e = 2 + (-1 + 3) = +4
+    (100.5, 2.0, 100.8, 4.0),  # new better ask 4           -> e = (2 - 2) - 4 = -4
+]
+
+
+def test_ofi_on_a_three_step_bbo_sequence() -> None:
+    steps = [ofi_step(*a, *b) for a, b in itertools.pairwise(STATES)]
+    assert steps == [2.0, 4.0, -4.0]
+    assert sum(steps) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "e"),
+    [
+        # bid falls: the old bid queue left (−q_b0), asks unchanged
+        ((100.0, 5.0, 101.0, 3.0), (99.0, 4.0, 101.0, 3.0), -5.0),
+        # ask rises: the old ask queue was taken (+q_a0)
+        ((100.0, 5.0, 101.0, 3.0), (100.0, 5.0, 102.0, 6.0), 3.0),
+        # nothing changed
+        ((100.0, 5.0, 101.0, 3.0), (100.0, 5.0, 101.0, 3.0), 0.0),
+    ],
+)
+def test_ofi_price_moves(
+    before: tuple[float, float, float, float], after: tuple[float, float, float, float], e: float
+) -> None:
+    assert ofi_step(*before, *after) == e
+
+
+# -- micro-price ----------------------------------------------------------------------------------
+
+
+def test_micro_price_adjustment_is_the_mean_next_mid_change_per_bucket() -> None:
+    m = MicroPrice(buckets=4, memory=1e15, min_obs=1.0)
+    assert m.table() == [None] * 4
+    m.observe(100.0, 3.0, 101.0, 1.0)  # I = 0.75 -> bucket 3, mid 100.5, spread 1
+    m.observe(100.0, 3.0, 101.0, 1.0)  # same state again: bucket 3 has 2 pending states
+    m.observe(101.0, 1.0, 102.0, 1.0)  # mid +1: bucket 3 gets +1 twice, bucket 0 −1 twice
+    m.observe(100.0, 1.0, 101.0, 3.0)  # mid −1: bucket 2 (I = .5) gets −1, bucket 1 +1
+    assert m.table() == pytest.approx([-1.0, 1.0, -1.0, 1.0])
+    assert m.g(3.0, 1.0) == pytest.approx(1.0)  # bucket 3
+    assert m.g(1.0, 3.0) == pytest.approx(1.0)  # bucket 1
+    assert m.g(0.0, 0.0) is None
+
+
+def test_micro_price_changes_are_in_spreads_and_wait_for_the_mid() -> None:
+    m = MicroPrice(buckets=2, memory=1e15, min_obs=1.0)
+    m.observe(100.0, 3.0, 102.0, 1.0)  # bucket 1, spread 2
+    m.observe(99.0, 3.0, 103.0, 1.0)  # same mid, spread 4: still pending
+    assert m.table() == [None, None]
+    m.observe(102.0, 1.0, 104.0, 1.0)  # mid 101 -> 103: +2
+    # bucket 1: (2/2 + 2/4) / 2 states = 0.75 spreads; its mirror bucket 0: −0.75
+    assert m.table() == pytest.approx([-0.75, 0.75])
+
+
+def test_micro_price_forgets_and_needs_min_obs() -> None:
+    m = MicroPrice(buckets=2, memory=2.0, min_obs=1.5)  # each mid change halves the sums
+    m.observe(100.0, 3.0, 101.0, 1.0)  # bucket 1
+    m.observe(101.0, 3.0, 102.0, 1.0)  # +1 -> bucket 1: num 1, den 1 (below min_obs)
+    assert m.table() == [None, None]
+    m.observe(102.0, 3.0, 103.0, 1.0)  # +1 again: num 0.5 + 1, den 0.5 + 1
+    assert m.table() == pytest.approx([-1.0, 1.0])
+    # skipped states: crossed, locked or empty
+    for bad in ((101.0, 1.0, 101.0, 1.0), (102.0, 1.0, 101.0, 1.0), (100.0, 0.0, 101.0, 0.0)):
+        m.observe(*bad)
+    assert m.table() == pytest.approx([-1.0, 1.0])
+    m.reset_pending()
+    m.observe(50.0, 3.0, 51.0, 1.0)  # after a gap no move is credited across it
+    assert m.table() == pytest.approx([-1.0, 1.0])
+
+
+def test_micro_price_is_antisymmetric() -> None:
+    rng = random.Random(5)
+    m = MicroPrice(buckets=10, memory=1e9, min_obs=1.0)
+    bid = 100.0
+    for _ in range(5000):
+        bid += rng.choice((-1.0, 0.0, 0.0, 1.0))
+        m.observe(bid, rng.uniform(0.1, 5), bid + rng.choice((1.0, 2.0)), rng.uniform(0.1, 5))
+    g = m.table()
+    assert all(x is not None for x in g)
+    for i in range(10):
+        a, b = g[i], g[9 - i]
+        assert a is not None
+        assert b is not None
+        assert a == pytest.approx(-b, abs=1e-9)
+
+
+# -- VPIN -----------------------------------------------------------------------------------------
+
+
+def test_vpin_on_known_buckets() -> None:
+    v = Vpin(n=2)
+    v.add([(1.0, 6.0, 1), (1.0, 6.0, -1)], bucket_size=10.0)
+    # bucket 1: buy 6 + sell 4 -> |4 - 6| = 2; sell 2 carried into bucket 2
+    assert v.completed == 1
+    assert v.value(1) == pytest.approx(2 / 10)
+    v.add([(1.0, 25.0, 1)], bucket_size=10.0)
+    # bucket 2: sell 2 + buy 8 -> 6; one whole one-sided bucket (10); buy 7 left open
+    assert v.completed == 3
+    assert v.value(3) == pytest.approx((6 + 10) / 20)  # the last n = 2 buckets
+    assert v.value(4) is None  # fewer buckets than asked for
+    w = Vpin(n=3)
+    w.add([(1.0, 6.0, 1), (1.0, 6.0, -1), (1.0, 25.0, 1)], bucket_size=10.0)
+    assert w.value(3) == pytest.approx((2 + 6 + 10) / 30)
+
+
+def test_vpin_bucket_size_is_set_when_a_bucket_opens() -> None:
+    v = Vpin(n=5)
+    v.add([(1.0, 3.0, 1)], bucket_size=4.0)  # open bucket of 4: buy 3
+    # still the bucket of 4: sell 1 closes it (|1 - 3| = 2); sell 2 opens a bucket of 100
+    v.add([(1.0, 3.0, -1)], bucket_size=100.0)
+    assert v.completed == 1
+    assert v.value(1) == pytest.approx(abs(1 - 3) / 4)
+    v.add([(1.0, 50.0, -1)], bucket_size=100.0)  # sell 52 in the open bucket of 100
+    assert v.completed == 1
+    v.add([(1.0, 48.0, 1)], bucket_size=7.0)  # fills the 100 bucket: |52 - 48| = 4
+    assert v.value(1) == pytest.approx((2 + 4) / (4 + 100))
+    v.add([(1.0, 1.0, 1)], bucket_size=0.0)  # no size: ignored
+    assert v.completed == 2
+
+
+def test_vpin_large_print_fills_many_buckets_at_once() -> None:
+    v = Vpin(n=3)
+    v.add([(1.0, 1e6, -1)], bucket_size=1.0)
+    assert v.completed == 1_000_000
+    assert v.value(3) == 1.0
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(1e-6, 1e3), st.sampled_from((1, -1))), min_size=1, max_size=60),
+    st.floats(1e-3, 1e3),
+    st.integers(1, 20),
+)
+def test_vpin_in_unit_interval(prints: list[tuple[float, int]], size: float, n: int) -> None:
+    v = Vpin(n=n)
+    v.add([(1.0, sz, side) for sz, side in prints], bucket_size=size)
+    x = v.value(1)
+    total = sum(sz for sz, _ in prints)
+    assert abs(v.completed - total / size) <= 1.0
+    if x is not None:
+        assert 0.0 <= x <= 1.0
+
+
+# -- book walk ------------------------------------------------------------------------------------
+
+
+def test_walk_book() -> None:
+    px, sz = (100.0, 101.0, 103.0), (1.0, 2.0, 5.0)
+    # 100 USD at 100, then 150 USD at 101
+    assert walk_book(px, sz, 250.0) == pytest.approx(250.0 / (1.0 + 150.0 / 101.0))
+    assert walk_book(px, sz, 50.0) == pytest.approx(100.0)  # the touch holds it all
+    assert walk_book(px, sz, 1e6) is None  # deeper than the visible book
+    assert walk_book((), (), 10.0) is None
+    assert walk_book((100.0, 99.0), (1.0, 1.0), 150.0) == pytest.approx(150.0 / (1 + 50 / 99))
