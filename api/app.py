@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 _COIN_RE = re.compile(COIN_PATTERN)
 _STREAM_OF = {s.value: s for s in Stream}
 
-STREAM_IN_SCHEMA: Final = False
+STREAM_IN_SCHEMA: Final = True
 """Whether ``/v1/stream`` is listed in OpenAPI (off while tests pin the five REST paths)."""
 
 MAX_STREAM_COINS: Final = 256

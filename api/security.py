@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 TOKEN_ENV: Final = "HLSL_API_TOKEN"
 """Environment variable holding the API token (unset or empty: no authentication)."""
 
-OPEN_PATHS: Final = frozenset({"/health"})
+OPEN_PATHS: Final = frozenset({"/health", "/"})
+"""Paths served without a token: liveness, and the dashboard page (it holds no data; its own
+requests for data carry the token)."""
 """Paths served without a token."""
 
 DEFAULT_RATE_PER_S: Final = 50.0

@@ -11,6 +11,7 @@ final state until stopped. Every flag mirrors an ``HLSL_*`` variable (`flows.set
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import threading
@@ -22,6 +23,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.app import create_app
+from api.dashboard import dashboard_router
+from api.mcp import mcp_http_app
+from api.stream import close_streams_on_exit
 from connectors.errors import FeedError
 from flows.settings import Settings
 from flows.signal import Pipeline, build_pipeline, run_pipeline, tune_gc
@@ -63,19 +67,45 @@ class FlowThread:
         return not alive
 
 
-def build_app(pipeline: Pipeline) -> FastAPI:
-    """The API app whose lifespan starts and stops the pipeline's flow."""
-    runner = FlowThread(pipeline)
+def build_app(pipeline: Pipeline, *, run_flow: bool = True) -> FastAPI:
+    """The served app: REST, SSE, metrics, the dashboard at ``/`` and MCP at ``/mcp/``.
+
+    Its lifespan starts and stops the pipeline's flow (``run_flow``; off when the flow runs
+    elsewhere, as under ``bytewax.run``) and the MCP session manager. Access settings (token,
+    CORS, rate limit) come from the pipeline's `Settings`.
+    """
+    settings = pipeline.settings
+    runner = FlowThread(pipeline) if run_flow else None
+    mcp = mcp_http_app(pipeline.store) if settings.mcp else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        runner.start()
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            if mcp is not None:
+                await stack.enter_async_context(mcp.lifespan())
+            if runner is not None:
+                runner.start()
+                stack.callback(runner.stop)
             yield
-        finally:
-            runner.stop()
 
-    return create_app(pipeline.store, lifespan)
+    return create_app(
+        pipeline.store,
+        lifespan,
+        token=settings.api_token or None,
+        cors_origins=settings.cors_origins,
+        rate_limit_per_s=settings.rate_limit_per_s,
+        sse_keepalive_s=settings.sse_keepalive_s,
+        sse_queue_size=settings.sse_queue_size,
+        extra_routers=[dashboard_router()],
+        mounts=[("/mcp", mcp)] if mcp is not None else [],
+    )
+
+
+def make_server(app: FastAPI, host: str, port: int, log_level: str = "info") -> GracefulServer:
+    """A uvicorn server for ``app`` whose stop signal also ends every open SSE stream."""
+    server = GracefulServer(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    close_streams_on_exit(server, app.state.streams)
+    return server
 
 
 class GracefulServer(uvicorn.Server):
@@ -102,8 +132,8 @@ class GracefulServer(uvicorn.Server):
 
 def serve_in_thread(pipeline: Pipeline, host: str, port: int) -> threading.Thread:
     """Serve the API for a flow run elsewhere (``python -m bytewax.run flows.signal``)."""
-    app = create_app(pipeline.store)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    app = build_app(pipeline, run_flow=False)
+    server = make_server(app, host, port, log_level="warning")
     thread = threading.Thread(target=server.run, name="api-server", daemon=True)
     thread.start()
     log.info("serving the API on http://%s:%d (docs at /docs)", host, port)
@@ -145,6 +175,17 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     )
     ap.add_argument("--record", help="write every consumed input to this capture (HLSL_RECORD)")
     ap.add_argument("--signals-out", help="append every envelope to this NDJSON file")
+    ap.add_argument("--cors-origins", help="allowed CORS origins, comma-separated")
+    ap.add_argument("--rate-limit-per-s", type=float, help="requests/s per client (0: off)")
+    ap.add_argument("--taker-fee-bps", type=float, help="taker fee in the edge's costs (4.5)")
+    ap.add_argument("--edge-size-usd", type=float, help="size slippage is measured for (10000)")
+    ap.add_argument(
+        "--no-mcp",
+        dest="mcp",
+        action="store_false",
+        default=None,
+        help="do not serve MCP over HTTP at /mcp/",
+    )
     ns = ap.parse_args(argv)
     overrides: dict[str, Any] = {k: v for k, v in vars(ns).items() if v is not None}
     if "replay" in overrides:
@@ -170,9 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     tune_gc()
     app = build_app(pipeline)
     log.info("serving on http://%s:%d (OpenAPI docs at /docs)", settings.host, settings.port)
-    server = GracefulServer(
-        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
-    )
+    server = make_server(app, settings.host, settings.port)
     server.run()
     return 0 if pipeline.store.error is None else 1
 

@@ -60,8 +60,20 @@ class Settings(BaseSettings):
     stall_timeout_s: float = Field(30.0, gt=0, description="silence after which a socket is dead")
     record: str | None = Field(None, description="write every consumed input here (capture)")
     signals_out: str | None = Field(None, description="append every envelope here (NDJSON)")
+    taker_fee_bps: float = Field(4.5, ge=0, le=1000, description="taker fee in the edge's costs")
+    edge_size_usd: float = Field(10_000.0, gt=0, description="size the slippage is measured for")
+    api_token: str | None = Field(
+        None, description="bearer token required on every route but /health"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="allowed CORS origins (comma-separated; none: no CORS)"
+    )
+    rate_limit_per_s: float = Field(50.0, ge=0, description="requests/s per client (0: no limit)")
+    sse_keepalive_s: float = Field(15.0, gt=0, le=300, description="SSE keep-alive period")
+    sse_queue_size: int = Field(1024, ge=1, description="events a stream client may lag by")
+    mcp: bool = Field(True, description="serve MCP over HTTP at /mcp/")
 
-    @field_validator("replay", "coins", mode="before")
+    @field_validator("replay", "coins", "cors_origins", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split(value)

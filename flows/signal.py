@@ -61,7 +61,7 @@ def signal_config(settings: Settings) -> steps.SignalConfig:
             depth_band_bps=settings.depth_band_bps,
         ),
         regime=RegimeConfig(),
-        edge=EdgeConfig(),
+        edge=EdgeConfig(taker_fee_bps=settings.taker_fee_bps, size_usd=settings.edge_size_usd),
     )
 
 

@@ -36,6 +36,7 @@ ROUTES = {
     "/v1/signals",
     "/v1/signal/{coin}",
     "/v1/signal/{coin}/history",
+    "/v1/stream",
 }
 HOUR_MS = 3_600_000
 
