@@ -166,6 +166,41 @@ def envelope_json(env: dict[str, Any], now_ms: int | None) -> bytes:
     return orjson.dumps(refresh(env, now_ms))
 
 
+def check_coin_name(name: str) -> None:
+    """Raise the 422 for a string that cannot be a Hyperliquid coin name."""
+    if not _COIN_RE.fullmatch(name):
+        msg = f"{name[:40]!r} is not a coin name (expected {COIN_PATTERN})"
+        raise ApiError(422, msg)
+
+
+def resolve(s: SignalStore, name: str) -> str:
+    """The served coin ``name`` designates: exact, else a unique case-insensitive match.
+
+    Raises `ApiError`: 422 not a coin name; 404 unknown or ambiguous (with the coins served).
+    """
+    check_coin_name(name)
+    coin = s.resolve(name)
+    if coin is None:
+        coins = s.coins()
+        ambiguous = [c for c in coins if c.lower() == name.lower()]
+        if ambiguous:
+            msg = f"coin {name!r} is ambiguous: {', '.join(ambiguous)} (names are case-sensitive)"
+            raise ApiError(404, msg, coins)
+        raise ApiError(404, f"unknown coin {name!r}", coins)
+    return coin
+
+
+def no_signal_reason(s: SignalStore, coin: str) -> str:
+    """Why a tracked coin has no signal yet (the 503's detail)."""
+    if s.state is RunState.FAILED:
+        return f"the signal flow failed: {s.error}"
+    if s.state is RunState.STARTING:
+        return "the signal flow is starting"
+    if s.state in (RunState.FINISHED, RunState.STOPPED):
+        return f"the input ended before any bar of {coin} closed"
+    return f"no bar of {coin} has closed yet (first signal after the first bar plus lateness)"
+
+
 async def get_store(request: Request) -> SignalStore:
     """The store behind this app (override in tests with ``app.dependency_overrides``).
 
@@ -273,31 +308,6 @@ def create_app(
     async def _crash(_req: Request, ex: Exception) -> JSONResponse:
         log.error("unhandled error in the API", exc_info=ex)
         return JSONResponse({"detail": "internal error (logged)"}, status_code=500)
-
-    def resolve(s: SignalStore, name: str) -> str:
-        if not _COIN_RE.fullmatch(name):
-            msg = f"{name[:40]!r} is not a coin name (expected {COIN_PATTERN})"
-            raise ApiError(422, msg)
-        coin = s.resolve(name)
-        if coin is None:
-            coins = s.coins()
-            ambiguous = [c for c in coins if c.lower() == name.lower()]
-            if ambiguous:
-                msg = (
-                    f"coin {name!r} is ambiguous: {', '.join(ambiguous)} (names are case-sensitive)"
-                )
-                raise ApiError(404, msg, coins)
-            raise ApiError(404, f"unknown coin {name!r}", coins)
-        return coin
-
-    def no_signal_reason(s: SignalStore, coin: str) -> str:
-        if s.state is RunState.FAILED:
-            return f"the signal flow failed: {s.error}"
-        if s.state is RunState.STARTING:
-            return "the signal flow is starting"
-        if s.state in (RunState.FINISHED, RunState.STOPPED):
-            return f"the input ended before any bar of {coin} closed"
-        return f"no bar of {coin} has closed yet (first signal after the first bar plus lateness)"
 
     def stale_coins(s: SignalStore) -> tuple[list[str], int]:
         """Coins whose latest signal is stale now, and how many coins have a signal."""

@@ -63,9 +63,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
-from api.app import refresh
+from api.app import ApiError, check_coin_name, no_signal_reason, refresh
+from api.app import resolve as app_resolve
 from api.schemas import SignalEnvelope, SignalHistory, SignalList
-from api.store import RunState, SignalStore
+from api.store import SignalStore
 from flows.settings import COIN_PATTERN, Settings
 from operators.freshness import FreshnessStatus
 from operators.regime import RegimeConfig, RegimeLabel, Rule
@@ -520,29 +521,10 @@ class StoreSource:
         Raises:
             SignalQueryError: 422 not a coin name; 404 unknown or ambiguous (with the coins).
         """
-        s = self.store
-        _check_coin_name(name)
-        coin = s.resolve(name)
-        if coin is None:
-            coins = s.coins()
-            ambiguous = [c for c in coins if c.lower() == name.lower()]
-            if ambiguous:
-                msg = (
-                    f"coin {name!r} is ambiguous: {', '.join(ambiguous)} (names are case-sensitive)"
-                )
-                raise SignalQueryError(404, msg, coins)
-            raise SignalQueryError(404, f"unknown coin {name!r}", coins)
-        return coin
-
-    def _no_signal_reason(self, coin: str) -> str:
-        s = self.store
-        if s.state is RunState.FAILED:
-            return f"the signal flow failed: {s.error}"
-        if s.state is RunState.STARTING:
-            return "the signal flow is starting"
-        if s.state in (RunState.FINISHED, RunState.STOPPED):
-            return f"the input ended before any bar of {coin} closed"
-        return f"no bar of {coin} has closed yet (first signal after the first bar plus lateness)"
+        try:
+            return app_resolve(self.store, name)
+        except ApiError as ex:
+            raise SignalQueryError(ex.status, ex.detail, ex.coins) from None
 
     def signal(self, coin: str) -> Envelope:
         """A coin's latest envelope, freshness judged now.
@@ -553,7 +535,7 @@ class StoreSource:
         name = self.resolve(coin)
         env = self.store.latest(name)
         if env is None:
-            raise SignalQueryError(503, self._no_signal_reason(name))
+            raise SignalQueryError(503, no_signal_reason(self.store, name))
         return refresh(env, self.store.now_ms())
 
     def signals(self) -> dict[str, Any]:
@@ -652,9 +634,10 @@ class ApiSource:
 
 def _check_coin_name(name: str) -> None:
     """Raise the REST API's 422 for a string that cannot be a coin name."""
-    if _COIN_RE.fullmatch(name) is None:
-        msg = f"{name[:40]!r} is not a coin name (expected {COIN_PATTERN})"
-        raise SignalQueryError(422, msg)
+    try:
+        check_coin_name(name)
+    except ApiError as ex:
+        raise SignalQueryError(ex.status, ex.detail) from None
 
 
 # -- the server ----------------------------------------------------------------------------------
