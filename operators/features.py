@@ -24,7 +24,7 @@ from typing import Final
 from connectors.events import BookSnapshot, Stream
 from operators.bars import Bar
 from operators.freshness import StreamClock
-from operators.microstructure import MicroPrice, Vpin
+from operators.microstructure import MicroPrice, Vpin, ofi_step
 from operators.rolling import RollingMedian, RollingMoments, RollingPair, RollingSum
 
 # Enum attribute access is slow on 3.11; the hot path uses these module constants.
@@ -512,11 +512,7 @@ class FeatureState:
         without a ``bbo`` stream. Returns ``(OFI of the bar, Σ touch depth, states)``.
         """
         tob = self.tob
-        prev = self.ofi_prev
-        micro = self.micro
-        ofi = 0.0
-        touch = 0.0
-        states = 0
+        quotes: list[tuple[float, float, float, float]] = []
         for b in bar.bbos:
             bid = b.bid_px
             ask = b.ask_px
@@ -526,20 +522,7 @@ class FeatureState:
             aq = b.ask_sz or 0.0
             if tob is None or b.time_ms >= tob[0]:
                 tob = (b.time_ms, bid, bq, ask, aq)
-            if prev is not None:
-                pb, qb, pa, qa = prev
-                if bid >= pb:
-                    ofi += bq
-                if bid <= pb:
-                    ofi -= qb
-                if ask <= pa:
-                    ofi -= aq
-                if ask >= pa:
-                    ofi += qa
-            prev = (bid, bq, ask, aq)
-            touch += (bq + aq) * 0.5
-            states += 1
-            micro.observe(bid, bq, ask, aq)
+            quotes.append((bid, bq, ask, aq))
         book = bar.book
         if book is not None:
             if book.has_top:
@@ -549,24 +532,22 @@ class FeatureState:
                 if tob is None or book.time_ms >= tob[0]:
                     tob = (book.time_ms, bid, bq, ask, aq)
                 if _BBO not in self.streams:  # the book is this coin's only top-of-book feed
-                    if prev is not None:
-                        pb, qb, pa, qa = prev
-                        if bid >= pb:
-                            ofi += bq
-                        if bid <= pb:
-                            ofi -= qb
-                        if ask <= pa:
-                            ofi -= aq
-                        if ask >= pa:
-                            ofi += qa
-                    prev = (bid, bq, ask, aq)
-                    touch += (bq + aq) * 0.5
-                    states += 1
-                    micro.observe(bid, bq, ask, aq)
+                    quotes.append((bid, bq, ask, aq))
             elif book.error is not None:
                 self.bad_book = book.error
             else:
                 self.book = book  # an empty book: a delisted or halted coin
+        prev = self.ofi_prev
+        micro = self.micro
+        ofi = 0.0
+        touch = 0.0
+        for q in quotes:
+            if prev is not None:
+                ofi += ofi_step(*prev, *q)
+            prev = q
+            touch += (q[1] + q[3]) * 0.5
+            micro.observe(*q)
+        states = len(quotes)
         self.tob = tob
         self.ofi_prev = prev
         if bar.mids:
