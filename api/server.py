@@ -179,6 +179,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     ap.add_argument("--rate-limit-per-s", type=float, help="requests/s per client (0: off)")
     ap.add_argument("--taker-fee-bps", type=float, help="taker fee in the edge's costs (4.5)")
     ap.add_argument("--edge-size-usd", type=float, help="size slippage is measured for (10000)")
+    ap.add_argument("--calibration", help="edge calibration table (HLSL_CALIBRATION; none: off)")
     ap.add_argument(
         "--no-mcp",
         dest="mcp",

@@ -12,6 +12,9 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from operators.calibration import UNCALIBRATED, Calibration, load_default
+from operators.calibration import load as load_calibration
+
 COIN_PATTERN = r"^[A-Za-z0-9:@_-]{1,32}$"
 
 
@@ -72,6 +75,17 @@ class Settings(BaseSettings):
     sse_keepalive_s: float = Field(15.0, gt=0, le=300, description="SSE keep-alive period")
     sse_queue_size: int = Field(1024, ge=1, description="events a stream client may lag by")
     mcp: bool = Field(True, description="serve MCP over HTTP at /mcp/")
+    calibration: str | None = Field(
+        None, description="edge calibration table (default: the committed one; 'none': off)"
+    )
+
+    def calibration_table(self) -> Calibration | None:
+        """The calibration table these settings name (loaded and checked; None: uncalibrated)."""
+        if self.calibration is None:
+            return load_default()
+        if self.calibration.strip().lower() in ("", "none", UNCALIBRATED):
+            return None
+        return load_calibration(self.calibration)
 
     @field_validator("replay", "coins", "cors_origins", mode="before")
     @classmethod

@@ -62,6 +62,7 @@ def signal_config(settings: Settings) -> steps.SignalConfig:
         ),
         regime=RegimeConfig(),
         edge=EdgeConfig(taker_fee_bps=settings.taker_fee_bps, size_usd=settings.edge_size_usd),
+        calibration=settings.calibration_table(),
     )
 
 
@@ -90,7 +91,7 @@ def build_flow(
         op.inspect("count_late", late, inspect_late)
     fvs = steps.features("compute_features", bars, cfg.features)
     regimes = steps.regime("classify_regime", fvs, cfg.regime)
-    scored = steps.score("score_edge", regimes, cfg.edge)
+    scored = steps.score("score_edge", regimes, cfg.edge, cfg.calibration)
     envelopes = steps.envelope("build_envelope", scored, producer)
     op.output("write_store", envelopes, sink)
     return flow

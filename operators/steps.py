@@ -13,7 +13,8 @@ import bytewax.operators as op
 from bytewax.operators import KeyedStream
 
 from operators.bars import Bar
-from operators.edge import Edge, EdgeConfig, EdgeScorer, Signals, compute_signals
+from operators.calibration import Calibration
+from operators.edge import CALIBRATION, Edge, EdgeConfig, EdgeScorer, Signals, compute_signals
 from operators.envelope import Producer, build_envelope, freshness_block
 from operators.features import FeatureConfig, FeatureState, FeatureVector
 from operators.freshness import FreshnessStatus
@@ -27,6 +28,8 @@ class SignalConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     regime: RegimeConfig = field(default_factory=RegimeConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
+    calibration: Calibration | None = field(default_factory=lambda: CALIBRATION)
+    """The edge's calibration table (default: ``$HLSL_CALIBRATION`` or the committed one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +72,13 @@ def regime(
 
 
 def score(
-    step_id: str, up: KeyedStream[tuple[FeatureVector, RegimeState]], config: EdgeConfig
+    step_id: str,
+    up: KeyedStream[tuple[FeatureVector, RegimeState]],
+    config: EdgeConfig,
+    calibration: Calibration | None = CALIBRATION,
 ) -> KeyedStream[Scored]:
     """Signals, freshness as of the bar close, and the edge (stateless)."""
-    scorer = EdgeScorer(config)
+    scorer = EdgeScorer(config, calibration)
 
     def mapper(item: tuple[FeatureVector, RegimeState]) -> Scored:
         fv, rs = item

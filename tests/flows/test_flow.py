@@ -274,3 +274,22 @@ def test_bad_lines_in_the_flow_reach_the_store_counters(
     assert sum(info["frames_by_channel"].values()) == len(head_frames)
     assert p.collected
     assert set(p.store.coins()) == {coin for coin, _ in p.collected} == {"BTC", "ETH", "SOL"}
+
+
+def test_calibration_setting_names_the_table_or_turns_it_off(tmp_path: Path) -> None:
+    """HLSL_CALIBRATION / --calibration: 'none' runs uncalibrated (never actionable); a missing
+    file is a start-up error, not a silently uncalibrated service."""
+    from flows.settings import Settings
+    from flows.signal import build_pipeline, run_pipeline
+    from tests.conftest import SAMPLE
+
+    p = build_pipeline(Settings(replay=[str(SAMPLE)], api=False, calibration="none"), collect=True)
+    run_pipeline(p)
+    edges = [env["edge"] for _, env in p.collected or []]
+    assert edges
+    assert {e["calibration"] for e in edges} == {"uncalibrated"}
+    assert not any(e["actionable"] for e in edges)
+    with pytest.raises(OSError, match=r"nope\.json"):
+        build_pipeline(
+            Settings(replay=[str(SAMPLE)], api=False, calibration=str(tmp_path / "nope.json"))
+        )

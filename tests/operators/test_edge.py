@@ -659,14 +659,14 @@ def with_streams(f: FeatureVector, ages: dict[Stream, int]) -> FeatureVector:
 
 
 def test_score_step_judges_freshness_at_bar_close(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(operators.edge, "CALIBRATION", CAL)  # the table the step loads
+    monkeypatch.setattr(operators.edge, "CALIBRATION", CAL)  # the default table, too
     fresh = with_streams(trend_fv(), {Stream.BBO: 100, Stream.TRADES: 5_000})
     stale = with_streams(trend_fv(), {Stream.BBO: 20_000, Stream.TRADES: 5_000})
     inp = [("BTC", (fresh, rs(T, 1.0))), ("ETH", (stale, rs(T, 1.0)))]
     flow = Dataflow("score_test")
     up = op.input("in", flow, TestingSource(inp))
     out: list[tuple[str, steps.Scored]] = []
-    op.output("out", steps.score("score", up, EdgeConfig(taker_fee_bps=4.5)), TestingSink(out))
+    op.output("out", steps.score("score", up, EdgeConfig(taker_fee_bps=4.5), CAL), TestingSink(out))
     run_main(flow)
     by = dict(out)
     b, e = by["BTC"], by["ETH"]
@@ -723,7 +723,7 @@ def test_envelopes_from_the_steps_validate_against_the_api_model(
     up = op.input("in", flow, TestingSource(synthetic_bars(), batch_size=16))
     fvs = steps.features("features", up, cfg.features)
     regimes = steps.regime("regime", fvs, cfg.regime)
-    scored = steps.score("score", regimes, cfg.edge)
+    scored = steps.score("score", regimes, cfg.edge, CAL)
     envs = steps.envelope("envelope", scored, Producer("test-1", 1000, 1000))
     out: list[tuple[str, dict[str, Any]]] = []
     op.output("out", envs, TestingSink(out))
