@@ -615,16 +615,7 @@ class FeatureState:
         else:
             for n in ("weighted_mid_px", "microprice_px", "microprice_offset_bps", "tob_imbalance"):
                 missing[n] = "empty_top_of_book"
-        spreads = self.spreads
-        spreads.update(spread)
-        if len(spreads) >= self.config.short_obs:
-            base = spreads.get() or 0.0
-            if base > 0:
-                values["spread_ratio"] = spread / base
-            else:
-                missing["spread_ratio"] = "zero_baseline"
-        else:
-            missing["spread_ratio"] = "warming_up"
+        self._vs_median(self.spreads, spread, "spread_ratio", values, missing)
 
     def _ofi(
         self,
@@ -711,16 +702,7 @@ class FeatureState:
             values["depth_imbalance"] = (db - da) / total
         else:
             missing["depth_imbalance"] = "no_depth_in_band"
-        depths = self.depths
-        depths.update(total)
-        if len(depths) >= self.config.short_obs:
-            base = depths.get() or 0.0
-            if base > 0:
-                values["depth_ratio"] = total / base
-            else:
-                missing["depth_ratio"] = "zero_baseline"
-        else:
-            missing["depth_ratio"] = "warming_up"
+        self._vs_median(self.depths, total, "depth_ratio", values, missing)
 
     def _flow(
         self, bar: Bar, start: int, values: dict[str, float | None], missing: dict[str, str]
@@ -818,19 +800,29 @@ class FeatureState:
         else:
             missing["vpin"] = "warming_up"
 
+    def _vs_median(
+        self,
+        history: RollingMedian,
+        x: float,
+        name: str,
+        values: dict[str, float | None],
+        missing: dict[str, str],
+    ) -> None:
+        """``name`` = x over the rolling median of its own history (then x joins the history)."""
+        history.update(x)
+        if len(history) < self.config.short_obs:
+            missing[name] = "warming_up"
+            return
+        base = history.get() or 0.0
+        if base > 0:
+            values[name] = x / base
+        else:
+            missing[name] = "zero_baseline"
+
     def _push_volume(
         self, vol: float, values: dict[str, float | None], missing: dict[str, str]
     ) -> None:
-        volumes = self.volumes
-        volumes.update(vol)
-        if len(volumes) >= self.config.short_obs:
-            base = volumes.get() or 0.0
-            if base > 0:
-                values["volume_ratio"] = vol / base
-            else:
-                missing["volume_ratio"] = "zero_baseline"
-        else:
-            missing["volume_ratio"] = "warming_up"
+        self._vs_median(self.volumes, vol, "volume_ratio", values, missing)
 
     def _volatility(
         self, bar: Bar, values: dict[str, float | None], missing: dict[str, str]

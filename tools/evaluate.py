@@ -1494,16 +1494,17 @@ def _ci_err(values: list[Interval]) -> F64:
     return np.asarray([lo, hi], dtype=np.float64)
 
 
+def _panels(plt: Any, n: int, height: float) -> tuple[Any, Any]:
+    """One row of ``n`` dataset panels: the figure and its 1×n axes."""
+    return plt.subplots(  # type: ignore[no-any-return]
+        1, n, figsize=(4.2 * n + 0.6, height), squeeze=False, layout="constrained"
+    )
+
+
 def plot_ic(results: Sequence[DatasetResult], path: Path) -> None:
     """IC by horizon with 95 % block-bootstrap CIs, in- and out-of-sample, one panel a dataset."""
     plt = _mpl()
-    fig, axes = plt.subplots(
-        1,
-        len(results),
-        figsize=(4.2 * len(results) + 0.6, 4.0),
-        squeeze=False,
-        layout="constrained",
-    )
+    fig, axes = _panels(plt, len(results), 4.0)
     for ax, res in zip(axes[0], results, strict=True):
         hs = list(res.spec.horizons_ms)
         xs = np.arange(len(hs), dtype=np.float64)
@@ -1534,13 +1535,7 @@ def plot_ic(results: Sequence[DatasetResult], path: Path) -> None:
 def plot_reliability(results: Sequence[DatasetResult], path: Path) -> None:
     """Out-of-sample reliability of the fitted calibration, one panel a dataset."""
     plt = _mpl()
-    fig, axes = plt.subplots(
-        1,
-        len(results),
-        figsize=(4.2 * len(results) + 0.6, 4.4),
-        squeeze=False,
-        layout="constrained",
-    )
+    fig, axes = _panels(plt, len(results), 4.4)
     cmap = plt.get_cmap("viridis")
     for ax, res in zip(axes[0], results, strict=True):
         hs = list(res.spec.horizons_ms)
@@ -1582,13 +1577,7 @@ def plot_reliability(results: Sequence[DatasetResult], path: Path) -> None:
 def plot_deciles(results: Sequence[DatasetResult], path: Path) -> None:
     """Out-of-sample hit rate by score decile, one line a horizon."""
     plt = _mpl()
-    fig, axes = plt.subplots(
-        1,
-        len(results),
-        figsize=(4.2 * len(results) + 0.6, 4.0),
-        squeeze=False,
-        layout="constrained",
-    )
+    fig, axes = _panels(plt, len(results), 4.0)
     cmap = plt.get_cmap("viridis")
     for ax, res in zip(axes[0], results, strict=True):
         hs = list(res.spec.horizons_ms)
@@ -1616,13 +1605,7 @@ def plot_deciles(results: Sequence[DatasetResult], path: Path) -> None:
 def plot_regimes(results: Sequence[DatasetResult], path: Path) -> None:
     """Forward realised volatility after each label relative to all bars, one panel a dataset."""
     plt = _mpl()
-    fig, axes = plt.subplots(
-        1,
-        len(results),
-        figsize=(4.2 * len(results) + 0.6, 4.0),
-        squeeze=False,
-        layout="constrained",
-    )
+    fig, axes = _panels(plt, len(results), 4.0)
     for ax, res in zip(axes[0], results, strict=True):
         rr = [r for r in res.regimes if r.label != "UNKNOWN"]
         names = [r.label.replace("_", "\n") for r in rr]
