@@ -181,6 +181,21 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     ap.add_argument("--edge-size-usd", type=float, help="size slippage is measured for (10000)")
     ap.add_argument("--calibration", help="edge calibration table (HLSL_CALIBRATION; none: off)")
     ap.add_argument(
+        "--max-clock-skew-ms", type=int, help="exchange time may lead receipt by this (60000)"
+    )
+    ap.add_argument(
+        "--max-price-jump", type=float, help="max price / the coin's recent median (10)"
+    )
+    ap.add_argument(
+        "--trust-legacy-control",
+        action="store_true",
+        default=None,
+        help="accept hlsl.* control frames inside raw (older captures)",
+    )
+    ap.add_argument("--record-flush-s", type=float, help="recording flush period (1)")
+    ap.add_argument("--max-json-depth", type=int, help="deepest JSON nesting accepted (64)")
+    ap.add_argument("--max-body-bytes", type=int, help="largest request body (1048576)")
+    ap.add_argument(
         "--no-mcp",
         dest="mcp",
         action="store_false",

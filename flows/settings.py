@@ -78,6 +78,24 @@ class Settings(BaseSettings):
     calibration: str | None = Field(
         None, description="edge calibration table (default: the committed one; 'none': off)"
     )
+    max_clock_skew_ms: int = Field(
+        60_000, ge=0, le=86_400_000, description="how far an exchange time may run ahead of receipt"
+    )
+    max_price_jump: float = Field(
+        10.0, gt=1.0, le=1e6, description="max ratio of a price to the coin's recent median"
+    )
+    trust_legacy_control: bool = Field(
+        False, description="accept hlsl.* control frames inside raw (captures before 0.2)"
+    )
+    record_flush_s: float = Field(
+        1.0, gt=0, le=3600, description="a recording flushes complete blocks this often"
+    )
+    max_json_depth: int = Field(
+        64, ge=4, le=10_000, description="deepest JSON nesting accepted in a frame or request"
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=1 << 30, description="largest request body accepted (bytes)"
+    )
 
     def calibration_table(self) -> Calibration | None:
         """The calibration table these settings name (loaded and checked; None: uncalibrated)."""

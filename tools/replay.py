@@ -76,11 +76,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coins", help="comma-separated coins to keep (default: all)")
     ap.add_argument("--bar-ms", type=int, help="bar length in ms (default 1000)")
     ap.add_argument("--lateness-ms", type=int, help="allowed lateness in ms (default 1000)")
+    ap.add_argument(
+        "--max-clock-skew-ms", type=int, help="exchange time may lead receipt by this (60000)"
+    )
+    ap.add_argument("--max-price-jump", type=float, help="max price / recent median (10)")
+    ap.add_argument(
+        "--trust-legacy-control",
+        action="store_true",
+        default=None,
+        help="accept hlsl.* control frames inside raw (older captures)",
+    )
+    ap.add_argument("--max-json-depth", type=int, help="deepest JSON nesting accepted (64)")
     ap.add_argument("--log-level", default="WARNING")
     ns = ap.parse_args(argv)
     logging.basicConfig(level=ns.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {"replay": ",".join(ns.paths), "api": False}
-    for key in ("coins", "bar_ms", "lateness_ms"):
+    for key in (
+        "coins",
+        "bar_ms",
+        "lateness_ms",
+        "max_clock_skew_ms",
+        "max_price_jump",
+        "trust_legacy_control",
+        "max_json_depth",
+    ):
         if getattr(ns, key) is not None:
             overrides[key] = getattr(ns, key)
     try:
