@@ -60,7 +60,7 @@ from api.security import (
     TokenBuckets,
     token_from_env,
 )
-from api.store import RunState, SignalStore
+from api.store import RunState, SignalStore, StoredEnvelope
 from api.stream import DEFAULT_KEEPALIVE_S, DEFAULT_QUEUE_SIZE, Broadcaster
 from connectors.events import Stream
 from flows.settings import COIN_PATTERN
@@ -160,10 +160,38 @@ def refresh(env: dict[str, Any], now_ms: int | None) -> dict[str, Any]:
     return out
 
 
-def envelope_json(env: dict[str, Any], now_ms: int | None) -> bytes:
+def envelope_json(env: StoredEnvelope | dict[str, Any], now_ms: int | None) -> bytes:
     """The JSON of an envelope with freshness judged as of ``now_ms``: the body of
-    ``GET /v1/signal/{coin}`` and the data of a ``/v1/stream`` ``signal`` event."""
+    ``GET /v1/signal/{coin}`` and the data of a ``/v1/stream`` ``signal`` event.
+
+    A stored envelope gets the new freshness block spliced into its bytes
+    (`api.store.StoredEnvelope.json_at`, never parsed again); a dict is re-judged by `refresh`
+    and encoded (the same bytes)."""
+    if isinstance(env, StoredEnvelope):
+        return env.json_at(now_ms)
     return orjson.dumps(refresh(env, now_ms))
+
+
+def list_json(recs: Iterable[StoredEnvelope], now_ms: int | None) -> bytes:
+    """The body of ``GET /v1/signals`` (`api.schemas.SignalList`) from stored envelopes."""
+    parts = [rec.json_at(now_ms) for rec in recs]
+    return b'{"data":[' + b",".join(parts) + b'],"count":' + str(len(parts)).encode() + b"}"
+
+
+def history_json(coin: str, recs: Sequence[StoredEnvelope]) -> bytes:
+    """The body of ``GET /v1/signal/{coin}/history`` (`api.schemas.SignalHistory`): the stored
+    envelopes as emitted (freshness as of their bar close), oldest first."""
+    return b"".join(
+        (
+            b'{"coin":',
+            orjson.dumps(coin),
+            b',"data":[',
+            b",".join(rec.raw for rec in recs),
+            b'],"count":',
+            str(len(recs)).encode(),
+            b"}",
+        )
+    )
 
 
 def check_coin_name(name: str) -> None:
@@ -279,7 +307,7 @@ def create_app(
             503: {"model": ErrorBody, "description": "no signal yet, or the flow failed"},
         },
     )
-    streams = Broadcaster(store, refresh, keepalive_s=sse_keepalive_s, queue_size=sse_queue_size)
+    streams = Broadcaster(store, keepalive_s=sse_keepalive_s, queue_size=sse_queue_size)
     access = AccessCounters()
     app.state.store = store
     app.state.streams = streams
@@ -312,11 +340,9 @@ def create_app(
     def stale_coins(s: SignalStore) -> tuple[list[str], int]:
         """Coins whose latest signal is stale now, and how many coins have a signal."""
         now = s.now_ms()
-        latest = s.latest_all()
+        latest = s.records()
         stale = [
-            c
-            for c, env in sorted(latest.items())
-            if refresh(env, now)["freshness"]["status"] == FreshnessStatus.STALE
+            c for c, rec in sorted(latest.items()) if rec.status_at(now) == FreshnessStatus.STALE
         ]
         return stale, len(latest)
 
@@ -375,18 +401,18 @@ def create_app(
     @app.get("/v1/state", response_model=State, tags=["service"])
     def state(s: StoreDep) -> State:
         """Flow status, source counters (frames by channel, skipped lines by reason), coins."""
-        latest = s.latest_all()
+        latest = s.records()
         now = s.now_ms()
         coins = []
         for coin in s.coins():
-            env = latest.get(coin)
-            fresh = refresh(env, now)["freshness"]["status"] if env else None
+            rec = latest.get(coin)
+            fresh = rec.status_at(now) if rec else None
             coins.append(
                 CoinState(
                     coin=coin,
-                    has_signal=env is not None,
-                    timestamp_ms=env["timestamp_ms"] if env else None,
-                    regime=env["regime"]["label"] if env else None,
+                    has_signal=rec is not None,
+                    timestamp_ms=rec.timestamp_ms if rec else None,
+                    regime=rec.label if rec else None,
                     freshness=fresh,
                     late_events=s.late_events.get(coin, 0),
                 )
@@ -412,35 +438,38 @@ def create_app(
         )
 
     @app.get("/v1/signals", response_model=SignalList, tags=["signals"])
-    def signals(s: StoreDep) -> dict[str, Any]:
+    def signals(s: StoreDep) -> Response:
         """The latest signal of every coin that has one (freshness judged now)."""
+        # Spliced from the stored bytes (no Pydantic pass, as GET /v1/signal/{coin}).
         now = s.now_ms()
-        latest = s.latest_all()
-        data = [refresh(latest[c], now) for c in s.coins() if c in latest]
-        return {"data": data, "count": len(data)}
+        latest = s.records()
+        body = list_json((latest[c] for c in s.coins() if c in latest), now)
+        return Response(body, media_type="application/json")
 
-    rendered: dict[str, tuple[dict[str, Any], int | None, bytes]] = {}  # coin -> last body
+    # coin -> its last body (one per coin: bounded by the coins served)
+    rendered: dict[str, tuple[StoredEnvelope, int | None, bytes]] = {}
 
     @app.get("/v1/signal/{coin}", response_model=SignalEnvelope, tags=["signals"])
     async def signal(coin: CoinParam, s: StoreDep) -> Response:
         """A coin's latest signal (freshness judged now; stale means not actionable)."""
         # The hot path. async: a few microseconds under the store's lock, so no thread-pool
         # hops (the list, state and history routes, whose work grows with coins, stay in the
-        # pool). Encoded by `envelope_json` (the bytes /v1/stream sends) instead of being
-        # re-validated by Pydantic on every request, which cost two thirds of the request:
+        # pool). The stored bytes with the freshness block spliced in (`StoredEnvelope.json_at`,
+        # the bytes /v1/stream sends) instead of being re-validated by Pydantic on every
+        # request, which cost two thirds of the request:
         # envelopes are built in the model's exact shape (operators/envelope.py) and the tests
         # validate every envelope a replay emits, and every one served, against the model.
         name = resolve(s, coin)
-        env = s.latest(name)
-        if env is None:
+        rec = s.record(name)
+        if rec is None:
             raise ApiError(503, no_signal_reason(s, name))
         now = s.now_ms()
         last = rendered.get(name)
-        if last is not None and last[0] is env and last[1] == now:
+        if last is not None and last[0] is rec and last[1] == now:
             body = last[2]  # same envelope, same clock: same bytes
         else:
-            body = envelope_json(env, now)
-            rendered[name] = (env, now, body)
+            body = rec.json_at(now)
+            rendered[name] = (rec, now, body)
         return Response(body, media_type="application/json")
 
     @app.get("/v1/signal/{coin}/history", response_model=SignalHistory, tags=["signals"])
@@ -451,11 +480,11 @@ def create_app(
         since_ms: Annotated[
             int | None, Query(ge=0, description="only envelopes after this exchange time")
         ] = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """A coin's stored signals, oldest first, as they were emitted (freshness as of then)."""
         name = resolve(s, coin)
-        data = s.history(name, limit=limit, since_ms=since_ms)
-        return {"coin": name, "data": data, "count": len(data)}
+        recs = s.record_history(name, limit=limit, since_ms=since_ms)
+        return Response(history_json(name, recs), media_type="application/json")
 
     @app.get(
         "/v1/stream",
@@ -541,5 +570,7 @@ __all__ = [
     "create_app",
     "envelope_json",
     "get_store",
+    "history_json",
+    "list_json",
     "refresh",
 ]

@@ -15,8 +15,8 @@ resource per coin that has a signal.
 
 Semantics are the REST API's (`api.app`): a coin name matches exactly, else a unique
 case-insensitive match; an unknown coin is a tool error naming the coins served; freshness is
-judged again at call time on the source's clock (`api.app.refresh`), so a signal whose inputs went
-stale is served with ``actionable: false`` and ``STALE_INPUT``.
+judged again at call time on the source's clock (as ``GET /v1/signal/{coin}`` does), so a
+signal whose inputs went stale is served with ``actionable: false`` and ``STALE_INPUT``.
 
 Run it:
 
@@ -52,6 +52,7 @@ from typing import Annotated, Any, BinaryIO, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
+import orjson
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 from mcp.server.stdio import stdio_server
@@ -63,7 +64,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
-from api.app import ApiError, check_coin_name, no_signal_reason, refresh
+from api.app import ApiError, check_coin_name, history_json, list_json, no_signal_reason
 from api.app import resolve as app_resolve
 from api.schemas import SignalEnvelope, SignalHistory, SignalList
 from api.store import SignalStore
@@ -533,17 +534,19 @@ class StoreSource:
             SignalQueryError: as `resolve`, or 503 when the coin has no signal yet.
         """
         name = self.resolve(coin)
-        env = self.store.latest(name)
-        if env is None:
+        rec = self.store.record(name)
+        if rec is None:
             raise SignalQueryError(503, no_signal_reason(self.store, name))
-        return refresh(env, self.store.now_ms())
+        out: Envelope = orjson.loads(rec.json_at(self.store.now_ms()))
+        return out
 
     def signals(self) -> dict[str, Any]:
         """Every coin's latest envelope, freshness judged now."""
         now = self.store.now_ms()
-        latest = self.store.latest_all()
-        data = [refresh(latest[c], now) for c in self.store.coins() if c in latest]
-        return {"data": data, "count": len(data)}
+        latest = self.store.records()
+        body = list_json((latest[c] for c in self.store.coins() if c in latest), now)
+        out: dict[str, Any] = orjson.loads(body)
+        return out
 
     def history(self, coin: str, since_ms: int | None, limit: int) -> dict[str, Any]:
         """A coin's stored envelopes, oldest first, as emitted.
@@ -552,12 +555,13 @@ class StoreSource:
             SignalQueryError: as `resolve`.
         """
         name = self.resolve(coin)
-        data = self.store.history(name, limit=limit, since_ms=since_ms)
-        return {"coin": name, "data": data, "count": len(data)}
+        recs = self.store.record_history(name, limit=limit, since_ms=since_ms)
+        out: dict[str, Any] = orjson.loads(history_json(name, recs))
+        return out
 
     def coins_with_signal(self) -> list[str]:
         """Coins that have a signal, in the store's order."""
-        latest = self.store.latest_all()
+        latest = self.store.records()
         return [c for c in self.store.coins() if c in latest]
 
 

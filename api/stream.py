@@ -48,7 +48,7 @@ from typing import Any, Final, Protocol
 import orjson
 from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 
-from api.store import Envelope, SignalStore, StreamEntry
+from api.store import Envelope, SignalStore, StoredEnvelope, StreamEntry
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,15 @@ MAX_CHUNK_EVENTS: Final = 64
 
 Refresh = Callable[[Envelope, int | None], Envelope]
 """Re-judges an envelope's freshness as of a source-clock time (`api.app.refresh`)."""
+
+Render = Callable[[StoredEnvelope, int | None], bytes]
+"""A stored envelope's JSON with freshness judged as of a source-clock time."""
+
+
+def render_stored(rec: StoredEnvelope, now_ms: int | None) -> bytes:
+    """`api.store.StoredEnvelope.json_at`: the stored bytes, freshness spliced in."""
+    return rec.json_at(now_ms)
+
 
 REASON_SLOW: Final = (
     "slow_client: the client fell more than {n} events behind; the stream is closed "
@@ -84,6 +93,11 @@ def change_key(env: Envelope) -> tuple[Any, Any, Any]:
     return env["regime"]["label"], env["direction"], env["edge"]["actionable"]
 
 
+def stored_change_key(rec: StoredEnvelope, now_ms: int | None) -> tuple[Any, Any, Any]:
+    """`change_key` of a stored envelope served as of ``now_ms`` (from its typed fields)."""
+    return rec.label, rec.direction, rec.actionable_at(now_ms)
+
+
 def dropped_event(missed: int, last_id: int, reason: str) -> bytes:
     """The ``event: dropped`` frame (no ``id``: it is not part of the sequence)."""
     data = orjson.dumps({"missed": missed, "last_id": last_id, "reason": reason}).decode()
@@ -92,7 +106,9 @@ def dropped_event(missed: int, last_id: int, reason: str) -> bytes:
 
 class _Run:
     """Consecutive entries queued for a client, encoded once (shared by every client that
-    takes the whole batch the writer stored, the common case)."""
+    takes the whole batch the writer stored, the common case). Entries keep no encoded frame
+    (the ring would hold ~4 KB more per entry); a client whose filter takes part of a batch, or
+    a resume from the ring, splices the stored bytes again (a few microseconds)."""
 
     __slots__ = ("_data", "entries", "last_seq")
 
@@ -247,7 +263,8 @@ class Broadcaster:
 
     Args:
         store: the store whose new entries are pushed.
-        refresh: re-judges freshness as of the store time (`api.app.refresh`).
+        render: an entry's JSON with freshness judged as of the store time (default: the
+            stored bytes with the freshness block spliced in).
         keepalive_s: seconds of silence before a ``: ping`` comment.
         queue_size: events a client may be behind before it is dropped.
     """
@@ -255,7 +272,7 @@ class Broadcaster:
     def __init__(
         self,
         store: SignalStore,
-        refresh: Refresh,
+        render: Render = render_stored,
         *,
         keepalive_s: float = DEFAULT_KEEPALIVE_S,
         queue_size: int = DEFAULT_QUEUE_SIZE,
@@ -267,7 +284,7 @@ class Broadcaster:
             msg = f"queue_size must be at least 1, got {queue_size}"
             raise ValueError(msg)
         self.store = store
-        self.refresh = refresh
+        self.render = render
         self.keepalive_s = keepalive_s
         self.sweep_s = max(0.01, keepalive_s / 4)
         self.queue_size = queue_size
@@ -281,34 +298,28 @@ class Broadcaster:
 
     def frame(self, e: StreamEntry) -> bytes | None:
         """The encoded ``event: signal`` frame of an entry (None if it cannot be rendered)."""
-        cached: bytes | None = e.cache.get("frame")
-        if cached is None:
-            try:
-                view = self.refresh(e.env, e.now_ms)
-                data = orjson.dumps(view).decode()
-            except Exception:
-                log.exception("cannot render stream entry %d (%s)", e.seq, e.coin)
-                e.cache["frame"] = b""
-                return None
-            cached = format_sse_event(data_str=data, event="signal", id=str(e.seq))
-            e.cache["frame"] = cached
-        return cached or None
+        try:
+            data = self.render(e.rec, e.now_ms)
+        except Exception:
+            log.exception("cannot render stream entry %d (%s)", e.seq, e.coin)
+            return None
+        return b"event: signal\ndata: " + data + b"\nid: " + str(e.seq).encode() + b"\n\n"
 
     def changed(self, e: StreamEntry) -> bool:
         """Whether the entry's change key differs from its coin's previous envelope."""
-        cached: bool | None = e.cache.get("changed")
+        cached = e.changed
         if cached is None:
-            if e.prev_env is None:
+            if e.prev is None:
                 cached = True
             else:
                 try:
-                    now = change_key(self.refresh(e.env, e.now_ms))
-                    before = change_key(self.refresh(e.prev_env, e.prev_now_ms))
+                    now = stored_change_key(e.rec, e.now_ms)
+                    before = stored_change_key(e.prev, e.prev_now_ms)
                     cached = now != before
                 except Exception:
                     log.exception("cannot compare stream entry %d (%s)", e.seq, e.coin)
                     cached = True
-            e.cache["changed"] = cached
+            e.changed = cached
         return cached
 
     def wants(self, sub: Subscription, e: StreamEntry) -> bool:
@@ -461,4 +472,6 @@ __all__ = [
     "change_key",
     "close_streams_on_exit",
     "dropped_event",
+    "render_stored",
+    "stored_change_key",
 ]

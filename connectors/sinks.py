@@ -1,4 +1,9 @@
-"""Bytewax sinks: envelopes into the in-memory `SignalStore` (and, optionally, a list)."""
+"""Bytewax sinks: envelopes into the in-memory `SignalStore` (and, optionally, a list).
+
+Each envelope is encoded once (`api.store.StoredEnvelope`: its ``orjson.dumps`` bytes plus the
+typed fields freshness needs); the store keeps those bytes and ``--signals-out`` writes the same
+bytes, so nothing is encoded twice.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
-from api.store import SignalStore
+from api.store import SignalStore, StoredEnvelope
 
 Envelope = dict[str, Any]
 
@@ -28,11 +32,14 @@ class _StorePartition(StatelessSinkPartition[tuple[str, Envelope]]):
 
     @override
     def write_batch(self, items: list[tuple[str, Envelope]]) -> None:
-        self._store.put_many(items)
+        recs = [(coin, StoredEnvelope(env)) for coin, env in items]
+        # rec.raw is orjson.dumps(env), taken before the store compacts superseded envelopes
+        lines = None if self._log is None else b"".join(rec.raw + b"\n" for _, rec in recs)
+        self._store.put_many(recs)
         if self._collect is not None:
             self._collect.extend(items)
-        if self._log is not None:
-            self._log.write(b"".join(orjson.dumps(env) + b"\n" for _, env in items))
+        if self._log is not None and lines is not None:
+            self._log.write(lines)
             self._log.flush()
 
     @override

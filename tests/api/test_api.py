@@ -549,7 +549,7 @@ def test_stale_inputs_at_request_time_make_a_signal_not_actionable(
     assert client.get("/v1/state").json()["coins"][0]["freshness"] == "stale"
 
     # the stored envelope is not mutated
-    assert store.latest("BTC") is env
+    assert store.latest("BTC") == env
     assert env == pristine
     # history serves envelopes as they were emitted
     hist = client.get("/v1/signal/BTC/history").json()["data"]
@@ -647,7 +647,7 @@ def test_store_history_is_bounded_and_filtered(actionable_btc: Envelope) -> None
     envs = [_as(actionable_btc, "BTC", t0 + 1000 * i) for i in range(5)]
     store.put_many(("BTC", e) for e in envs)
     assert store.signals_emitted == 5
-    assert store.latest("BTC") is envs[-1]
+    assert store.latest("BTC") == envs[-1]
     assert store.history("BTC") == envs[-3:]
     assert store.history("BTC", limit=2) == envs[-2:]
     assert store.history("BTC", limit=0) == []

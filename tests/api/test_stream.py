@@ -381,7 +381,7 @@ def test_a_slow_client_is_dropped_while_others_get_everything(
     envs: list[tuple[str, Envelope]],
 ) -> None:
     store = SignalStore()
-    b = Broadcaster(store, refresh, keepalive_s=60, queue_size=8)
+    b = Broadcaster(store, keepalive_s=60, queue_size=8)
     total = 200
     put_s: list[float] = []
 
@@ -503,7 +503,7 @@ def test_a_client_that_stops_reading_over_tcp_is_dropped(envs: list[tuple[str, E
 
 def test_500_idle_subscribers_cost_next_to_nothing(envs: list[tuple[str, Envelope]]) -> None:
     store = SignalStore()
-    b = Broadcaster(store, refresh, keepalive_s=60)
+    b = Broadcaster(store, keepalive_s=60)
     n = 500
 
     async def main() -> tuple[int, float, float, int, list[bytes]]:
