@@ -6,8 +6,14 @@ receive time (else exchange time), parses every frame into typed events with one
 `FrameParser`, and emits them in batches.
 
 - A malformed line is counted by reason, logged with ``file:line`` and skipped.
-- A truncated or corrupt compressed file ends that file with a `ReplayFileError` recorded in the
-  stats (and logged), after every good line before it was delivered; other files go on.
+- A compressed file may hold several gzip members / LZ4 frames (what `connectors.live.Recorder`
+  writes, one per flush period); they are read as one stream.
+- A compressed file that ends inside its last member / frame with no error before it (the tail
+  a crashed recording leaves) ends that file with a ``truncated_tail`` skip (a warning with
+  ``file:line``), after every line before it was delivered: not an error.
+- A corrupt compressed file (bad data, CRC or checksum, not that format at all) ends that file
+  with a `ReplayFileError` recorded in the stats (and logged), after every good line before it
+  was delivered; other files go on.
 - The resume state is the decompressed byte offset per file.
 - ``speed`` paces the replay by event timestamps (``0`` = as fast as possible, ``1`` = real time).
 - The source ends when every file is read, or as soon as ``stop`` is set (Bytewax has no stop API).
@@ -39,10 +45,17 @@ from connectors.parse import FrameParser, decode_line, peek_time_ms
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES: Final = 1 << 18
+# What a damaged capture raises while it is read: EOFError = the compressed stream ended inside
+# its last unit (a crash tail); the others = corruption (bad data, CRC/checksum, not that format).
+_READ_ERRORS: Final = (EOFError, OSError, zlib.error, RuntimeError, ValueError)
 
 
 def open_capture(path: Path) -> io.BufferedIOBase:
-    """Open a capture for binary reading, decompressing ``.gz`` and ``.lz4`` transparently."""
+    """Open a capture for binary reading, decompressing ``.gz`` and ``.lz4`` transparently.
+
+    Multi-member gzip and multi-frame LZ4 files read as one stream. A stream that ends inside
+    its last member / frame raises `EOFError` once everything before was read.
+    """
     name = path.name.lower()
     if name.endswith(".gz"):
         return gzip.GzipFile(path, "rb")
@@ -86,14 +99,17 @@ class _FileReader:
         self._stats = stats
         fh = open_capture(path)
         self.lineno = 0
-        if offset:
-            self.lineno = _skip(fh, offset)
         self._fh: io.BufferedIOBase | None = fh
         self._chunk_offset = offset  # decompressed offset of self._lines[0]
         self._lines: list[bytes] = []
         self._idx = 0
         self._rest = b""
         self.done = False
+        if offset:
+            try:
+                self.lineno = _skip(fh, offset)
+            except _READ_ERRORS as ex:  # resuming inside a torn or corrupt capture
+                self._fail(ex)
 
     @property
     def offset(self) -> int:
@@ -112,7 +128,7 @@ class _FileReader:
                 # read1: at most one decompression step, so when a truncated stream raises,
                 # nothing decompressed before the damage is lost (read() drops a whole chunk).
                 data = fh.read1(CHUNK_BYTES)
-            except (EOFError, OSError, zlib.error, RuntimeError, ValueError) as ex:
+            except _READ_ERRORS as ex:
                 self._fail(ex)
                 return False
             if not data:
@@ -130,6 +146,9 @@ class _FileReader:
                 return True
 
     def _fail(self, ex: BaseException) -> None:
+        if isinstance(ex, EOFError):
+            self._torn_tail(ex)
+            return
         where = f"{self.path}:{self.lineno + 1}"
         partial = f" (a partial line of {len(self._rest)} bytes was dropped)" if self._rest else ""
         msg = (
@@ -141,6 +160,20 @@ class _FileReader:
         self._rest = b""
         self._stats.errors.append(msg)
         log.error("%s", ReplayFileError(msg))
+        self._close()
+
+    def _torn_tail(self, ex: EOFError) -> None:
+        """The stream ended inside its last compressed unit with no error before: a crash tail
+        (a recording killed between flushes). A warning, not an error: every line before it
+        was read."""
+        partial = f"; a partial line of {len(self._rest)} bytes was dropped" if self._rest else ""
+        self._stats.skips.skip(
+            "truncated_tail",
+            f"{self.path}:{self.lineno + 1}",
+            f"the capture ends inside its last compressed block (a crash tail) after line "
+            f"{self.lineno}{partial}: {ex}",
+        )
+        self._rest = b""
         self._close()
 
     def _close(self) -> None:
@@ -193,7 +226,7 @@ class _FileReader:
                 if not line.strip():
                     stats.blank_lines += 1
                 else:
-                    skip(ex.reason, f"{self.path}:{self.lineno + n}", ex.detail)
+                    skip(ex.reason, f"{self.path}:{base + n}", ex.detail)
         self._idx = idx
         self.lineno = base + n
         stats.lines += n
