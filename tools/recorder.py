@@ -4,9 +4,14 @@
 
 Every frame received (data, acks, pongs, errors) is written verbatim in Hyperliquid's archive
 envelope ``{"time": <receive time ISO ns>, "ver_num": 1, "raw": <frame>}``, gzip when the name ends
-in ``.gz``. Coins are validated against the exchange's ``meta`` first. Progress goes to stderr; on
-Ctrl-C (or SIGTERM, or after ``--seconds``) the file is flushed and closed, complete. The
-recording replays through ``tools.replay`` / ``api.server --replay`` unchanged.
+in ``.gz``, LZ4 frames when it ends in ``.lz4``, else plain text. Coins are validated against the
+exchange's ``meta`` first. Progress goes to stderr; on Ctrl-C (or SIGTERM, or after ``--seconds``)
+the file is flushed and closed, complete. The recording replays through ``tools.replay`` /
+``api.server --replay`` unchanged.
+
+A compressed recording ends a complete gzip member / LZ4 frame every ``--flush-s`` seconds
+(default ``HLSL_RECORD_FLUSH_S``, else 1), so ``kill -9`` loses at most that much; its replay then
+warns ``truncated_tail`` and exits 0. An existing ``--out`` is only overwritten with ``--force``.
 """
 
 from __future__ import annotations
@@ -14,17 +19,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
+from typing import Final
 
 from connectors.errors import FeedError
 from connectors.live import MAINNET_INFO, MAINNET_WS, HyperliquidSource, LiveConfig, Recorder
 from connectors.rest import InfoClient, resolve_coins
 
 log = logging.getLogger("tools.recorder")
+
+MAX_FLUSH_S: Final = 3600.0  # as the setting `record_flush_s` allows
 
 
 def record(
@@ -34,9 +44,13 @@ def record(
     config: LiveConfig,
     stop: threading.Event,
     progress: bool = True,
+    flush_s: float = 1.0,
 ) -> int:
-    """Record until ``seconds`` pass or ``stop`` is set; returns the frames written."""
-    recorder = Recorder(out, append=False)
+    """Record until ``seconds`` pass or ``stop`` is set; returns the frames written.
+
+    ``out`` is overwritten; the recorder ends a compressed block every ``flush_s`` seconds.
+    """
+    recorder = Recorder(out, append=False, flush_s=flush_s)
     source = HyperliquidSource(coins, config, stop=stop, recorder=recorder)
     parts = [source.build_part("record", name, None) for name in source.list_parts()]
     started = time.monotonic()
@@ -44,8 +58,8 @@ def record(
     try:
         while not stop.is_set():
             for part in parts:
-                part.next_batch()  # drains the socket queues into the recorder
-            recorder.flush()
+                part.next_batch()  # drains the socket queues into the recorder (flushed
+                # every flush_s by the recorder itself)
             now = time.monotonic()
             if seconds is not None and now - started >= seconds:
                 break
@@ -74,13 +88,40 @@ def record(
     return recorder.lines
 
 
+def _flush_period(flag: float | None) -> tuple[float, str | None]:
+    """The flush period from ``--flush-s``, else ``HLSL_RECORD_FLUSH_S``, else 1 s; or why not."""
+    if flag is not None:
+        value, name = flag, "--flush-s"
+    else:
+        env = os.environ.get("HLSL_RECORD_FLUSH_S")
+        if env is None:
+            return 1.0, None
+        name = "HLSL_RECORD_FLUSH_S"
+        try:
+            value = float(env)
+        except ValueError:
+            return 1.0, f"{name}={env!r} is not a number; allowed: seconds in (0, 3600]"
+    if not 0 < value <= MAX_FLUSH_S:
+        return 1.0, f"{name}={value!r} is out of range; allowed: seconds in (0, 3600]"
+    return value, None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tools.recorder``."""
     ap = argparse.ArgumentParser(
         prog="python -m tools.recorder", description=__doc__.split("\n")[0]
     )
     ap.add_argument("--coins", required=True, help="comma-separated coins (exact names) or ALL")
-    ap.add_argument("--out", required=True, help="capture file (.ndjson or .ndjson.gz)")
+    ap.add_argument(
+        "--out", required=True, help="capture file (.ndjson, .ndjson.gz or .ndjson.lz4)"
+    )
+    ap.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    ap.add_argument(
+        "--flush-s",
+        type=float,
+        help="end a compressed block this often, in seconds: at most this much is lost "
+        "if the recorder is killed (HLSL_RECORD_FLUSH_S, else 1)",
+    )
     ap.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     ap.add_argument("--ws-url", default=MAINNET_WS)
     ap.add_argument("--info-url", default=MAINNET_INFO)
@@ -88,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress line")
     ns = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    flush_s, problem = _flush_period(ns.flush_s)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if Path(ns.out).exists() and not ns.force:
+        print(f"error: {ns.out} already exists; pass --force to overwrite it", file=sys.stderr)
+        return 2
     try:
         listed, delisted = InfoClient(ns.info_url).perps()
         coins = resolve_coins(
@@ -106,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     config = LiveConfig(
         ws_url=ns.ws_url, info_url=ns.info_url, book_fast=ns.book_fast, warm_start=False
     )
-    n = record(coins, ns.out, ns.seconds, config, stop, progress=not ns.quiet)
+    n = record(coins, ns.out, ns.seconds, config, stop, progress=not ns.quiet, flush_s=flush_s)
     print(f"recorded {n:,} frames of {', '.join(coins)} to {ns.out}", file=sys.stderr)
     return 0
 
