@@ -186,6 +186,10 @@ class BookSnapshot:
         self._levels = None
         return sides
 
+    def sides(self) -> tuple[tuple[float, ...], ...]:
+        """``(bid_px, bid_sz, bid_n, ask_px, ask_sz, ask_n)``, decoded once (see `error`)."""
+        return self._decode()
+
     @property
     def bid_px(self) -> tuple[float, ...]:
         """Bid prices, best (highest) first."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -44,6 +44,19 @@ from connectors.events import (
     Trades,
     WireLevel,
 )
+from connectors.validate import (
+    PriceGuard,
+    TimeCheck,
+    ValidationConfig,
+    check_levels,
+    check_quote,
+    coin_name,
+    control_coins,
+    gap_marker,
+    number,
+    price,
+    size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +65,8 @@ CONTROL_CHANNELS: Final = frozenset({"subscriptionResponse", "pong", "post"})
 GAP_CHANNEL: Final = "hlsl.gap"
 ACTIVATE_CHANNEL: Final = "hlsl.activate"
 _LOCAL_CHANNELS: Final = frozenset({GAP_CHANNEL, ACTIVATE_CHANNEL})
+_MAX_CANDLE_MS: Final = 31 * 86_400_000
+"""The longest candle the exchange serves (1M)."""
 DEDUPE_CAPACITY: Final = 100_000
 """How many recent trade keys are remembered for de-duplication (the replay is 30 per coin)."""
 
@@ -124,39 +139,95 @@ def _iso_fallback(stamp: str) -> int:
     return (d - _EPOCH) // timedelta(microseconds=1) * 1000  # exact: no float rounding
 
 
-def decode_line(line: bytes) -> tuple[int | None, Any]:
+def decode_line(line: bytes, max_depth: int = 64) -> tuple[int | None, Any]:
     """Split one capture line into ``(receive_ns or None, frame)``.
 
-    The frame is the decoded JSON value (normally a dict) or, for the server's plain-text greeting,
-    the string itself. Raises `FrameError` (``invalid_json``) for anything unreadable.
+    The frame is the decoded JSON value (normally a dict), a `ControlMarker` for the project's own
+    markers (the line's ``"hlsl"`` key), or, for the server's plain-text greeting, the string
+    itself. Raises `FrameError` (``invalid_json``, ``too_deep``) for anything unreadable.
     """
     first = line[:1]
     if first == b"{":
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as ex:
-            raise FrameError("invalid_json", str(ex)) from ex
-        raw = obj.get("raw", _MISSING) if type(obj) is dict else _MISSING
-        if raw is not _MISSING and "ver_num" in obj:
-            stamp = obj.get("time")
-            if type(stamp) is str:
-                return iso_to_ns(stamp), raw
-            if type(stamp) is int:
-                return stamp, raw
-            return None, raw
+        obj = _loads(line, max_depth)
+        if type(obj) is dict and "ver_num" in obj:
+            raw = obj.get("raw", _MISSING)
+            marker = obj.get("hlsl", _MISSING)
+            if raw is not _MISSING or marker is not _MISSING:
+                stamp = obj.get("time")
+                recv_ns: int | None = None
+                if type(stamp) is str:
+                    recv_ns = iso_to_ns(stamp)
+                elif type(stamp) is int:
+                    recv_ns = stamp
+                if raw is _MISSING:
+                    return recv_ns, ControlMarker(marker)
+                return recv_ns, raw
         return None, obj
     if first.isdigit():
         head, sep, rest = line.partition(b" ")
         if not sep or not head.isdigit():
             raise FrameError("invalid_json", "expected '<receive ns> <frame>'")
-        try:
-            return int(head), orjson.loads(rest)
-        except orjson.JSONDecodeError as ex:
-            raise FrameError("invalid_json", str(ex)) from ex
+        return int(head), _loads(rest, max_depth)
     text = line.decode("utf-8", "replace").strip()
     if text.strip('"') == GREETING:
         return None, GREETING
     raise FrameError("invalid_json", f"not a JSON frame: {text[:80]!r}")
+
+
+def _loads(data: bytes, max_depth: int) -> Any:
+    """orjson.loads after a nesting check (``too_deep``); ``invalid_json`` for bad JSON."""
+    if json_depth_exceeds(data, max_depth):
+        raise FrameError("too_deep", f"JSON nested deeper than {max_depth} levels")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as ex:
+        raise FrameError("invalid_json", str(ex)) from ex
+
+
+_OPENERS: Final = frozenset(b"[{")
+
+
+def json_depth_exceeds(data: bytes, limit: int) -> bool:
+    """True if the JSON text nests arrays/objects deeper than ``limit`` (strings are skipped).
+
+    A cheap byte scan, run before a parser that would recurse (only off the typed fast path).
+    """
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    depth = 0
+    in_str = False
+    escaped = False
+    for ch in data:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == 0x5C:  # backslash
+                escaped = True
+            elif ch == 0x22:
+                in_str = False
+        elif ch == 0x22:
+            in_str = True
+        elif ch in _OPENERS:
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch == 0x5D or ch == 0x7D:
+            depth -= 1
+    return False
+
+
+class ControlMarker:
+    """The project's own control marker from a capture line's ``"hlsl"`` key (never from ``raw``).
+
+    ``{"time": …, "ver_num": 1, "hlsl": {"channel": "hlsl.gap", "data": {…}}}``: recordings carry
+    connection gaps and coin activations outside the exchange's frame, so no exchange frame (or
+    anyone who can send one) can forge them.
+    """
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
 
 
 _MISSING: Final = object()
@@ -216,15 +287,6 @@ _BARE = msgspec.json.Decoder(_HotFrame, strict=False)
 _FAST_ERRORS: Final = (msgspec.ValidationError, msgspec.DecodeError)
 
 
-def _num(value: Any) -> float:
-    """A wire number (decimal string) as a finite float; ValueError for NaN, inf or garbage."""
-    x = float(value)
-    if x - x != 0.0:  # NaN or ±inf (cheaper than math.isfinite's call on the hot path)
-        msg = f"non-finite number {value!r}"
-        raise ValueError(msg)
-    return x
-
-
 def peek_time_ms(frame: Any) -> int | None:
     """The exchange time of a frame without parsing it fully (for merging captures), else None."""
     if type(frame) is not dict:
@@ -240,21 +302,30 @@ def peek_time_ms(frame: Any) -> int | None:
 
 
 class FrameParser:
-    """Stateful frame → events parser: de-duplication, candle closing, timestamps, counters.
+    """Stateful frame → events parser: validation, de-duplication, candle closing, counters.
+
+    Every frame is validated at this edge (`connectors.validate`): a frame is accepted only when
+    it is physically possible, else it raises `FrameError` with a reason code and changes no state.
 
     Args:
         coins: coins to keep (exact names); ``None`` keeps every coin. ``allMids`` fans out only to
             these coins, or, without a filter, to coins already seen on another channel.
+        config: the validation limits.
 
     Attributes:
         frames: data frames accepted, by channel.
         control: control frames seen, by kind (``subscriptionResponse``, ``pong``, ``error`` ...).
         duplicates: trades dropped by de-duplication.
-        latest_ms: the latest exchange time seen (the replay's source clock).
+        latest_ms: the latest exchange time accepted (the replay's source clock).
+        on_reject: called with each rejection decided after its frame was accepted (a coin's
+            first prices held until confirmed); the caller counts and logs it.
     """
 
-    def __init__(self, coins: frozenset[str] | None = None) -> None:
+    def __init__(
+        self, coins: frozenset[str] | None = None, config: ValidationConfig | None = None
+    ) -> None:
         self.coins = coins
+        self.config = config if config is not None else ValidationConfig()
         self.frames: Counter[str] = Counter()
         self.control: Counter[str] = Counter()
         self.duplicates = 0
@@ -264,6 +335,11 @@ class FrameParser:
         # Coins a live connection has activated (primed and subscribed); allMids fans out only
         # to them once a capture says so, so a replay sees exactly what the live run saw.
         self.active: set[str] | None = None
+        self.on_reject: Callable[[FrameError], None] | None = None
+        self._times = TimeCheck(self.config)
+        self.guard = PriceGuard(
+            self.config.max_price_jump, confirm_first=self.config.confirm_first_price
+        )
         self._dedupe: dict[tuple[str, int, int], None] = {}
         # (coin, interval) -> (open t, fields) of the candle still open; closed bucket starts.
         self._open_candles: dict[tuple[str, str], Candle] = {}
@@ -285,6 +361,8 @@ class FrameParser:
         """
         recv_ms = None if recv_ns is None else recv_ns // 1_000_000
         if type(frame) is not dict:
+            if type(frame) is ControlMarker:
+                return self.parse_marker(frame.body, recv_ns)
             if frame == GREETING:
                 self.control["greeting"] += 1
                 return []
@@ -296,6 +374,11 @@ class FrameParser:
         handler = self._handlers.get(channel)  # type: ignore[arg-type]
         if handler is None:
             if channel in _LOCAL_CHANNELS:
+                if not self.config.trust_legacy_control:
+                    msg = f"{channel} inside an exchange frame (set HLSL_TRUST_LEGACY_CONTROL=1 "
+                    msg += "for captures written before control markers moved out of raw)"
+                    raise FrameError("forged_control", msg)
+                self.control["legacy_control"] += 1
                 return self._local(channel, frame.get("data"), recv_ms)
             return self._control(frame, channel)
         try:
@@ -306,9 +389,19 @@ class FrameParser:
             msg = f"{type(ex).__name__}: {ex}"
             raise FrameError(f"bad_{channel}", msg) from ex
         self.frames[str(channel)] += 1
+        if out:
+            out = self._admit(out)
         if self._open_candles:
             self._close_due_candles(recv_ms, out)
         return out
+
+    def parse_marker(self, body: Any, recv_ns: int | None) -> list[Event]:
+        """One of the project's own control markers (a capture's ``"hlsl"`` key, or the live
+        source's own queue), validated as strictly as any frame."""
+        if type(body) is not dict or body.get("channel") not in _LOCAL_CHANNELS:
+            raise FrameError("bad_control", f"unknown control marker {str(body)[:80]!r}")
+        recv_ms = None if recv_ns is None else recv_ns // 1_000_000
+        return self._local(body["channel"], body.get("data"), recv_ms)
 
     def parse_line(self, line: bytes) -> list[Event]:
         """Decode and parse one capture line (any format); same result as `decode_line` +
@@ -322,11 +415,13 @@ class FrameParser:
                 recv_ns = None
                 frame = _BARE.decode(line)
             else:
-                recv_ns, raw = decode_line(line)
+                recv_ns, raw = decode_line(line, self.config.max_json_depth)
                 return self.parse(raw, recv_ns)
         except _FAST_ERRORS:
-            recv_ns, raw = decode_line(line)
+            recv_ns, raw = decode_line(line, self.config.max_json_depth)
             return self.parse(raw, recv_ns)
+        except RecursionError:
+            raise FrameError("too_deep", "JSON nested too deep to decode") from None
         return self.parse_typed(frame, recv_ns)
 
     def parse_raw(self, raw: bytes, recv_ns: int) -> list[Event]:
@@ -339,44 +434,52 @@ class FrameParser:
                 if text.strip('"') == GREETING:
                     return self.parse(GREETING, recv_ns)
                 raise FrameError("invalid_json", f"not a JSON frame: {text[:80]!r}") from None
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as ex:
-                raise FrameError("invalid_json", str(ex)) from ex
-            return self.parse(obj, recv_ns)
+            return self.parse(_loads(raw, self.config.max_json_depth), recv_ns)
+        except RecursionError:
+            raise FrameError("too_deep", "JSON nested too deep to decode") from None
         return self.parse_typed(frame, recv_ns)
 
     def parse_typed(self, frame: _HotFrame, recv_ns: int | None) -> list[Event]:
-        """Parse a frame the typed decoder produced."""
+        """Parse a frame the typed decoder produced (validated like any other)."""
         recv_ms = None if recv_ns is None else recv_ns // 1_000_000
         if type(frame) is _BboFrame:
             out = self._bbo_typed(frame.data, recv_ms)
             self.frames["bbo"] += 1
         elif type(frame) is _TradesFrame:
             rows = [(t.coin, t.time, t.tid, t.side, t.px, t.sz) for t in frame.data]
-            for row in rows:
-                if row[4] - row[4] != 0.0 or row[5] - row[5] != 0.0:
-                    raise FrameError("bad_trades", f"non-finite price or size in {row!r}")
             out = self._trade_rows(rows, recv_ms)
             self.frames["trades"] += 1
         else:
             assert type(frame) is _BookFrame
             d = frame.data
-            self._see(d.time)
-            out = [BookSnapshot(d.coin, d.time, recv_ms, d.levels)] if self._keep(d.coin) else []
+            out = self._book_event(d.coin, d.time, recv_ms, d.levels)
             self.frames["l2Book"] += 1
+        if out:
+            out = self._admit(out)
         if self._open_candles:
             self._close_due_candles(recv_ms, out)
         return out
 
+    def _admit(self, out: list[Event]) -> list[Event]:
+        """Pass events through the price-continuity guard (rejections after the fact reported)."""
+        guard = self.guard
+        out = guard.admit(out)
+        if guard.rejected:
+            rejected, guard.rejected = guard.rejected, []
+            if self.on_reject is not None:
+                for ex in rejected:
+                    self.on_reject(ex)
+        return out
+
+    def _time(self, t: Any, recv_ms: int | None, channel: str) -> int:
+        return self._times.check(t, recv_ms, self.latest_ms, channel)
+
     def _bbo_typed(self, d: _BboData, recv_ms: int | None) -> list[Event]:
-        t = d.time
-        self._see(t)
-        if not self._keep(d.coin):
-            return []
+        coin = coin_name(d.coin, "bbo")
+        t = self._time(d.time, recv_ms, "bbo")
         bid, ask = d.bbo
         e = Bbo(
-            d.coin,
+            coin,
             t,
             recv_ms,
             None if bid is None else bid.px,
@@ -384,27 +487,22 @@ class FrameParser:
             None if ask is None else ask.px,
             None if ask is None else ask.sz,
         )
-        for x in (e.bid_px, e.bid_sz, e.ask_px, e.ask_sz):
-            if x is not None and x - x != 0.0:
-                raise FrameError("bad_bbo", f"non-finite number in {d!r}")
-        return [e]
+        _check_bbo(e)
+        self._see(t)
+        return [e] if self._keep(coin) else []
 
     def _local(self, channel: str, data: Any, recv_ms: int | None) -> list[Event]:
-        """This project's own markers in live captures (``hlsl.gap``, ``hlsl.activate``)."""
-        self.control[channel] += 1
-        try:
-            coins = [str(c) for c in data["coins"]]
-        except (KeyError, TypeError) as ex:
-            msg = f"{channel} without a coin list"
-            raise FrameError(f"bad_{channel}", msg) from ex
-        if channel == "hlsl.activate":
+        """This project's own markers (``hlsl.gap``, ``hlsl.activate``)."""
+        if channel == ACTIVATE_CHANNEL:
+            coins = control_coins(data)
+            self.control[channel] += 1
             if self.active is None:
                 self.active = set()
             self.active.update(coins)
             return []
+        coins, reason, down = gap_marker(data)
         t = self._untimed(recv_ms, channel)
-        reason = str(data.get("reason", "reconnect"))
-        down = int(data.get("down_ms") or 0)
+        self.control[channel] += 1
         return [Gap(c, t, recv_ms, reason, down) for c in coins if self._keep(c)]
 
     def _control(self, frame: dict[str, Any], channel: Any) -> list[Event]:
@@ -440,32 +538,35 @@ class FrameParser:
             raise FrameError("bad_trades", "trades data is not an array")
         rows = []
         for tr in data:
-            coin = tr["coin"]
-            t = tr["time"]
-            if type(t) is not int or type(coin) is not str:
-                raise FrameError("bad_trades", f"bad coin/time in trade {str(tr)[:120]!r}")
-            rows.append((coin, t, tr["tid"], tr["side"], _num(tr["px"]), _num(tr["sz"])))
+            if type(tr) is not dict:
+                raise FrameError("bad_trades", f"a trade is not an object: {str(tr)[:80]!r}")
+            rows.append((tr["coin"], tr["time"], tr["tid"], tr["side"], tr["px"], tr["sz"]))
         return self._trade_rows(rows, recv_ms)
 
     def _trade_rows(
-        self, rows: list[tuple[str, int, Any, Any, float, float]], recv_ms: int | None
+        self, rows: list[tuple[Any, Any, Any, Any, Any, Any]], recv_ms: int | None
     ) -> list[Event]:
-        """De-duplicate, validate and group ``(coin, time, tid, side, px, sz)`` rows."""
-        groups: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
-        dedupe = self._dedupe
+        """Validate every row, then de-duplicate and group ``(coin, time, tid, side, px, sz)``."""
+        checked: list[tuple[str, int, int, int, float, float]] = []
         for coin, t, tid, side, px, sz in rows:
-            key = (coin, tid, t)
-            if key in dedupe:
-                self.duplicates += 1
-                continue
+            coin = coin_name(coin, "trades")
+            t = self._time(t, recv_ms, "trades")
+            if type(tid) is not int:
+                raise FrameError("bad_trades", f"trade id {str(tid)[:40]!r} is not an int")
             if side == "B":
                 s = 1
             elif side == "A":
                 s = -1
             else:
                 raise FrameError("bad_trades", f"unknown side {side!r} (expected 'B' or 'A')")
-            if not (px > 0.0 and sz >= 0.0):
-                raise FrameError("bad_trades", f"non-positive price or negative size: {px}, {sz}")
+            checked.append((coin, t, tid, s, price(px, "trade"), size(sz, "trade")))
+        groups: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
+        dedupe = self._dedupe
+        for coin, t, tid, s, px, sz in checked:
+            key = (coin, tid, t)
+            if key in dedupe:
+                self.duplicates += 1
+                continue
             dedupe[key] = None
             g = groups.get((coin, t))
             if g is None:
@@ -499,41 +600,46 @@ class FrameParser:
         return out
 
     def _book(self, data: Any, recv_ms: int | None) -> list[Event]:
-        coin = data["coin"]
-        t = data["time"]
-        if type(t) is not int:
-            raise FrameError("bad_l2Book", "missing or non-integer time")
-        self._see(t)
-        if not self._keep(coin):
-            return []
         levels = data["levels"]
         if type(levels) is not list or len(levels) != 2:
             raise FrameError("bad_l2Book", "levels is not [bids, asks]")
         bids, asks = levels
         if type(bids) is not list or type(asks) is not list:
             raise FrameError("bad_l2Book", "a book side is not an array")
-        return [BookSnapshot(coin, t, recv_ms, (bids, asks))]
+        for lv in (*bids, *asks):
+            if type(lv) is not dict or any(type(lv.get(k)) is bool for k in ("px", "sz", "n")):
+                raise FrameError("bad_l2Book", f"a level is not a number object: {lv!r:.80}")
+        return self._book_event(data["coin"], data["time"], recv_ms, (bids, asks))
+
+    def _book_event(
+        self, coin: Any, t: Any, recv_ms: int | None, levels: tuple[list[Any], list[Any]] | Any
+    ) -> list[Event]:
+        coin = coin_name(coin, "l2Book")
+        t = self._time(t, recv_ms, "l2Book")
+        book = BookSnapshot(coin, t, recv_ms, levels)
+        sides = book.sides()
+        if book.error is not None:
+            raise FrameError("bad_l2Book", book.error)
+        check_levels(sides, "l2Book")
+        self._see(t)
+        return [book] if self._keep(coin) else []
 
     def _bbo(self, data: Any, recv_ms: int | None) -> list[Event]:
-        coin = data["coin"]
-        t = data["time"]
-        if type(t) is not int:
-            raise FrameError("bad_bbo", "missing or non-integer time")
-        self._see(t)
-        if not self._keep(coin):
-            return []
+        coin = coin_name(data["coin"], "bbo")
+        t = self._time(data["time"], recv_ms, "bbo")
         bid, ask = data["bbo"]
-        return [
-            Bbo(
-                coin,
-                t,
-                recv_ms,
-                None if bid is None else _num(bid["px"]),
-                None if bid is None else _num(bid["sz"]),
-                None if ask is None else _num(ask["px"]),
-                None if ask is None else _num(ask["sz"]),
-            )
-        ]
+        e = Bbo(
+            coin,
+            t,
+            recv_ms,
+            None if bid is None else number(bid["px"]),
+            None if bid is None else number(bid["sz"]),
+            None if ask is None else number(ask["px"]),
+            None if ask is None else number(ask["sz"]),
+        )
+        _check_bbo(e)
+        self._see(t)
+        return [e] if self._keep(coin) else []
 
     def _untimed(self, recv_ms: int | None, channel: str) -> int:
         if recv_ms is not None:
@@ -558,36 +664,36 @@ class FrameParser:
         for coin in wanted:
             px = mids.get(coin)
             if px is not None:
-                out.append(Mid(coin, t, recv_ms, _num(px)))
+                out.append(Mid(coin, t, recv_ms, price(px, f"allMids {coin}")))
         out.sort(key=lambda m: m.coin)
         return out
 
     def _ctx(self, data: Any, recv_ms: int | None) -> list[Event]:
-        coin = data["coin"]
+        coin = coin_name(data["coin"], "activeAssetCtx")
         ctx = data["ctx"]
         t = self._untimed(recv_ms, "activeAssetCtx")
-        if not self._keep(coin):
-            return []
         impact = ctx.get("impactPxs")
+        if impact is not None and (type(impact) is not list or len(impact) not in (0, 2)):
+            raise FrameError("bad_activeAssetCtx", f"impactPxs {impact!r:.60} is not [bid, ask]")
         mid = ctx.get("midPx")
         premium = ctx.get("premium")
-        return [
-            AssetCtx(
-                coin,
-                t,
-                recv_ms,
-                _num(ctx["funding"]),
-                _num(ctx["openInterest"]),
-                _num(ctx["markPx"]),
-                _num(ctx["oraclePx"]),
-                None if mid is None else _num(mid),
-                None if premium is None else _num(premium),
-                None if not impact else _num(impact[0]),
-                None if not impact else _num(impact[1]),
-                _num(ctx.get("dayNtlVlm") or 0.0),
-                _num(ctx.get("prevDayPx") or 0.0),
-            )
-        ]
+        w = "activeAssetCtx"
+        e = AssetCtx(
+            coin,
+            t,
+            recv_ms,
+            number(ctx["funding"]),
+            size(ctx["openInterest"], w),
+            price(ctx["markPx"], w),
+            price(ctx["oraclePx"], w),
+            None if mid is None else price(mid, w),
+            None if premium is None else number(premium),
+            None if not impact else price(impact[0], w),
+            None if not impact else price(impact[1], w),
+            size(ctx.get("dayNtlVlm") or 0.0, w),
+            size(ctx.get("prevDayPx") or 0.0, w),
+        )
+        return [e] if self._keep(coin) else []
 
     def _candle(self, data: Any, recv_ms: int | None) -> list[Event]:
         if type(data) is list:  # tolerate the documented-but-wrong array form
@@ -595,27 +701,42 @@ class FrameParser:
             for item in data:
                 out.extend(self._candle(item, recv_ms))
             return out
-        coin = data["s"]
+        coin = coin_name(data["s"], "candle")
         interval = data["i"]
         t = data["t"]
+        if type(interval) is not str or not interval:
+            raise FrameError("bad_candle", f"interval {str(interval)[:20]!r} is not a string")
+        if type(t) is not int:
+            raise FrameError("bad_candle", "t missing or not an integer")
+        # An open candle's close time T lies ahead: the future is judged on its open time t.
+        t = self._time(t, recv_ms, "candle")
         close_t = data["T"]
-        if type(t) is not int or type(close_t) is not int or close_t < t:
-            raise FrameError("bad_candle", "t/T missing, not integers, or T < t")
-        if not self._keep(coin):
-            return []
+        if type(close_t) is not int:
+            raise FrameError("bad_time", f"candle: close time {str(close_t)[:40]!r} is not an int")
+        if close_t < t or close_t - t > _MAX_CANDLE_MS:
+            raise FrameError("bad_candle", f"close time T {close_t} vs open time t {t}")
+        n = data.get("n") or 0
+        if type(n) is not int or n < 0:
+            raise FrameError("bad_candle", f"trade count n {str(n)[:20]!r} is not an int >= 0")
+        w = "candle"
         candle = Candle(
             coin,
             close_t,
             recv_ms,
-            str(interval),
+            interval,
             t,
-            _num(data["o"]),
-            _num(data["h"]),
-            _num(data["l"]),
-            _num(data["c"]),
-            _num(data["v"]),
-            int(data.get("n") or 0),
+            price(data["o"], w),
+            price(data["h"], w),
+            price(data["l"], w),
+            price(data["c"], w),
+            size(data["v"], w),
+            n,
         )
+        if not (candle.low <= min(candle.o, candle.c) and candle.h >= max(candle.o, candle.c)):
+            msg = f"candle o/h/l/c {candle.o}/{candle.h}/{candle.low}/{candle.c} inconsistent"
+            raise FrameError("bad_candle", msg)
+        if not self._keep(coin):
+            return []
         key = (coin, candle.interval)
         closed_t = self._closed_t.get(key)
         if closed_t is not None and t <= closed_t:
@@ -647,3 +768,14 @@ class FrameParser:
                 del self._open_candles[key]
                 self._closed_t[key] = candle.open_ms
                 out.append(candle)
+
+
+def _check_bbo(e: Bbo) -> None:
+    """A bbo's sides: prices > 0, sizes >= 0, finite, not crossed or locked."""
+    for px, sz in ((e.bid_px, e.bid_sz), (e.ask_px, e.ask_sz)):
+        if px is not None:
+            if not (px > 0.0 and px - px == 0.0):
+                raise FrameError("bad_price", f"bbo: price {px} is not a finite number > 0")
+            if not (sz is not None and sz >= 0.0 and sz - sz == 0.0):
+                raise FrameError("bad_size", f"bbo: size {sz} is not a finite number >= 0")
+    check_quote(e.bid_px, e.ask_px, "bbo")

@@ -24,9 +24,12 @@ from bytewax.testing import TestingSink, run_main
 import connectors.files as files_mod
 from connectors.events import AssetCtx, Bbo, BookSnapshot, Candle, Mid, Trades
 from connectors.files import NdjsonSource, ReplayStats, read_events
+from connectors.parse import FrameParser
+from connectors.validate import ValidationConfig
 from tests.conftest import real_file
 
 T0_NS = 1_757_015_216_673_877_954  # 2025-09-04T19:46:56.673877954
+T0_MS = T0_NS // 1_000_000  # exchange times near the receive times (the edge checks them)
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,6 +108,12 @@ def drain(part: Any, max_batches: int | None = None) -> list[Any]:
     return out
 
 
+def _stats() -> ReplayStats:
+    """Stats whose parser passes a coin's first price on at once (no first-price hold), so
+    these tests can check reading and merging event by event."""
+    return ReplayStats(parser=FrameParser(config=ValidationConfig(confirm_first_price=False)))
+
+
 _PARTS: list[Any] = []
 
 
@@ -115,9 +124,10 @@ def build(
     **kw: Any,
 ) -> Any:
     """A replay partition, closed at the end of the test (see `_close_parts`)."""
-    part = NdjsonSource(paths, stats if stats is not None else ReplayStats(), **kw).build_part(
-        "step", "replay", resume
-    )
+    if stats is None:
+        # These tests check reading and merging event by event: no first-price hold.
+        stats = _stats()
+    part = NdjsonSource(paths, stats, **kw).build_part("step", "replay", resume)
     _PARTS.append(part)
     return part
 
@@ -245,7 +255,7 @@ FORMATS = {"bare": bare, "envelope": envelope, "hft": hft}
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_line_formats_and_compressions(tmp_path: Path, fmt: str, suffix: str) -> None:
     path = write(tmp_path / f"cap{suffix}", session_lines(FORMATS[fmt]))
-    stats = ReplayStats()
+    stats = _stats()
     events = read_events([path], stats)
     assert [norm(e) for e in events] == expected_session(with_recv=fmt != "bare")
     assert stats.lines == len(SESSION)
@@ -259,7 +269,7 @@ def test_line_formats_and_compressions(tmp_path: Path, fmt: str, suffix: str) ->
 
 def test_last_line_without_newline_is_read(tmp_path: Path) -> None:
     path = write(tmp_path / "c.ndjson", session_lines(envelope), trailing_newline=False)
-    assert [norm(e) for e in read_events([path])] == expected_session(with_recv=True)
+    assert [norm(e) for e in read_events([path], _stats())] == expected_session(with_recv=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,7 +278,7 @@ def test_last_line_without_newline_is_read(tmp_path: Path) -> None:
 
 
 def test_real_live_capture(live_capture: Path) -> None:
-    stats = ReplayStats()
+    stats = _stats()
     events = read_events([live_capture], stats)
     assert stats.lines == 24_261
     assert dict(stats.parser.frames) == {"trades": 6_580, "bbo": 13_896, "l2Book": 3_785}
@@ -288,7 +298,7 @@ def test_real_live_capture(live_capture: Path) -> None:
 
 def test_real_archive_lz4_books() -> None:
     path = real_file("archive/BTC_l2Book_20240101_h12.lz4")
-    stats = ReplayStats()
+    stats = _stats()
     events = read_events([path], stats)
     assert dict(stats.parser.frames) == {"l2Book": 5_587}
     assert len(events) == 5_587
@@ -310,7 +320,7 @@ def test_real_archive_lz4_books() -> None:
 
 def test_real_hftbacktest_capture() -> None:
     path = real_file("captures/hftbacktest_BTC_20250126.txt")
-    stats = ReplayStats()
+    stats = _stats()
     events = read_events([path], stats)
     assert dict(stats.parser.frames) == {"l2Book": 46, "trades": 9}
     assert stats.lines == 55
@@ -324,7 +334,7 @@ def test_real_candle_file_every_candle_emitted_at_close() -> None:
     path = real_file("frames/hl_candles_5m_BTC_20250314-20250726.ndjson.gz")
     with gzip.open(path, "rb") as fh:
         raw = [orjson.loads(line)["raw"]["data"] for line in fh]
-    stats = ReplayStats()
+    stats = _stats()
     events = read_events([path], stats)
     assert dict(stats.parser.frames) == {"candle": len(raw)}
     assert len(events) == len(raw) > 38_000
@@ -355,14 +365,14 @@ def test_merge_by_receive_time(tmp_path: Path, batch_size: int) -> None:
     # Exchange times deliberately disagree with receive order (ETH's are the smallest).
     a = write(
         tmp_path / "a.ndjson",
-        [envelope(bbo("BTC", 9000 + k), T0_NS + (2 * k) * s) for k in range(3)],
+        [envelope(bbo("BTC", T0_MS + 9000 + k), T0_NS + (2 * k) * s) for k in range(3)],
     )
     b = write(
         tmp_path / "b.ndjson.gz",
-        [envelope(bbo("ETH", 10 + k), T0_NS + (2 * k + 1) * s) for k in range(3)],
+        [envelope(bbo("ETH", T0_MS + 10 + k), T0_NS + (2 * k + 1) * s) for k in range(3)],
     )
     events = drain(build([a, b], batch_size=batch_size))
-    assert [(e.coin, e.time_ms) for e in events] == [
+    assert [(e.coin, e.time_ms - T0_MS) for e in events] == [
         ("BTC", 9000),
         ("ETH", 10),
         ("BTC", 9001),
@@ -378,7 +388,7 @@ def test_merge_by_exchange_time_without_receive_time(tmp_path: Path) -> None:
     a = write(tmp_path / "a.ndjson", [bare(bbo("BTC", t)) for t in (1000, 3000, 5000)])
     b = write(tmp_path / "b.ndjson", [bare(bbo("ETH", t)) for t in (2000, 2500, 6000)])
     c = write(tmp_path / "c.ndjson.lz4", [bare(bbo("SOL", t)) for t in (500, 5500)])
-    events = read_events([a, b, c])
+    events = read_events([a, b, c], _stats())
     assert [(e.coin, e.time_ms) for e in events] == [
         ("SOL", 500),
         ("BTC", 1000),
@@ -423,7 +433,7 @@ def test_malformed_lines_counted_logged_and_skipped(
     paths = [path]
     if second_file:  # exercises the merge path instead of the single-file fast path
         paths.append(write(tmp_path / "other.ndjson", [bare(bbo("ETH", 100))]))
-    stats = ReplayStats()
+    stats = _stats()
     with caplog.at_level(logging.WARNING):
         events = drain(build(paths, stats=stats, batch_size=batch_size))
     assert [(e.coin, e.time_ms) for e in events if e.coin == "BTC"] == [
@@ -444,7 +454,7 @@ def test_skip_log_thins_but_counts_everything(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = write(tmp_path / "bad.ndjson", [b"{bad"] * 25 + [bare(bbo("BTC", 1))])
-    stats = ReplayStats()
+    stats = _stats()
     with caplog.at_level(logging.WARNING):
         events = read_events([path], stats)
     assert len(events) == 1
@@ -457,18 +467,18 @@ def test_skip_log_thins_but_counts_everything(
 @pytest.mark.parametrize("suffix", [".ndjson", ".ndjson.gz"])
 def test_line_longer_than_a_read_chunk(tmp_path: Path, suffix: str, merged: bool) -> None:
     # A frame bigger than two read chunks (2 x 256 KiB), e.g. a large allMids or allDexsAssetCtxs.
-    mids = {f"@{k}": f"{k}.5" for k in range(60_000)} | {"BTC": "109740.5"}
+    mids = {f"@{k}": f"{k}.5" for k in range(60_000)} | {"BTC": "100.5"}
     huge = bare({"channel": "allMids", "data": {"mids": mids}})
     assert len(huge) > 2 * files_mod.CHUNK_BYTES  # at least one whole read has no newline
     path = write(tmp_path / f"long{suffix}", [bare(bbo("BTC", 1)), huge, bare(bbo("BTC", 2))])
     paths = [path]
     if merged:  # the merge path reads records one by one (next_record)
-        paths.append(write(tmp_path / "z.ndjson", [bare(bbo("ETH", 10**13))]))
-    stats = ReplayStats()
+        paths.append(write(tmp_path / "z.ndjson", [bare(bbo("ETH", 50_000))]))
+    stats = _stats()
     events = [e for e in read_events(paths, stats) if e.coin == "BTC"]
     assert [norm(e) for e in events] == [
         norm(Bbo("BTC", 1, None, 100.0, 1.5, 101.0, 2.5)),
-        norm(Mid("BTC", 1, None, 109740.5)),
+        norm(Mid("BTC", 1, None, 100.5)),
         norm(Bbo("BTC", 2, None, 100.0, 1.5, 101.0, 2.5)),
     ]
     assert stats.skipped == {}
@@ -510,51 +520,55 @@ def _truncated(tmp_path: Path, suffix: str, cut: int) -> tuple[Path, int]:
 )
 def test_truncated_file_delivers_every_complete_line(tmp_path: Path, suffix: str, cut: int) -> None:
     path, complete = _truncated(tmp_path, suffix, cut)
-    stats = ReplayStats()
+    stats = _stats()
     events = read_events([path], stats)  # no exception escapes
     assert [e.time_ms for e in events] == list(range(complete))
-    assert len(stats.errors) == 1
-    assert str(path) in stats.errors[0]
+    # A stream cut inside its last block is a crash tail: a warning, not an error.
+    assert stats.errors == []
+    assert stats.skipped == {"truncated_tail": 1}
     assert stats.finished
 
 
 @pytest.mark.parametrize("merged", [False, True])
 @pytest.mark.parametrize("suffix", [".gz", ".lz4"])
-def test_truncated_file_error_names_last_good_line(
-    tmp_path: Path, suffix: str, merged: bool
+def test_truncated_tail_warning_names_last_good_line(
+    tmp_path: Path, suffix: str, merged: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     path, _ = _truncated(tmp_path, suffix, 50)
     paths = [path]
     if merged:
-        paths.append(write(tmp_path / "z.ndjson", [bare(bbo("ETH", 10**13))]))
-    stats = ReplayStats()
-    events = read_events(paths, stats)
+        paths.append(write(tmp_path / "z.ndjson", [bare(bbo("ETH", 50_000))]))
+    stats = _stats()
+    with caplog.at_level(logging.WARNING):
+        events = read_events(paths, stats)
     delivered = sum(e.coin == "BTC" for e in events)
-    [msg] = stats.errors
-    assert f"capture {path} is truncated or corrupt after line {delivered}" in msg
+    assert stats.errors == []
+    assert stats.skipped == {"truncated_tail": 1}
+    [msg] = [r.getMessage() for r in caplog.records if "truncated_tail" in r.getMessage()]
+    assert f"skipped truncated_tail at {path}:{delivered + 1} " in msg
+    assert f"after line {delivered};" in msg
 
 
 @pytest.mark.parametrize("suffix", [".gz", ".lz4"])
 def test_truncated_file_does_not_stop_other_files(tmp_path: Path, suffix: str) -> None:
     path, complete = _truncated(tmp_path, suffix, 5000)
     other = write(tmp_path / "other.ndjson", [bare(bbo("ETH", 10 * k + 5)) for k in range(600)])
-    stats = ReplayStats()
+    stats = _stats()
     events = read_events([path, other], stats)
     btc = [e.time_ms for e in events if e.coin == "BTC"]
     eth = [e.time_ms for e in events if e.coin == "ETH"]
     assert eth == [10 * k + 5 for k in range(600)]
     assert btc == list(range(len(btc)))  # a clean prefix, never a gap
     assert 0 < len(btc) <= complete
-    assert len(stats.errors) == 1
-    assert str(path) in stats.errors[0]
-    assert str(other) not in stats.errors[0]
+    assert stats.errors == []
+    assert stats.skipped == {"truncated_tail": 1}
 
 
 def test_not_actually_compressed_file_is_an_error_not_a_crash(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.ndjson.gz"
     bogus.write_bytes(b'{"channel":"pong"}\n')
     good = write(tmp_path / "good.ndjson", [bare(bbo("ETH", 1))])
-    stats = ReplayStats()
+    stats = _stats()
     events = read_events([bogus, good], stats)
     assert [(e.coin, e.time_ms) for e in events] == [("ETH", 1)]
     assert len(stats.errors) == 1
@@ -567,7 +581,7 @@ def test_not_actually_compressed_file_is_an_error_not_a_crash(tmp_path: Path) ->
 
 
 def _resume_lines() -> list[bytes]:
-    lines = [envelope(bbo("BTC", k), T0_NS + k * 2_000_000) for k in range(40)]
+    lines = [envelope(bbo("BTC", T0_MS + k), T0_NS + k * 2_000_000) for k in range(40)]
     lines[10:10] = [b"", b"{bad"]
     return lines
 
@@ -615,11 +629,12 @@ def test_resume_offset_is_decompressed_bytes_of_emitted_lines(tmp_path: Path) ->
 @pytest.mark.parametrize("batch_size", [1, 2, 5])
 def test_resume_merged_files(tmp_path: Path, batch_size: int) -> None:
     a = write(
-        tmp_path / "a.ndjson", [envelope(bbo("BTC", k), T0_NS + 2 * k * 10**6) for k in range(15)]
+        tmp_path / "a.ndjson",
+        [envelope(bbo("BTC", T0_MS + k), T0_NS + 2 * k * 10**6) for k in range(15)],
     )
     b = write(
         tmp_path / "b.ndjson.gz",
-        [envelope(bbo("ETH", k), T0_NS + (2 * k + 1) * 10**6) for k in range(12)],
+        [envelope(bbo("ETH", T0_MS + k), T0_NS + (2 * k + 1) * 10**6) for k in range(12)],
     )
     full = [norm(e) for e in drain(build([a, b], batch_size=batch_size))]
     assert len(full) == 27
@@ -640,12 +655,13 @@ def test_resume_merged_files(tmp_path: Path, batch_size: int) -> None:
 
 def test_paced_replay_waits_for_due_records(tmp_path: Path) -> None:
     path = write(
-        tmp_path / "p.ndjson", [envelope(bbo("BTC", k), T0_NS + k * 10**9) for k in range(3)]
+        tmp_path / "p.ndjson",
+        [envelope(bbo("BTC", T0_MS + k), T0_NS + k * 10**9) for k in range(3)],
     )
     part = build([path], speed=1.0)
     assert part.next_awake() is None
     first = part.next_batch()
-    assert [e.time_ms for e in first] == [0]
+    assert [e.time_ms - T0_MS for e in first] == [0]
     awake = part.next_awake()
     now = datetime.now(UTC)
     assert awake is not None
@@ -657,10 +673,11 @@ def test_paced_replay_waits_for_due_records(tmp_path: Path) -> None:
 
 def test_unpaced_replay_never_sleeps(tmp_path: Path) -> None:
     path = write(
-        tmp_path / "p.ndjson", [envelope(bbo("BTC", k), T0_NS + k * 10**9) for k in range(3)]
+        tmp_path / "p.ndjson",
+        [envelope(bbo("BTC", T0_MS + k), T0_NS + k * 10**9) for k in range(3)],
     )
     part = build([path])
-    assert [e.time_ms for e in part.next_batch()] == [0, 1, 2]
+    assert [e.time_ms - T0_MS for e in part.next_batch()] == [0, 1, 2]
     assert part.next_awake() is None
 
 
@@ -668,7 +685,7 @@ def test_paced_replay_duration(tmp_path: Path) -> None:
     # A 2-second capture at speed 40 must take at least 50 ms (and deliver everything in order).
     path = write(
         tmp_path / "p.ndjson",
-        [envelope(bbo("BTC", k), T0_NS + k * 500_000_000) for k in range(5)],
+        [envelope(bbo("BTC", T0_MS + k), T0_NS + k * 500_000_000) for k in range(5)],
     )
     part = build([path], speed=40.0)
     got: list[Any] = []
@@ -682,7 +699,7 @@ def test_paced_replay_duration(tmp_path: Path) -> None:
     except StopIteration:
         pass
     elapsed = time.monotonic() - start
-    assert [e.time_ms for e in got] == [0, 1, 2, 3, 4]
+    assert [e.time_ms - T0_MS for e in got] == [0, 1, 2, 3, 4]
     assert 0.045 <= elapsed < 2.0
 
 
@@ -726,7 +743,7 @@ def test_source_rejects_non_positive_batch_size(tmp_path: Path, batch_size: int)
 
 def test_stats_shared_parser_and_list_parts(tmp_path: Path) -> None:
     path = write(tmp_path / "x.ndjson", [bare(bbo("BTC", 1))])
-    stats = ReplayStats()
+    stats = _stats()
     src = NdjsonSource([path], stats)
     assert src.stats is stats
     assert src.list_parts() == ["replay"]
@@ -742,14 +759,19 @@ def test_flow_run_main_delivers_every_event(tmp_path: Path) -> None:
     a = write(tmp_path / "a.ndjson.gz", session_lines(envelope))
     b = write(
         tmp_path / "b.ndjson",
-        [envelope(bbo("ETH", 1757015216650 + k), T0_NS + 50_000_000 + k * 10**8) for k in range(4)],
+        [
+            envelope(
+                bbo("ETH", 1757015216650 + k, "4300.0", "4300.2"), T0_NS + 50_000_000 + k * 10**8
+            )
+            for k in range(4)
+        ],
     )
-    expected = [norm(e) for e in read_events([a, b])]
+    expected = [norm(e) for e in read_events([a, b], _stats())]
     # session: trades, bbo, book, ctx, 2 mids (ETH was seen first); plus 4 ETH bbo.
     assert len(expected) == 10
 
     out: list[Any] = []
-    stats = ReplayStats()
+    stats = _stats()
     flow = Dataflow("replay_test")
     stream = op.input("in", flow, NdjsonSource([a, b], stats, batch_size=2))
     op.output("out", stream, TestingSink(out))

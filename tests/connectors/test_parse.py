@@ -23,6 +23,7 @@ from connectors.errors import FrameError
 from connectors.events import AssetCtx, Bbo, BookSnapshot, Candle, Mid, Trades
 from connectors.files import ReplayStats, read_events
 from connectors.parse import GREETING, FrameParser, decode_line, iso_to_ns, peek_time_ms
+from connectors.validate import ValidationConfig
 from tests.conftest import real_file
 
 PROBE = "captures/probe_frames_20260924.ndjson"
@@ -30,6 +31,15 @@ VERBATIM = "captures/verbatim_frames_20260903.ndjson"
 HFT_BTC = "captures/hftbacktest_BTC_20250126.txt"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _parser(coins: frozenset[str] | None = None) -> FrameParser:
+    """A parser without the price-continuity guard: these tests check one frame at a time with
+    made-up prices (the guard and the first-price hold have their own tests in
+    test_validate.py)."""
+    return FrameParser(
+        coins, ValidationConfig(confirm_first_price=False, max_price_jump=float("inf"))
+    )
 
 
 def _parse_file(path: Path, parser: FrameParser) -> list[list[Any]]:
@@ -93,7 +103,7 @@ def _ms(ms: int) -> int:
 
 
 def test_probe_frames_every_channel_and_control() -> None:
-    parser = FrameParser()
+    parser = _parser()
     per_line = _parse_file(real_file(PROBE), parser)
     assert len(per_line) == 18
     # Lines 1-4, 13-18 are control traffic: no events.
@@ -194,7 +204,7 @@ def test_probe_frames_every_channel_and_control() -> None:
 
 
 def test_verbatim_frames_every_channel_and_control() -> None:
-    parser = FrameParser()
+    parser = _parser()
     per_line = _parse_file(real_file(VERBATIM), parser)
     assert len(per_line) == 11
 
@@ -284,7 +294,7 @@ def test_verbatim_frames_every_channel_and_control() -> None:
 
 
 def test_greeting_line_is_control_traffic() -> None:
-    parser = FrameParser()
+    parser = _parser()
     for line in (b"Websocket connection established.", b'"Websocket connection established."'):
         recv_ns, frame = decode_line(line)
         assert (recv_ns, frame) == (None, GREETING)
@@ -298,7 +308,7 @@ def test_hftbacktest_first_line_receive_ns() -> None:
     recv_ns, frame = decode_line(first)
     assert recv_ns == 1737918843893903000
     assert frame["channel"] == "l2Book"
-    [book] = FrameParser().parse(frame, recv_ns)
+    [book] = _parser().parse(frame, recv_ns)
     assert isinstance(book, BookSnapshot)
     assert book.recv_ms == 1737918843893
     assert book.coin == "BTC"
@@ -314,7 +324,7 @@ def test_hftbacktest_first_line_receive_ns() -> None:
 
 
 def test_trade_sides_group_by_time_and_aggregates() -> None:
-    parser = FrameParser()
+    parser = _parser()
     frame = _trades_frame(
         _trade("BTC", "B", "100.5", "2", 1000, 1),
         _trade("BTC", "A", "100.0", "1.25", 1000, 2),
@@ -348,7 +358,7 @@ def test_trades_of_several_coins_in_one_frame() -> None:
         _trade("SOL", "A", "150", "2", 5, 1),
         _trade("ETH", "A", "1999", "3", 5, 2),
     )
-    eth, sol = FrameParser().parse(frame)
+    eth, sol = _parser().parse(frame)
     assert (eth.coin, eth.buy_sz, eth.sell_sz, eth.high_px, eth.low_px) == (
         "ETH",
         1.0,
@@ -360,7 +370,7 @@ def test_trades_of_several_coins_in_one_frame() -> None:
 
 
 def test_trade_prices_parsed_exactly_from_strings() -> None:
-    [ev] = FrameParser().parse(_trades_frame(_trade("kPEPE", "B", "0.004411", "2058973.0", 7, 9)))
+    [ev] = _parser().parse(_trades_frame(_trade("kPEPE", "B", "0.004411", "2058973.0", 7, 9)))
     assert ev.prints == ((0.004411, 2058973.0, 1),)
     assert ev.buy_ntl == 0.004411 * 2058973.0
 
@@ -369,7 +379,7 @@ def test_trade_prices_parsed_exactly_from_strings() -> None:
 def test_unknown_trade_side_is_bad_trades(side: Any) -> None:
     frame = _trades_frame(_trade("BTC", side, "100", "1", 1, 1))
     with pytest.raises(FrameError) as info:
-        FrameParser().parse(frame)
+        _parser().parse(frame)
     assert info.value.reason == "bad_trades"
 
 
@@ -387,8 +397,13 @@ def test_unknown_trade_side_is_bad_trades(side: Any) -> None:
 )
 def test_garbage_trade_numbers_are_bad_trades(px: Any, sz: Any) -> None:
     with pytest.raises(FrameError) as info:
-        FrameParser().parse(_trades_frame(_trade("BTC", "B", px, sz, 1, 1)))
-    assert info.value.reason == "bad_trades"
+        _parser().parse(_trades_frame(_trade("BTC", "B", px, sz, 1, 1)))
+    # Unreadable numbers are bad_trades; readable but impossible ones say which rule failed.
+    assert info.value.reason in ("bad_trades", "bad_price", "bad_size")
+    if px in ("0", "-1"):
+        assert info.value.reason == "bad_price"
+    if sz == "-0.5":
+        assert info.value.reason == "bad_size"
 
 
 @pytest.mark.parametrize(
@@ -397,7 +412,7 @@ def test_garbage_trade_numbers_are_bad_trades(px: Any, sz: Any) -> None:
 def test_non_finite_trade_numbers_are_bad_trades(px: str, sz: str) -> None:
     # A non-finite price or size would make every notional/VWAP downstream inf.
     with pytest.raises(FrameError) as info:
-        FrameParser().parse(_trades_frame(_trade("BTC", "B", px, sz, 1, 1)))
+        _parser().parse(_trades_frame(_trade("BTC", "B", px, sz, 1, 1)))
     assert info.value.reason == "bad_trades"
 
 
@@ -412,7 +427,7 @@ def test_non_finite_trade_numbers_are_bad_trades(px: str, sz: str) -> None:
 )
 def test_non_finite_numbers_in_other_channels(frame: dict[str, Any], reason: str) -> None:
     with pytest.raises(FrameError) as info:
-        FrameParser(coins=frozenset({"BTC"})).parse(frame, _ms(60000))
+        _parser(coins=frozenset({"BTC"})).parse(frame, _ms(60000))
     assert info.value.reason == reason
 
 
@@ -420,19 +435,19 @@ def test_non_finite_ctx_number_is_bad_ctx() -> None:
     frame = orjson.loads(orjson.dumps(CTX_ETH))
     frame["data"]["ctx"]["openInterest"] = "inf"
     with pytest.raises(FrameError) as info:
-        FrameParser().parse(frame, _ms(1))
+        _parser().parse(frame, _ms(1))
     assert info.value.reason == "bad_activeAssetCtx"
 
 
 @pytest.mark.parametrize("data", [{"coin": "BTC"}, "x", None, [{"coin": "BTC", "side": "B"}]])
 def test_malformed_trades_payload_is_bad_trades(data: Any) -> None:
     with pytest.raises(FrameError) as info:
-        FrameParser().parse({"channel": "trades", "data": data})
+        _parser().parse({"channel": "trades", "data": data})
     assert info.value.reason == "bad_trades"
 
 
 def test_trades_dedupe_replayed_frame() -> None:
-    parser = FrameParser()
+    parser = _parser()
     frame = _trades_frame(
         _trade("BTC", "B", "100", "1", 1000, 11),
         _trade("BTC", "A", "101", "2", 1000, 12),
@@ -453,7 +468,7 @@ def test_trades_dedupe_replayed_frame() -> None:
 
 
 def test_same_tid_different_time_or_coin_is_not_duplicate() -> None:
-    parser = FrameParser()
+    parser = _parser()
     parser.parse(_trades_frame(_trade("ETH", "B", "1", "1", 1000, 77)))
     later = parser.parse(_trades_frame(_trade("ETH", "B", "1", "1", 1001, 77)))
     other = parser.parse(_trades_frame(_trade("SOL", "B", "1", "1", 1000, 77)))
@@ -464,7 +479,7 @@ def test_same_tid_different_time_or_coin_is_not_duplicate() -> None:
 
 def test_dedupe_memory_is_bounded_and_keeps_recent_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parse_mod, "DEDUPE_CAPACITY", 4)
-    parser = FrameParser()
+    parser = _parser()
     for tid in range(1, 6):
         assert len(parser.parse(_trades_frame(_trade("BTC", "B", "1", "1", tid, tid)))) == 1
     # Over capacity (5 > 4): the oldest keys were dropped down to half the capacity.
@@ -483,17 +498,16 @@ def test_events_survive_pickling() -> None:
             "levels": [[{"px": "100", "sz": "1", "n": 2}], [{"px": "101", "sz": "3", "n": 1}]],
         },
     }
-    [book] = FrameParser().parse(frame, _ms(6))
+    [book] = _parser().parse(frame, _ms(6))
     copy = pickle.loads(pickle.dumps(book))
     assert (copy.coin, copy.time_ms, copy.recv_ms) == ("BTC", 5, 6)
     assert (copy.bid_px, copy.bid_sz, copy.bid_n) == ((100.0,), (1.0,), (2.0,))
     assert (copy.ask_px, copy.ask_sz, copy.ask_n) == ((101.0,), (3.0,), (1.0,))
-    frame["data"]["levels"][0][0]["px"] = "x"
-    [bad] = FrameParser().parse(frame)
+    bad = BookSnapshot("BTC", 5, None, ([{"px": "x", "sz": "1"}], []))
     bad_copy = pickle.loads(pickle.dumps(bad))
     assert bad_copy.bid_px == ()
     assert bad_copy.error is not None
-    [trades] = FrameParser().parse(_trades_frame(_trade("BTC", "A", "2", "3", 1, 1)))
+    [trades] = _parser().parse(_trades_frame(_trade("BTC", "A", "2", "3", 1, 1)))
     assert pickle.loads(pickle.dumps(trades)) == trades
 
 
@@ -556,7 +570,7 @@ def test_live_capture_duplicates_and_volume_by_side(live_capture: Path) -> None:
 
 
 def test_live_candle_pushes_emit_final_push_once_at_close() -> None:
-    parser = FrameParser()
+    parser = _parser()
     # Bucket [60000, 119999] pushed three times while open.
     assert parser.parse(_candle_frame(60000, 119999, "1.0", 1), _ms(61000)) == []
     assert parser.parse(_candle_frame(60000, 119999, "2.0", 3), _ms(90000)) == []
@@ -582,7 +596,7 @@ def test_live_candle_pushes_emit_final_push_once_at_close() -> None:
 
 
 def test_closed_candle_file_emits_each_candle_at_once() -> None:
-    parser = FrameParser()
+    parser = _parser()
     # Files of closed candles: received just after T.
     out1 = parser.parse(_candle_frame(0, 299999, "24.16464", 0, i="5m"), _ms(300000))
     out2 = parser.parse(_candle_frame(300000, 599999, "16.5", 0, i="5m"), _ms(600000))
@@ -593,7 +607,7 @@ def test_closed_candle_file_emits_each_candle_at_once() -> None:
 
 
 def test_candle_intervals_and_coins_are_independent() -> None:
-    parser = FrameParser()
+    parser = _parser()
     assert parser.parse(_candle_frame(0, 59999, "1", 1), _ms(1000)) == []
     assert parser.parse(_candle_frame(0, 299999, "1", 1, i="5m"), _ms(1000)) == []
     assert parser.parse(_candle_frame(0, 59999, "1", 1, coin="ETH"), _ms(1000)) == []
@@ -609,7 +623,7 @@ def test_candle_intervals_and_coins_are_independent() -> None:
 def test_candle_array_form_is_tolerated() -> None:
     frame = _candle_frame(0, 59999, "1", 1)
     frame["data"] = [frame["data"]]
-    [c] = FrameParser().parse(frame, _ms(60000))
+    [c] = _parser().parse(frame, _ms(60000))
     assert (c.open_ms, c.time_ms, c.v) == (0, 59999, 1.0)
 
 
@@ -621,8 +635,8 @@ def test_bad_candle(patch: dict[str, Any]) -> None:
     frame = _candle_frame(0, 59999, "1", 1)
     frame["data"].update(patch)
     with pytest.raises(FrameError) as info:
-        FrameParser().parse(frame, _ms(60000))
-    assert info.value.reason == "bad_candle"
+        _parser().parse(frame, _ms(60000))
+    assert info.value.reason == ("bad_time" if patch == {"T": "59999"} else "bad_candle")
 
 
 # --------------------------------------------------------------------------------------------
@@ -651,13 +665,13 @@ CTX_ETH = {
 
 
 def test_all_mids_with_coin_filter() -> None:
-    parser = FrameParser(coins=frozenset({"ETH", "BTC", "DOGE"}))
+    parser = _parser(coins=frozenset({"ETH", "BTC", "DOGE"}))
     out = parser.parse(MIDS, _ms(5000))
     assert out == [Mid("BTC", 5000, 5000, 69172.5), Mid("ETH", 5000, 5000, 2500.25)]
 
 
 def test_all_mids_without_filter_only_seen_coins() -> None:
-    parser = FrameParser()
+    parser = _parser()
     assert parser.parse(MIDS, _ms(5000)) == []
     parser.parse(_bbo_frame("ETH", 6000), _ms(6000))
     assert parser.parse(MIDS, _ms(7000)) == [Mid("ETH", 7000, 7000, 2500.25)]
@@ -666,7 +680,7 @@ def test_all_mids_without_filter_only_seen_coins() -> None:
 
 
 def test_untimed_frames_take_latest_exchange_time() -> None:
-    parser = FrameParser()
+    parser = _parser()
     parser.parse(_bbo_frame("ETH", 4000))
     parser.parse(_bbo_frame("ETH", 3000))  # older: latest stays 4000
     [ctx] = parser.parse(CTX_ETH)
@@ -696,14 +710,14 @@ def test_untimed_frames_take_latest_exchange_time() -> None:
     ("frame", "reason"), [(MIDS, "untimed_allMids"), (CTX_ETH, "untimed_activeAssetCtx")]
 )
 def test_untimed_frame_without_any_clock_raises(frame: dict[str, Any], reason: str) -> None:
-    parser = FrameParser(coins=frozenset({"ETH"}))
+    parser = _parser(coins=frozenset({"ETH"}))
     with pytest.raises(FrameError) as info:
         parser.parse(frame)
     assert info.value.reason == reason
 
 
 def test_coin_filter_drops_other_coins_and_counts() -> None:
-    parser = FrameParser(coins=frozenset({"BTC"}))
+    parser = _parser(coins=frozenset({"BTC"}))
     book = {"channel": "l2Book", "data": {"coin": "ETH", "time": 10, "levels": [[], []]}}
     assert parser.parse(book, _ms(10)) == []
     assert parser.parse(_bbo_frame("ETH", 11), _ms(11)) == []
@@ -740,13 +754,13 @@ def test_coin_filter_drops_other_coins_and_counts() -> None:
             },
             "bad_bbo",
         ),
-        ({"channel": "bbo", "data": {"coin": "BTC", "time": "1", "bbo": [None, None]}}, "bad_bbo"),
+        ({"channel": "bbo", "data": {"coin": "BTC", "time": "1", "bbo": [None, None]}}, "bad_time"),
         ({"channel": "bbo", "data": {"coin": "BTC", "time": 1, "bbo": [None]}}, "bad_bbo"),
         ({"channel": "bbo"}, "bad_bbo"),
         ({"channel": "l2Book", "data": {"coin": "BTC", "time": 1, "levels": [[]]}}, "bad_l2Book"),
         (
             {"channel": "l2Book", "data": {"coin": "BTC", "time": None, "levels": [[], []]}},
-            "bad_l2Book",
+            "bad_time",
         ),
         (
             {"channel": "l2Book", "data": {"coin": "BTC", "time": 1, "levels": [{}, []]}},
@@ -761,12 +775,12 @@ def test_coin_filter_drops_other_coins_and_counts() -> None:
 )
 def test_garbage_frames_raise_frame_error(frame: dict[str, Any], reason: str) -> None:
     with pytest.raises(FrameError) as info:
-        FrameParser().parse(frame, _ms(1))
+        _parser().parse(frame, _ms(1))
     assert info.value.reason == reason
 
 
 def test_bad_all_mids_price() -> None:
-    parser = FrameParser(coins=frozenset({"BTC"}))
+    parser = _parser(coins=frozenset({"BTC"}))
     with pytest.raises(FrameError) as info:
         parser.parse({"channel": "allMids", "data": {"mids": {"BTC": "abc"}}}, _ms(1))
     assert info.value.reason == "bad_allMids"
@@ -781,10 +795,14 @@ def test_book_with_bad_level_is_lazy_error() -> None:
             "levels": [[{"px": "abc", "sz": "1", "n": 1}], [{"px": "101", "sz": "1", "n": 1}]],
         },
     }
-    [book] = FrameParser().parse(frame)  # no raise at parse time
+    # Levels are checked at the edge: an unreadable one rejects the frame.
+    with pytest.raises(FrameError) as info:
+        _parser().parse(frame)
+    assert info.value.reason == "bad_l2Book"
+    # A snapshot built from such levels elsewhere still reads as empty instead of crashing.
+    book = BookSnapshot("BTC", 5, None, tuple(frame["data"]["levels"]))  # type: ignore[arg-type]
     assert book.error is None
     assert book.bid_px == ()
-    assert book.ask_px == ()
     assert not book.has_top
     assert book.error is not None
     assert book.error.startswith("unreadable level")
@@ -793,7 +811,7 @@ def test_book_with_bad_level_is_lazy_error() -> None:
 @pytest.mark.parametrize("channel", ["nope", "activeSpotAssetCtx", 7])
 def test_unknown_channel(channel: Any) -> None:
     with pytest.raises(FrameError) as info:
-        FrameParser().parse({"channel": channel, "data": {}})
+        _parser().parse({"channel": channel, "data": {}})
     assert info.value.reason == "unknown_channel"
 
 
@@ -802,13 +820,13 @@ def test_unhashable_channel_is_frame_error(channel: Any) -> None:
     # A JSON frame whose channel is an array or object must be skipped like any bad frame, not
     # crash the replay with a TypeError (files.py only catches FrameError).
     with pytest.raises(FrameError):
-        FrameParser().parse({"channel": channel, "data": {}})
+        _parser().parse({"channel": channel, "data": {}})
 
 
 @pytest.mark.parametrize("frame", [{"data": {}}, [1, 2], 5, "hello"])
 def test_unknown_frame(frame: Any) -> None:
     with pytest.raises(FrameError) as info:
-        FrameParser().parse(frame)
+        _parser().parse(frame)
     assert info.value.reason == "unknown_frame"
 
 
@@ -832,7 +850,7 @@ def test_decode_archive_envelope_exact_ns() -> None:
     whole = int(datetime(2025, 9, 4, 19, 46, 56, tzinfo=UTC).timestamp())
     assert recv_ns == whole * 1_000_000_000 + 673_877_954 == 1757015216673877954
     assert frame["channel"] == "bbo"
-    [bbo] = FrameParser().parse(frame, recv_ns)
+    [bbo] = _parser().parse(frame, recv_ns)
     assert bbo == Bbo("BTC", 1757015216600, 1757015216673, 109741.0, 0.5, None, None)
 
 
@@ -1037,7 +1055,7 @@ def test_valid_trades_frames_conserve_volume(rows: list[tuple[str, str, Any, str
     trades = [
         _trade(coin, side, str(px), sz, t, tid) for tid, (coin, side, px, sz, t) in enumerate(rows)
     ]
-    parser = FrameParser()
+    parser = _parser()
     events = parser.parse(_trades_frame(*trades))
     assert all(isinstance(e, Trades) for e in events)
     # One event per (coin, time), in first-seen order.
