@@ -28,18 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import logging
 import queue
 import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import orjson
 import websockets
@@ -49,7 +48,8 @@ from websockets.asyncio.client import ClientConnection
 
 from connectors.errors import FrameError, SkipLog
 from connectors.events import Event
-from connectors.parse import ACTIVATE_CHANNEL, GAP_CHANNEL, FrameParser
+from connectors.parse import ACTIVATE_CHANNEL, GAP_CHANNEL, ControlMarker, FrameParser
+from connectors.recording import capture_kind, open_for_append, open_sink
 from connectors.rest import (
     NEW_CONNECTIONS_PER_MIN,
     REST_WEIGHT_PER_MIN,
@@ -58,6 +58,7 @@ from connectors.rest import (
     InfoError,
     RateLimiter,
 )
+from connectors.validate import ValidationConfig
 
 log = logging.getLogger(__name__)
 
@@ -79,26 +80,42 @@ def iso_ns(ns: int) -> str:
     return f"{stamp}.{frac:09d}"
 
 
-def _open_out(path: Path, mode: str) -> IO[bytes]:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, mode)  # type: ignore[return-value]
-    return path.open(mode)
-
-
 class Recorder:
     """Appends consumed inputs to a capture in Hyperliquid's archive envelope (thread-safe).
 
     Each line is ``{"time": <receive time ISO ns>, "ver_num": 1, "raw": <frame bytes verbatim>}``;
-    gzip when the name ends in ``.gz``. `flush` after each batch and `close` at the end leave a
-    complete file; ``append`` adds to an existing capture (a restarted live run).
+    gzip when the name ends in ``.gz``, LZ4 frames when it ends in ``.lz4``, else plain text.
+    A compressed capture is a series of complete gzip members / LZ4 frames, one ended every
+    ``flush_s`` seconds (``HLSL_RECORD_FLUSH_S``) by a background thread, so a crash (``kill -9``)
+    loses at most that much; a plain capture writes each line straight to the OS. `flush` ends the
+    current unit at once and `close` ends it for good: both leave a complete file.
+
+    ``append`` adds to an existing capture (a restarted live run) after checking its tail: a torn
+    last unit (a crash) is repaired, a corrupt file is left alone and the recording goes to
+    ``NAME.1.gz`` (see `connectors.recording`); `path` is the file actually written.
     """
 
-    def __init__(self, path: str | Path, *, append: bool = True) -> None:
+    def __init__(self, path: str | Path, *, append: bool = True, flush_s: float = 1.0) -> None:
+        if not flush_s > 0:
+            msg = f"flush_s must be > 0, got {flush_s!r}"
+            raise ValueError(msg)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: IO[bytes] = _open_out(self.path, "ab" if append else "wb")
+        if append:
+            self.path, self._sink = open_for_append(self.path)
+        else:
+            self._sink = open_sink(self.path, append=False)
+        self.flush_s = flush_s
         self._lock = threading.Lock()
+        self._closed = threading.Event()
         self.lines = 0
+        self.syncs = 0
+        self._flusher: threading.Thread | None = None
+        if capture_kind(self.path) != "plain":
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name="hlsl-record-flush", daemon=True
+            )
+            self._flusher.start()
 
     def write(self, recv_ns: int, raw: bytes) -> None:
         """Record one frame (raw bytes must be one JSON value, or the greeting text)."""
@@ -106,18 +123,47 @@ class Recorder:
             raw = orjson.dumps(raw.decode("utf-8", "replace"))
         line = b'{"time":"' + iso_ns(recv_ns).encode() + b'","ver_num":1,"raw":' + raw + b"}\n"
         with self._lock:
-            self._fh.write(line)
+            if self._closed.is_set():
+                return
+            self._sink.write(line)
             self.lines += 1
 
-    def flush(self) -> None:
-        """Flush buffered lines to the file."""
+    def write_marker(self, recv_ns: int, body: dict[str, Any]) -> None:
+        """Record one of the project's own control markers outside ``raw`` (the ``"hlsl"`` key),
+        where no exchange frame can forge it."""
+        stamp = iso_ns(recv_ns).encode()
+        line = b'{"time":"' + stamp + b'","ver_num":1,"hlsl":' + orjson.dumps(body) + b"}\n"
         with self._lock:
-            self._fh.flush()
+            if self._closed.is_set():
+                return
+            self._sink.write(line)
+            self.lines += 1
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(self.flush_s):
+            try:
+                with self._lock:
+                    if not self._closed.is_set():
+                        self._sink.sync(reopen=True)
+                        self.syncs += 1
+            except OSError:
+                log.exception("recording %s: periodic flush failed", self.path)
+
+    def flush(self) -> None:
+        """End the current compressed unit now: the file is complete up to here."""
+        with self._lock:
+            if not self._closed.is_set():
+                self._sink.sync(reopen=False)
 
     def close(self) -> None:
-        """Flush and close."""
+        """Flush and close (idempotent)."""
         with self._lock:
-            self._fh.close()
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            self._sink.close()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join(timeout=5)
 
 
 @dataclass(frozen=True)
@@ -142,6 +188,8 @@ class LiveConfig:
     coins_per_connection: int = 40
     batch_size: int = 1000
     silence_floor_s: dict[str, float] = field(default_factory=lambda: dict(_SILENCE_FLOOR_S))
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    """What a frame must be to be accepted (`connectors.validate`)."""
 
 
 @dataclass
@@ -233,7 +281,7 @@ class _Connection:
         self,
         status: ConnectionStatus,
         config: LiveConfig,
-        out: queue.Queue[tuple[int, bytes]],
+        out: queue.Queue[tuple[int, bytes | ControlMarker]],
         limits: Limits,
         stop: threading.Event,
         with_mids: bool,
@@ -255,7 +303,7 @@ class _Connection:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _emit(self, raw: bytes) -> None:
+    def _emit(self, raw: bytes | ControlMarker) -> None:
         item = (time.time_ns(), raw)
         while not self.stop.is_set():
             try:
@@ -265,7 +313,9 @@ class _Connection:
                 continue
 
     def _emit_local(self, channel: str, data: dict[str, Any]) -> None:
-        self._emit(orjson.dumps({"channel": channel, "data": data}))
+        # Tagged by type in the queue: only this source makes a ControlMarker; the same channel
+        # name arriving from the socket is a forged_control skip.
+        self._emit(ControlMarker({"channel": channel, "data": data}))
 
     async def _send(self, ws: ClientConnection, msg: dict[str, Any]) -> None:
         ok = await asyncio.to_thread(self.limits.ws_messages.acquire, 1.0, self.stop)
@@ -498,6 +548,7 @@ class _LivePartition(StatefulSourcePartition[Event, None]):
         self._parser = parser
         self._recorder = recorder
         self._skips = skips
+        self._consumed = 0
         self._batch_size = batch_size
         self._queue = conn.out
         self._stop = conn.stop
@@ -521,13 +572,20 @@ class _LivePartition(StatefulSourcePartition[Event, None]):
             except queue.Empty:
                 break
             n += 1
-            if rec is not None:
-                rec.write(recv_ns, raw)
+            self._consumed += 1
             try:
+                if isinstance(raw, ControlMarker):
+                    if rec is not None:
+                        rec.write_marker(recv_ns, raw.body)
+                    out.extend(self._parser.parse_marker(raw.body, recv_ns))
+                    continue
+                if rec is not None:
+                    rec.write(recv_ns, raw)
                 out.extend(parse(raw, recv_ns))
             except FrameError as ex:
                 self._conn.status.skipped += 1
-                self._skips.skip(ex.reason, self._conn.status.name, ex.detail)
+                where = f"{self._conn.status.name} frame {self._consumed}"
+                self._skips.skip(ex.reason, where, ex.detail)
         if stopping and n == 0:
             raise StopIteration
         now = time.monotonic()
@@ -601,12 +659,20 @@ class HyperliquidSource(FixedPartitionedSource[Event, None]):
         # One activation set shared by every connection's parser: the first connection's allMids
         # fans out to coins as each connection activates them.
         active: set[str] = set()
+        self.skips = SkipLog(log)
         self.parsers = []
         for i, s in enumerate(self.shards):
-            parser = FrameParser(frozenset(self.coins) if i == 0 else frozenset(s))
+            coins_i = frozenset(self.coins) if i == 0 else frozenset(s)
+            parser = FrameParser(coins_i, self.config.validation)
             parser.active = active
+            parser.on_reject = self._held_rejection(f"conn-{i}")
             self.parsers.append(parser)
-        self.skips = SkipLog(log)
+
+    def _held_rejection(self, name: str) -> Callable[[FrameError], None]:
+        def report(ex: FrameError) -> None:
+            self.skips.skip(ex.reason, f"{name} (a coin's first prices, held)", ex.detail)
+
+        return report
 
     @override
     def list_parts(self) -> list[str]:

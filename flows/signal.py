@@ -30,12 +30,14 @@ from bytewax.outputs import Sink
 from bytewax.testing import run_main
 
 from api.store import RunState, SignalStore
+from connectors.errors import FrameError
 from connectors.events import Event
 from connectors.files import NdjsonSource, ReplayStats
 from connectors.live import HyperliquidSource, LiveConfig, Recorder
 from connectors.parse import FrameParser
 from connectors.rest import InfoClient, resolve_coins
 from connectors.sinks import StoreSink
+from connectors.validate import ValidationConfig
 from flows.settings import Settings, code_version
 from operators import steps
 from operators.bars import fold_bars
@@ -131,14 +133,24 @@ def build_pipeline(
     if live:
         coins = live_coins(settings)
         store = SignalStore(settings.history_limit, coins, mode="live")
-        recorder = Recorder(settings.record) if settings.record else None
+        recorder = (
+            Recorder(settings.record, flush_s=settings.record_flush_s) if settings.record else None
+        )
         config = live_override if live_override is not None else live_config(settings)
         hl = HyperliquidSource(coins, config, stop=stop, recorder=recorder)
         store.source_info = hl.info
         source = hl
     else:
-        parser = FrameParser(frozenset(settings.coins) if settings.coins else None)
+        parser = FrameParser(
+            frozenset(settings.coins) if settings.coins else None, validation_config(settings)
+        )
         stats = ReplayStats(parser=parser)
+        skips = stats.skips
+
+        def held_rejection(ex: FrameError) -> None:
+            skips.skip(ex.reason, "a coin's first prices (held until confirmed)", ex.detail)
+
+        parser.on_reject = held_rejection
         store = SignalStore(settings.history_limit, settings.coins, mode="replay")
         replay_stats = stats
         store.source_clock = lambda: replay_stats.parser.latest_ms
@@ -159,9 +171,20 @@ def build_pipeline(
     return Pipeline(settings, store, stats, stop, flow, collected, source=source)
 
 
+def validation_config(settings: Settings) -> ValidationConfig:
+    """The edge's validation limits from `Settings`."""
+    return ValidationConfig(
+        max_clock_skew_ms=settings.max_clock_skew_ms,
+        max_price_jump=settings.max_price_jump,
+        trust_legacy_control=settings.trust_legacy_control,
+        max_json_depth=settings.max_json_depth,
+    )
+
+
 def live_config(settings: Settings) -> LiveConfig:
     """Connection settings from `Settings`."""
     return LiveConfig(
+        validation=validation_config(settings),
         ws_url=settings.ws_url,
         info_url=settings.info_url,
         book_fast=settings.book_fast,
