@@ -7,7 +7,8 @@ Routes: ``GET /health``, ``GET /v1/state``, ``GET /v1/signals``, ``GET /v1/signa
 Access (`api.security`, ASGI middleware around everything, mounted sub-apps included): with a
 token (``HLSL_API_TOKEN``) every path but ``/health`` needs ``Authorization: Bearer <token>``;
 each client IP has a token bucket (429 with ``Retry-After`` past it); CORS origins are allowed
-only when listed.
+only when listed; a request body over ``HLSL_MAX_BODY_BYTES`` gets 413 and a JSON body nested
+deeper than ``HLSL_MAX_JSON_DEPTH`` 400, before any parser (FastAPI's, MCP's) sees it.
 
 Honesty rules:
 
@@ -53,9 +54,12 @@ from api.schemas import (
     State,
 )
 from api.security import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_RATE_PER_S,
     AccessCounters,
     BearerAuth,
+    BodyGuard,
     RateLimit,
     TokenBuckets,
     token_from_env,
@@ -265,6 +269,8 @@ def create_app(
     rate_limit_burst: float | None = None,
     sse_keepalive_s: float = DEFAULT_KEEPALIVE_S,
     sse_queue_size: int = DEFAULT_QUEUE_SIZE,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
     extra_routers: Iterable[APIRouter] = (),
     mounts: Iterable[tuple[str, ASGIApp]] = (),
 ) -> FastAPI:
@@ -280,6 +286,9 @@ def create_app(
         rate_limit_burst: requests at once per client IP (default twice the rate, at least 1).
         sse_keepalive_s: seconds of silence before a ``: ping`` on ``/v1/stream``.
         sse_queue_size: events a stream client may fall behind before it is dropped.
+        max_body_bytes: largest request body (413 past it; ``HLSL_MAX_BODY_BYTES``).
+        max_json_depth: deepest JSON nesting of a request body (400 past it;
+            ``HLSL_MAX_JSON_DEPTH``).
         extra_routers: more routers to include (e.g. the dashboard).
         mounts: ``(path, asgi_app)`` sub-apps to mount (e.g. MCP over HTTP); the access
             middleware covers them too.
@@ -543,7 +552,9 @@ def create_app(
     for path, sub in mounts:
         app.mount(path, sub)
 
-    # Outermost last: CORS (so refusals carry its headers) > rate limit > token > the app.
+    # Outermost last: CORS (so refusals carry its headers) > rate limit > token > body guard >
+    # the app (mounts included): a body is read only once the request is authorised.
+    app.add_middleware(BodyGuard, max_body_bytes=max_body_bytes, max_json_depth=max_json_depth)
     if api_token is not None:
         app.add_middleware(BearerAuth, token=api_token, counters=access)
     if rate_limit_per_s > 0:

@@ -11,6 +11,15 @@ streaming responses, which ``BaseHTTPMiddleware`` would buffer).
   opens. Buckets of idle clients are forgotten, so memory stays bounded.
 
 Both count what they turn away in an `AccessCounters` that ``/metrics`` exports.
+
+- `BodyGuard`: no request body reaches a parser (FastAPI's, the MCP SDK's) unless it is at most
+  ``max_body_bytes`` long (``HLSL_MAX_BODY_BYTES``, default 1 MiB; a ``Content-Length`` over it,
+  or more bytes streamed than that: ``413``) and, when it is JSON (``Content-Type`` absent or
+  ``*json*``), nested at most ``max_json_depth`` deep (``HLSL_MAX_JSON_DEPTH``, default 64;
+  deeper: ``400``). The depth is found by a byte scan (``[`` and ``{`` outside strings), so a
+  body of 100,000 nested arrays costs microseconds and never reaches a recursive parser
+  (which answered 500 with a ``RecursionError``); a JSON body that is not UTF-8 gets ``400``
+  too (the MCP SDK answered 500). A request without a body passes untouched.
 """
 
 from __future__ import annotations
@@ -19,13 +28,15 @@ import hmac
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Final
 
 import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +50,12 @@ requests for data carry the token)."""
 
 DEFAULT_RATE_PER_S: Final = 50.0
 """Requests a second each client may make, sustained."""
+
+DEFAULT_MAX_JSON_DEPTH: Final = 64
+"""Deepest JSON nesting a request body may have (``HLSL_MAX_JSON_DEPTH``)."""
+
+DEFAULT_MAX_BODY_BYTES: Final = 1 << 20
+"""Largest request body accepted, bytes (``HLSL_MAX_BODY_BYTES``)."""
 
 MAX_CLIENTS: Final = 10_000
 """Buckets kept at most; idle (full) buckets are forgotten first."""
@@ -210,13 +227,136 @@ class RateLimit:
         await _reply(send, 429, {"detail": "too many requests"}, [(b"retry-after", retry)])
 
 
+_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET: Final = re.compile(rb"[^\[\]{}]+")
+_STEP: Final = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
+    """Whether JSON ``body`` nests deeper than ``max_depth`` (arrays and objects; brackets inside
+    strings do not count). A byte scan, no parsing: invalid JSON is judged by its brackets
+    alone (the parser refuses it afterwards)."""
+    if body.count(b"[") + body.count(b"{") <= max_depth:  # the common case: cannot be deeper
+        return False
+    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", body))
+    step = _STEP
+    return any(d > max_depth for d in accumulate(step[b] for b in brackets))
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None
+
+
+class BodyGuard:
+    """ASGI middleware: request bodies over ``max_body_bytes`` get 413, JSON bodies nested
+    deeper than ``max_json_depth`` get 400, before any parser sees them.
+
+    A request that declares a body (``Content-Length`` > 0 or ``Transfer-Encoding``) is read
+    whole (at most ``max_body_bytes``, counted as it streams in), checked, and handed to the
+    app as one message; other requests (every GET, the SSE stream) pass untouched.
+
+    Args:
+        app: the wrapped application.
+        max_body_bytes: largest body accepted.
+        max_json_depth: deepest JSON nesting accepted.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+    ) -> None:
+        if max_body_bytes < 1 or max_json_depth < 1:
+            msg = f"limits must be positive: {max_body_bytes=}, {max_json_depth=}"
+            raise ValueError(msg)
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_json_depth = max_json_depth
+
+    def _too_large(self) -> dict[str, str]:
+        return {
+            "detail": f"request body over {self.max_body_bytes} bytes "
+            "(HLSL_MAX_BODY_BYTES / --max-body-bytes)"
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        chunked = _header(scope, b"transfer-encoding") is not None
+        if length is None and not chunked:
+            await self.app(scope, receive, send)
+            return
+        if length is not None:
+            text = length.strip()
+            if not text.isdigit() or len(text) > 18:
+                await _reply(send, 400, {"detail": "Content-Length: expected a byte count"})
+                return
+            if int(text) > self.max_body_bytes:
+                await _reply(send, 413, self._too_large())
+                return
+            if int(text) == 0 and not chunked:
+                await self.app(scope, receive, send)
+                return
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await _reply(send, 413, self._too_large())
+                return
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(parts)
+        ctype = (_header(scope, b"content-type") or b"").lower()
+        if not ctype or b"json" in ctype:
+            detail = None
+            if json_depth_exceeds(body, self.max_json_depth):
+                detail = (
+                    f"request body nested deeper than {self.max_json_depth} levels "
+                    "(HLSL_MAX_JSON_DEPTH / --max-json-depth)"
+                )
+            elif not body.isascii():
+                try:
+                    body.decode("utf-8")
+                except UnicodeDecodeError as ex:  # JSON is UTF-8 (RFC 8259)
+                    detail = f"request body is not UTF-8 (byte {ex.start})"
+            if detail is not None:
+                await _reply(send, 400, {"detail": detail})
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
 __all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_JSON_DEPTH",
     "DEFAULT_RATE_PER_S",
     "OPEN_PATHS",
     "TOKEN_ENV",
     "AccessCounters",
     "BearerAuth",
+    "BodyGuard",
     "RateLimit",
     "TokenBuckets",
+    "json_depth_exceeds",
     "token_from_env",
 ]

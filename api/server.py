@@ -96,6 +96,8 @@ def build_app(pipeline: Pipeline, *, run_flow: bool = True) -> FastAPI:
         rate_limit_per_s=settings.rate_limit_per_s,
         sse_keepalive_s=settings.sse_keepalive_s,
         sse_queue_size=settings.sse_queue_size,
+        max_body_bytes=settings.max_body_bytes,
+        max_json_depth=settings.max_json_depth,
         extra_routers=[dashboard_router()],
         mounts=[("/mcp", mcp)] if mcp is not None else [],
     )
