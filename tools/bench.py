@@ -3,6 +3,7 @@
     python -m tools.bench [PATH] [--repeat 5] [--json]
     python -m tools.bench --live     # live latency against the local exchange (tools.bench_live)
     python -m tools.bench --api      # API throughput and SSE fan-out (tools.bench_api)
+    python -m tools.bench --soak     # RSS over a long live run, 120 coins (tools.bench_soak)
 
 Default PATH: the real 35-minute capture ``../shared/data/real/frames/
 hl_live_20250904_btc-eth-sol.ndjson.gz`` (falls back to ``data/sample.ndjson.gz`` when the shared
@@ -131,13 +132,18 @@ def bench(path: Path, repeat: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tools.bench`` (``--live``: `tools.bench_live`; ``--api``:
-    `tools.bench_api`)."""
+    `tools.bench_api`; ``--soak``: `tools.bench_soak`)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "--live" in args:
         args.remove("--live")
         from tools import bench_live
 
         return bench_live.main(args)
+    if "--soak" in args:
+        args.remove("--soak")
+        from tools import bench_soak
+
+        return bench_soak.main(args)
     if "--api" in args:
         args.remove("--api")
         from tools import bench_api  # type: ignore[attr-defined,unused-ignore]
