@@ -59,6 +59,30 @@ Faults (`Faults`; all off by default; periodic ones count from the moment they a
   truncated (invalid JSON) copy of it / a frame on an unknown channel;
 - ``error_every_s``: every N s send ``{"channel":"error","data":...}`` to every client.
 
+Injected frames (``--inject FILE``, ``FakeExchange(inject=...)``; off by default): a schedule of
+messages sent to each client as they are, to test how a client handles frames no real server would
+send. FILE is UTF-8 NDJSON (blank lines ignored), one object per line with exactly two keys:
+
+- ``{"offset_s": 2.5, "frame": <any JSON value>}``: the value's text exactly as written in the
+  file (from its first to its last character; nothing is re-encoded, so ``1.50``, huge integers
+  and ``NaN`` go out unchanged);
+- ``{"offset_s": 2.5, "raw": "<string>"}``: the decoded string, for anything that is not one JSON
+  value (truncated or invalid JSON, plain text) or that this reader cannot hold (values nested
+  deeper than Python's JSON reader allows).
+
+``offset_s`` (a finite number ≥ 0) counts from the moment a connection's first subscription is
+acknowledged (an accepted subscribe of any type; a connection that never subscribes gets nothing).
+Each connection gets the whole schedule once, in order of ``offset_s`` (equal offsets in file
+order, back to back), unpaced by the feed and independent of what it is subscribed to when a
+message is due; a reconnecting client is a new connection and gets the schedule again from its own
+first subscription. An offset of 0 goes out right after that first ack and its snapshot. Injected
+messages are WebSocket text messages sent on the connection's own queue (so after anything queued
+before them), count as ``frames_sent["injected"]`` (and ``frames_injected``), not as data frames
+for ``malformed_every``/``unknown_every``, are not subject to ``silence``, and are discarded like
+everything else during a stall. Exchange times inside them are not re-stamped: write times near
+the served stream's (the wall clock, see re-stamping above) when only another property is meant
+to be wrong. A bad file is refused at start with the line number.
+
 Known differences from the real server:
 
 - every ``l2Book`` variant is pushed at the feed's cadence (real 2026: default ~5.4 s, ``fast``
@@ -84,6 +108,7 @@ Usage::
     python -m tools.fake_exchange --simulate --coins BTC,ETH,SOL --port 8765
     python -m tools.fake_exchange --capture data/sample.ndjson.gz --loop --speed 2 \\
         --silence l2Book:BTC --silence-after 30 --drop-every 120
+    python -m tools.fake_exchange --simulate --inject bad_frames.ndjson
 
     with FakeExchange(SimFeed(SimConfig(coins=("BTC",))), faults=Faults(unknown_every=50)) as ex:
         ...  # connect to ex.ws_url, POST to ex.info_url
@@ -99,7 +124,9 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -132,10 +159,12 @@ __all__ = [
     "Faults",
     "Feed",
     "FeedInfo",
+    "Injection",
     "ListFeed",
     "SimFeed",
     "build_parser",
     "exchange_from_args",
+    "load_injections",
     "main",
 ]
 
@@ -150,6 +179,7 @@ ALREADY_UNSUBSCRIBED: Final = "Already unsubscribed: "
 INJECTED_ERROR: Final = "Internal error (injected by the fake exchange)"
 UNKNOWN_CHANNEL: Final = "fakeExchangeUnknown"
 MALFORMED_CHANNEL: Final = "malformed"
+INJECTED_CHANNEL: Final = "injected"
 
 REPLAY_TRADES: Final = 30
 RECENT_TRADES: Final = 10
@@ -527,6 +557,170 @@ class ListFeed(Feed):
         return iter(self.items)
 
 
+# ----- injected frames -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Injection:
+    """One message sent verbatim to each subscribed client (see the module's "Injected frames").
+
+    Attributes:
+        offset_s: seconds after the connection's first acknowledged subscription (finite, >= 0).
+        text: the WebSocket text message, exactly as it is sent.
+
+    Raises:
+        ValueError: for a negative, non-finite or non-numeric offset, or a non-string text.
+    """
+
+    offset_s: float
+    text: str
+
+    def __post_init__(self) -> None:
+        offset = self.offset_s
+        if type(offset) not in (int, float) or not math.isfinite(offset) or offset < 0:
+            msg = f"offset_s must be a finite number >= 0, got {offset!r}"
+            raise ValueError(msg)
+        if type(self.text) is not str:
+            msg = f"text must be a str, got {type(self.text).__name__}"
+            raise ValueError(msg)
+
+    @classmethod
+    def of_frame(cls, offset_s: float, frame: Any) -> Injection:
+        """``frame`` (a JSON-able value; ints of any size) as compact JSON text."""
+        return cls(offset_s, json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+
+
+def _skip_ws(text: str, i: int) -> int:
+    """The index of the first non-whitespace character (JSON whitespace) at or after ``i``."""
+    n = len(text)
+    while i < n and text[i] in " \t\n\r":
+        i += 1
+    return i
+
+
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+"""The stdlib's JSON value scanner: ``(text, index) -> (value, end index)``."""
+
+
+def _top_level_fields(line: str) -> dict[str, tuple[Any, str]]:
+    """The members of a one-line JSON object as ``key -> (value, the value's exact text)``.
+
+    Raises:
+        ValueError: the line is not one JSON object, or repeats a key.
+        RecursionError: a value nests deeper than the JSON reader allows.
+    """
+    ws = _skip_ws
+    i = ws(line, 0)
+    if line[i : i + 1] != "{":
+        msg = "not a JSON object"
+        raise ValueError(msg)
+    i = ws(line, i + 1)
+    out: dict[str, tuple[Any, str]] = {}
+    if line[i : i + 1] == "}":
+        i += 1
+    else:
+        while True:
+            if line[i : i + 1] != '"':
+                msg = f"expected a key at column {i + 1}"
+                raise ValueError(msg)
+            key, i = _SCAN(line, i)
+            i = ws(line, i)
+            if line[i : i + 1] != ":":
+                msg = f"expected ':' at column {i + 1}"
+                raise ValueError(msg)
+            start = i = ws(line, i + 1)
+            try:
+                value, i = _SCAN(line, i)
+            except StopIteration:
+                msg = f"expected a JSON value at column {start + 1}"
+                raise ValueError(msg) from None
+            if key in out:
+                msg = f"key {key!r} given twice"
+                raise ValueError(msg)
+            out[key] = (value, line[start:i])
+            i = ws(line, i)
+            sep = line[i : i + 1]
+            i += 1
+            if sep == "}":
+                break
+            if sep != ",":
+                msg = f"expected ',' or '}}' at column {i}"
+                raise ValueError(msg)
+            i = ws(line, i)
+    if line[i:].strip(" \t\n\r"):
+        msg = f"unexpected text after the object at column {i + 1}"
+        raise ValueError(msg)
+    return out
+
+
+def _parse_injection(line: str) -> Injection:
+    try:
+        fields = _top_level_fields(line)
+    except json.JSONDecodeError as ex:
+        msg = f"not valid JSON: {ex}"
+        raise ValueError(msg) from None
+    except RecursionError:
+        msg = 'nested too deep to read: give the message as a "raw" string'
+        raise ValueError(msg) from None
+    keys = set(fields)
+    if "offset_s" not in keys or len(keys & {"frame", "raw"}) != 1 or len(keys) != 2:
+        msg = 'expected {"offset_s": N, "frame": ...} or {"offset_s": N, "raw": "..."}'
+        msg += f", got keys {sorted(keys)}"
+        raise ValueError(msg)
+    offset = fields["offset_s"][0]
+    if "raw" in fields:
+        raw = fields["raw"][0]
+        if type(raw) is not str:
+            msg = f'"raw" must be a string, got {type(raw).__name__} (use "frame" for JSON values)'
+            raise ValueError(msg)
+        return Injection(offset, raw)
+    return Injection(offset, fields["frame"][1])
+
+
+def load_injections(path: str | Path) -> tuple[Injection, ...]:
+    """Read an inject file (``--inject``): the messages in the order they are due.
+
+    Args:
+        path: UTF-8 NDJSON, one ``{"offset_s": N, "frame": <JSON>}`` or
+            ``{"offset_s": N, "raw": "<text>"}`` per line; blank lines are ignored.
+
+    Returns:
+        The injections sorted by ``offset_s`` (equal offsets keep their file order).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: naming the file and line of the first bad line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        msg = f"inject file not found: {path}"
+        raise FileNotFoundError(msg)
+    items: list[Injection] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                items.append(_parse_injection(line))
+            except ValueError as ex:
+                msg = f"{path}:{lineno}: {ex}"
+                raise ValueError(msg) from None
+    return tuple(sorted(items, key=lambda item: item.offset_s))
+
+
+def _injections(inject: str | Path | Iterable[Injection] | None) -> tuple[Injection, ...]:
+    if inject is None:
+        return ()
+    if isinstance(inject, str | Path):
+        return load_injections(inject)
+    items: list[Any] = list(inject)
+    for item in items:
+        if not isinstance(item, Injection):
+            msg = f"inject items must be Injection, got {type(item).__name__}"
+            raise TypeError(msg)
+    return tuple(sorted(items, key=lambda item: item.offset_s))
+
+
 # ----- faults and stats ------------------------------------------------------------------------
 
 
@@ -604,7 +798,7 @@ class ExchangeStats:
         request_errors: ``error`` frames answering bad requests (parse, already (un)subscribed).
         frames_sent: messages written to sockets, by channel (control ones included:
             ``subscriptionResponse``, ``pong``, ``error``, ``post``, ``greeting``, ``malformed``,
-            ``fakeExchangeUnknown``).
+            ``fakeExchangeUnknown``, ``injected``).
         frames_silenced: data frames withheld by the ``silence`` fault (per client).
         frames_stalled: messages discarded during stalls (per client).
         drops_injected: sockets dropped by ``drop_every_s`` or `FakeExchange.drop_all`.
@@ -615,6 +809,8 @@ class ExchangeStats:
         unknown_injected: unknown-channel frames sent.
         errors_injected: ``error_every_s`` frames sent.
         stalls_injected: stalls started.
+        frames_injected: messages of the inject schedule queued to clients (written ones are
+            ``frames_sent["injected"]``).
         info_requests: info requests answered, by type (REST and WS ``post``).
         rate_limited: info requests refused with 429.
         feed_frames: feed frames processed.
@@ -640,6 +836,7 @@ class ExchangeStats:
     unknown_injected: int = 0
     errors_injected: int = 0
     stalls_injected: int = 0
+    frames_injected: int = 0
     info_requests: dict[str, int] = field(default_factory=dict)
     rate_limited: int = 0
     feed_frames: int = 0
@@ -914,6 +1111,7 @@ class _Conn:
         self.client_gone = False
         self.last_sent = asyncio.get_running_loop().time()
         self.data_sent = 0
+        self.inject_task: asyncio.Task[None] | None = None
 
     def close(self, code: int | None = None, *, client_gone: bool = False) -> None:
         """Ask the handler to end the connection (``code`` None: no close frame, 1006)."""
@@ -922,23 +1120,26 @@ class _Conn:
             self.client_gone = client_gone
             self.closed.set()
 
-    def offer(self, text: str, channel: str, *, data: bool = False) -> None:
+    def offer(self, text: str, channel: str, *, data: bool = False) -> bool:
         """Queue a message unless the connection is closing or the server is stalled.
 
         Args:
             text: the message.
             channel: its channel (for stats and fault counting).
             data: whether it is a data frame (counted for ``malformed_every``/``unknown_every``).
+
+        Returns:
+            Whether the message was queued.
         """
         hub = self.hub
         if self.closed.is_set():
-            return
+            return False
         if hub.stalled():
             hub.stats.frames_stalled += 1
-            return
+            return False
         self._put(text, channel)
         if not data:
-            return
+            return True
         self.data_sent += 1
         faults = hub.faults
         if faults.malformed_every and self.data_sent % faults.malformed_every == 0:
@@ -947,6 +1148,7 @@ class _Conn:
         if faults.unknown_every and self.data_sent % faults.unknown_every == 0:
             hub.stats.unknown_injected += 1
             self._put(_UNKNOWN_FRAME, UNKNOWN_CHANNEL)
+        return True
 
     def _put(self, text: str, channel: str) -> None:
         try:
@@ -976,8 +1178,10 @@ class _Hub:
         delisted: Sequence[str],
         rest_weight_per_min: int,
         faults: Faults,
+        injections: tuple[Injection, ...] = (),
     ) -> None:
         self.feed = feed
+        self.injections = injections
         self.info = info = feed.info
         self.greeting = greeting
         self.idle_timeout_s = idle_timeout_s
@@ -1120,6 +1324,8 @@ class _Hub:
         try:
             await conn.closed.wait()
         finally:
+            if conn.inject_task is not None:
+                tasks.append(conn.inject_task)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -1230,6 +1436,24 @@ class _Hub:
         ack = {"method": "subscribe", "subscription": sub.wire()}
         conn.offer(_dumps({"channel": "subscriptionResponse", "data": ack}), "subscriptionResponse")
         self._snapshot(conn, sub)
+        if self.injections and conn.inject_task is None:
+            conn.inject_task = asyncio.create_task(
+                self._inject(conn), name=f"fake-exchange-inject-{conn.cid}"
+            )
+
+    async def _inject(self, conn: _Conn) -> None:
+        """Send the inject schedule to ``conn``, timed from its first subscription."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for item in self.injections:
+            delay = start + item.offset_s - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if conn.closed.is_set():
+                return
+            if conn.offer(item.text, INJECTED_CHANNEL):
+                self.stats.frames_injected += 1
+        log.debug("client %d: %d injected frame(s) queued", conn.cid, len(self.injections))
 
     def _unsubscribe(self, conn: _Conn, sub: _Sub) -> None:
         key = sub.key
@@ -1829,9 +2053,14 @@ class FakeExchange:
             books are empty).
         delisted: coins marked ``isDelisted`` in ``meta`` (added to the universe if absent).
         rest_weight_per_min: the per-client ``/info`` weight budget per minute.
+        inject: messages to send verbatim to each client after its first subscription: an
+            inject file (`load_injections`) or `Injection` items (see the module's "Injected
+            frames"); None sends none.
 
     Raises:
-        ValueError: for a non-positive ``speed``, an invalid port, or a feed without data.
+        ValueError: for a non-positive ``speed``, an invalid port, a feed without data, or a bad
+            inject file.
+        FileNotFoundError: for a missing inject file.
     """
 
     def __init__(
@@ -1848,6 +2077,7 @@ class FakeExchange:
         extra_coins: Sequence[str] = (),
         delisted: Sequence[str] = (),
         rest_weight_per_min: int = REST_WEIGHT_PER_MIN,
+        inject: str | Path | Iterable[Injection] | None = None,
     ) -> None:
         if not speed > 0:
             msg = f"speed must be > 0, got {speed!r}"
@@ -1871,6 +2101,7 @@ class FakeExchange:
             delisted=delisted,
             rest_weight_per_min=rest_weight_per_min,
             faults=faults or Faults(),
+            injections=_injections(inject),
         )
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -2043,6 +2274,11 @@ class FakeExchange:
         return self._call(self._hub.stats.copy)
 
     @property
+    def injections(self) -> tuple[Injection, ...]:
+        """The inject schedule each client gets after its first subscription (in send order)."""
+        return self._hub.injections
+
+    @property
     def faults(self) -> Faults:
         """The faults in effect."""
         return self._hub.faults
@@ -2130,6 +2366,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--malformed-every", type=int, metavar="N", help="malformed frame per N")
     f.add_argument("--unknown-every", type=int, metavar="N", help="unknown-channel frame per N")
     f.add_argument("--error-every", type=float, metavar="S", help="error frame every S s")
+    f.add_argument(
+        "--inject",
+        type=Path,
+        metavar="FILE",
+        help=(
+            'NDJSON of {"offset_s": N, "frame": <JSON>} or {"offset_s": N, "raw": "<text>"}: '
+            "each sent as written (frame: its exact text; raw: the string), unpaced, to every "
+            "connection N s after its first subscription; once per connection, in offset order"
+        ),
+    )
     p.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
     return p
 
@@ -2179,6 +2425,7 @@ def exchange_from_args(args: argparse.Namespace) -> FakeExchange:
         extra_coins=args.extra_coins,
         delisted=args.delisted,
         rest_weight_per_min=args.rest_weight_per_min,
+        inject=args.inject,
     )
 
 
