@@ -243,13 +243,6 @@ def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
     return any(d > max_depth for d in accumulate(step[b] for b in brackets))
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value)
-    return None
-
-
 class BodyGuard:
     """ASGI middleware: request bodies over ``max_body_bytes`` get 413, JSON bodies nested
     deeper than ``max_json_depth`` get 400, before any parser sees them.
@@ -287,8 +280,16 @@ class BodyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = _header(scope, b"content-length")
-        chunked = _header(scope, b"transfer-encoding") is not None
+        length: bytes | None = None
+        chunked = False
+        ctype = b""
+        for key, value in scope.get("headers", ()):  # one pass (every request comes here)
+            if key == b"content-length":
+                length = bytes(value)
+            elif key == b"transfer-encoding":
+                chunked = True
+            elif key == b"content-type":
+                ctype = bytes(value).lower()
         if length is None and not chunked:
             await self.app(scope, receive, send)
             return
@@ -318,7 +319,6 @@ class BodyGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(parts)
-        ctype = (_header(scope, b"content-type") or b"").lower()
         if not ctype or b"json" in ctype:
             detail = None
             if json_depth_exceeds(body, self.max_json_depth):

@@ -20,6 +20,14 @@ signals stored and the machine's load average, and at the end reports the table 
 ``--trace-dir DIR`` runs the server under ``tracemalloc`` and writes, every interval, the 30
 source lines whose allocations grew most since the first snapshot to ``DIR/growth_<s>.txt``
 (slower; for finding a leak, not for the figures).
+
+    python -m tools.bench --soak --per-coin [--json]
+
+measures instead, in-process and without a server, what one coin costs: the same synthetic
+markets replayed (8 and then 32 coins, 660 s of exchange time so that the 600-bar baselines
+fill, history 60) under
+``tracemalloc``; the slope of the traced memory (flow state, parser, store) per coin, and the
+store's share of it (`api.store.SignalStore.memory`).
 """
 
 from __future__ import annotations
@@ -258,6 +266,85 @@ def run_soak(
     }
 
 
+def _traced_replay(n_coins: int, seconds: float, history_limit: int, tmp: Path) -> dict[str, Any]:
+    """Replay ``n_coins`` synthetic markets under tracemalloc; memory near the end of the run."""
+    from api.store import SignalStore
+    from flows.settings import Settings
+    from flows.signal import build_pipeline, run_pipeline
+
+    feed, _coins = market_feed(n_coins, seconds)
+    path = tmp / f"market_{n_coins}.ndjson"
+    with path.open("wb") as fh:
+        for recv_ns, frame in feed.frames(0):
+            fh.write(f"{recv_ns} ".encode() + orjson.dumps(frame) + b"\n")
+    pipeline = build_pipeline(
+        Settings(replay=[str(path)], api=False, history_limit=history_limit), collect=False
+    )
+    store: SignalStore = pipeline.store
+    samples: list[tuple[int, int]] = []  # (envelopes stored, traced bytes)
+    done = threading.Event()
+    expected = n_coins * int(seconds)  # one envelope per coin per 1 s bar
+    by_file: dict[str, int] = {}
+
+    def sample() -> None:
+        while not done.wait(0.1):
+            n = store.signals_emitted
+            samples.append((n, tracemalloc.get_traced_memory()[0]))
+            if not by_file and n >= 0.9 * expected:  # where the memory is, near the end
+                stats = tracemalloc.take_snapshot().statistics("filename")
+                for st in stats[:12]:
+                    name = st.traceback[0].filename
+                    short = name.split("site-packages/")[-1].replace(str(REPO) + "/", "")
+                    by_file[short] = st.size
+
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        run_pipeline(pipeline)
+        mem = store.memory()
+    finally:
+        done.set()
+        sampler.join()
+        tracemalloc.stop()
+    total = store.signals_emitted
+    late = [b for n, b in samples if n >= 0.9 * total] or [b for _, b in samples[-3:]]
+    return {
+        "coins": n_coins,
+        "signals": total,
+        "traced_bytes": (max(late) if late else 0) - base,
+        "store_bytes": mem["envelope_bytes"],
+        "store_envelopes": mem["envelopes"],
+        "top_files_bytes": by_file,
+    }
+
+
+def per_coin(seconds: float = 660.0, history_limit: int = 60) -> dict[str, Any]:
+    """What one coin costs in-process: the slope between 8 and 32 replayed coins."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        small = _traced_replay(8, seconds, history_limit, Path(tmp))
+        large = _traced_replay(32, seconds, history_limit, Path(tmp))
+    n = large["coins"] - small["coins"]
+    per = (large["traced_bytes"] - small["traced_bytes"]) / n
+    store = (large["store_bytes"] - small["store_bytes"]) / n
+    envs = (large["store_envelopes"] - small["store_envelopes"]) / n
+    return {
+        "history_limit": history_limit,
+        "runs": [small, large],
+        "per_coin_kb": round(per / 1024, 1),
+        "store_per_coin_kb": round(store / 1024, 1),
+        "store_bytes_per_envelope": round(store / envs) if envs else None,
+        "state_per_coin_kb": round((per - store) / 1024, 1),
+        "top_files_per_coin_kb": {
+            f: round((b - small["top_files_bytes"].get(f, 0)) / n / 1024, 1)
+            for f, b in large["top_files_bytes"].items()
+        },
+    }
+
+
 def serve_traced(trace_dir: Path, interval_s: float, server_args: list[str]) -> None:
     """Run ``api.server`` under tracemalloc, writing the top growing lines every interval."""
     trace_dir.mkdir(parents=True, exist_ok=True)
@@ -303,7 +390,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--trace-dir", type=Path, help="run the server under tracemalloc")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--per-coin", action="store_true", help="in-process bytes per coin instead")
+    ap.add_argument(
+        "--per-coin-seconds",
+        type=float,
+        default=660.0,
+        help="exchange seconds replayed by --per-coin (660: the 600-bar baselines fill)",
+    )
     ns = ap.parse_args(args)
+    if ns.per_coin:
+        pc = per_coin(ns.per_coin_seconds, ns.history_limit)
+        if ns.json:
+            print(orjson.dumps(pc, option=orjson.OPT_INDENT_2).decode())
+        else:
+            print(
+                f"per coin (history {pc['history_limit']}): {pc['per_coin_kb']} KB traced, of "
+                f"which the store {pc['store_per_coin_kb']} KB "
+                f"({pc['store_bytes_per_envelope']} B/envelope) and flow state + parser "
+                f"{pc['state_per_coin_kb']} KB"
+            )
+        return 0
     if ns.coins < 1 or ns.minutes <= 0 or ns.interval_s <= 0:
         ap.error("--coins, --minutes and --interval-s must be positive")
     r = run_soak(
