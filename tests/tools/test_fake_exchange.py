@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,10 +32,13 @@ from tools.fake_exchange import (
     CaptureFeed,
     FakeExchange,
     Faults,
+    Injection,
     ListFeed,
     SimFeed,
     build_parser,
     exchange_from_args,
+    load_injections,
+    main,
 )
 from tools.simulate import SimConfig
 
@@ -740,17 +744,155 @@ def test_error_frames_every_n_seconds(make_exchange: Callable[..., FakeExchange]
 
 
 def test_idle_connections_are_closed(make_exchange: Callable[..., FakeExchange]) -> None:
-    ex = make_exchange(idle_timeout_s=0.5)
+    # A 2 s timeout against pings every ~0.2 s: a loaded machine must not close the busy socket.
+    ex = make_exchange(idle_timeout_s=2.0)
     with ws_connect(ex) as busy, ws_connect(ex) as idle:
-        for _ in range(5):  # pongs are messages sent: the pinging socket stays open
+        closed: ConnectionClosed | None = None
+        deadline = time.monotonic() + 20.0
+        while closed is None:  # pongs are messages sent: the pinging socket stays open
+            assert time.monotonic() < deadline, "the idle socket was not closed"
             busy.send('{"method":"ping"}')
             assert recv(busy) == {"channel": "pong"}
-            time.sleep(0.2)
-        _, closed = read_until_closed(idle, 1.0)
+            try:
+                idle.recv(timeout=0.2)
+            except TimeoutError:
+                continue
+            except ConnectionClosed as ex_closed:
+                closed = ex_closed
+            else:
+                pytest.fail("the idle socket received a message")
         assert closed.rcvd is None
         busy.send('{"method":"ping"}')
         assert recv(busy) == {"channel": "pong"}
     assert ex.stats.idle_closes == 1
+
+
+# ----- injected frames ---------------------------------------------------------------------------
+
+HUGE_FRAME = '{"channel":"bbo", "data":{"coin":"BTC","time":1180591620717411303424,"px":1.50}}'
+DEEP_RAW = '{"channel":"bbo","data":' + "[" * 1000 + "]" * 1000 + "}"
+
+
+def write_inject(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def inject_lines() -> list[str]:
+    """Out of offset order on purpose; equal offsets keep their file order."""
+    return [
+        json.dumps({"offset_s": 0.9, "raw": DEEP_RAW}),
+        '{"offset_s": 0.6, "frame": ' + HUGE_FRAME + "}",
+        "",
+        json.dumps({"offset_s": 0.6, "raw": '{"channel":"bbo","da'}),
+        json.dumps({"offset_s": 0, "raw": "not json at all"}),
+    ]
+
+
+EXPECTED_INJECTED = [
+    (0.0, "not json at all"),
+    (0.6, HUGE_FRAME),
+    (0.6, '{"channel":"bbo","da'),
+    (0.9, DEEP_RAW),
+]
+
+
+def test_inject_file_is_read_verbatim_in_offset_order(tmp_path: Path) -> None:
+    items = load_injections(write_inject(tmp_path / "inject.ndjson", inject_lines()))
+    assert [(i.offset_s, i.text) for i in items] == EXPECTED_INJECTED
+    frame = {"channel": "bbo", "data": {"time": 2**70}}
+    assert (
+        Injection.of_frame(1, frame).text == '{"channel":"bbo","data":{"time":' + str(2**70) + "}}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ('{"offset_s": -1, "raw": "x"}', "offset_s must be a finite number >= 0"),
+        ('{"offset_s": NaN, "raw": "x"}', "offset_s must be a finite number >= 0"),
+        ('{"offset_s": "1", "raw": "x"}', "offset_s must be a finite number >= 0"),
+        ('{"offset_s": 1}', "got keys"),
+        ('{"offset_s": 1, "raw": "x", "frame": 1}', "got keys"),
+        ('{"offset_s": 1, "raw": {"channel": "bbo"}}', '"raw" must be a string'),
+        ('{"offset_s": 1, "frame": {"channel": }', "expected a JSON value"),
+        ('{"offset_s": 1, "frame": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deep"),
+        ('["offset_s", 1]', "not a JSON object"),
+        ('{"offset_s": 1, "raw": "x"} trailing', "unexpected text"),
+    ],
+)
+def test_bad_inject_file_names_the_line(tmp_path: Path, line: str, error: str) -> None:
+    path = write_inject(tmp_path / "bad.ndjson", ['{"offset_s": 0, "raw": "ok"}', line])
+    with pytest.raises(ValueError, match=rf"bad\.ndjson:2: .*{re.escape(error)}"):
+        load_injections(path)
+    with pytest.raises(ValueError, match=r"bad\.ndjson:2"):
+        FakeExchange(SimFeed(SIM), inject=path)
+
+
+def _texts_until(ws: ClientConnection, want: int, wanted: set[str], timeout: float) -> list[str]:
+    """Raw messages until ``want`` of them are in ``wanted`` (all kept, in arrival order)."""
+    out: list[str] = []
+    deadline = time.monotonic() + timeout
+    while sum(t in wanted for t in out) < want:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"only {sum(t in wanted for t in out)} of {want} injected frames arrived")
+        text = ws.recv(timeout=remaining)
+        assert isinstance(text, str)
+        out.append(text)
+    return out
+
+
+def test_injected_frames_follow_each_clients_first_subscription(
+    make_exchange: Callable[..., FakeExchange], tmp_path: Path
+) -> None:
+    ex = make_exchange(inject=write_inject(tmp_path / "inject.ndjson", inject_lines()))
+    assert [(i.offset_s, i.text) for i in ex.injections] == EXPECTED_INJECTED
+    wanted = {text for _, text in EXPECTED_INJECTED}
+    with ws_connect(ex) as idle, ws_connect(ex) as ws:
+        sent = time.monotonic()
+        send(ws, "subscribe", type="bbo", coin="BTC")
+        assert ack_of(recv(ws)) == {"type": "bbo", "coin": "BTC"}
+        texts = _texts_until(ws, len(EXPECTED_INJECTED), wanted, timeout=15.0)
+        got = [t for t in texts if t in wanted]
+        assert got == [text for _, text in EXPECTED_INJECTED]  # verbatim, in offset order
+        # not before its offset (the subscription reached the server after ``sent``)
+        assert time.monotonic() - sent >= 0.9
+        assert all(t in wanted or json.loads(t)["channel"] in DATA_CHANNELS for t in texts)
+        # a connection that never subscribed gets nothing: only its pong comes back
+        idle.send('{"method":"ping"}')
+        assert recv(idle) == {"channel": "pong"}
+        # a later connection gets the whole schedule from its own first subscription
+        with ws_connect(ex) as late:
+            send(late, "subscribe", type="trades", coin="ETH")
+            late_texts = _texts_until(late, len(EXPECTED_INJECTED), wanted, timeout=15.0)
+            assert [t for t in late_texts if t in wanted] == got
+    stats = ex.stats  # once per connection
+    assert stats.frames_injected == 2 * len(EXPECTED_INJECTED)
+    assert stats.sent("injected") == 2 * len(EXPECTED_INJECTED)
+    assert stats.malformed_injected == 0
+
+
+def test_injected_frames_from_code_and_during_a_stall(
+    make_exchange: Callable[..., FakeExchange],
+) -> None:
+    frame = {"channel": "fakeBad", "data": {"n": 1}}
+    ex = make_exchange(
+        feed=ListFeed(
+            [{"channel": "bbo", "data": {"coin": "BTC", "time": 1, "bbo": [None, None]}}]
+        ),
+        inject=[Injection.of_frame(0.2, frame), Injection(3.0, "late")],
+    )
+    with ws_connect(ex) as ws:
+        send(ws, "subscribe", type="bbo", coin="BTC")
+        recv_until(ws, is_channel("fakeBad"), timeout=5.0)
+        ex.stall(30.0)  # the 3 s message falls inside the stall: discarded, like everything
+        deadline = time.monotonic() + 15.0
+        while ex.stats.frames_stalled == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    stats = ex.stats
+    assert stats.frames_stalled >= 1
+    assert stats.frames_injected == 1
 
 
 # ----- feeds and CLI -----------------------------------------------------------------------------
@@ -933,3 +1075,16 @@ def test_cli_serves_until_sigterm() -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=5)
+
+
+def test_cli_inject_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_inject(tmp_path / "inject.ndjson", inject_lines())
+    args = build_parser().parse_args(["--simulate", "--port", "0", "--inject", str(path)])
+    ex = exchange_from_args(args)
+    assert [(i.offset_s, i.text) for i in ex.injections] == EXPECTED_INJECTED
+    assert exchange_from_args(build_parser().parse_args(["--simulate"])).injections == ()
+    bad = write_inject(tmp_path / "bad.ndjson", ['{"offset_s": 1, "raw": 2}'])
+    assert main(["--simulate", "--port", "0", "--inject", str(bad)]) == 2
+    assert "bad.ndjson:1" in capsys.readouterr().err
+    assert main(["--simulate", "--port", "0", "--inject", str(tmp_path / "none")]) == 2
+    assert "inject file not found" in capsys.readouterr().err
