@@ -102,8 +102,8 @@ def test_simulated_cascade_names_its_stresses(sample: dict[str, list[dict[str, A
             )
 
 
-def _ms(*args: int) -> int:
-    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)
+def _ms(year: int, month: int, day: int, hour: int = 0) -> int:
+    return int(datetime(year, month, day, hour, tzinfo=UTC).timestamp() * 1000)
 
 
 def test_real_candle_crash_lights_up() -> None:
