@@ -49,6 +49,7 @@ from connectors.events import (
     Stream,
     Trades,
 )
+from operators.failures import STEP_ERRORS, Bound, RangeError
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _STREAM_OF_KIND: Final = {
@@ -61,9 +62,24 @@ _STREAM_OF_KIND: Final = {
 }
 
 
+MIN_TIME_MS: Final = (datetime(1, 1, 2, tzinfo=UTC) - EPOCH) // timedelta(milliseconds=1)
+MAX_TIME_MS: Final = (datetime(9999, 12, 30, tzinfo=UTC) - EPOCH) // timedelta(milliseconds=1)
+"""Exchange times a bar can hold (a datetime can; a day of margin for windows and lateness).
+
+An event outside them (10^15 ms, 2^63 − 1) cannot be placed in time: the group step drops it
+as a step error (`operators.failures.STEP_ERRORS`) instead of letting it stop the flow."""
+
+
+def _at(ms: int) -> datetime:
+    try:
+        return EPOCH + timedelta(milliseconds=ms)
+    except OverflowError:  # guarded by `grouper`; the nearest representable time otherwise
+        return EPOCH + timedelta(milliseconds=MAX_TIME_MS if ms > 0 else MIN_TIME_MS)
+
+
 def event_time(e: Event) -> datetime:
     """An event's exchange time as an aware UTC datetime (what the `EventClock` orders by)."""
-    return EPOCH + timedelta(milliseconds=e.time_ms)
+    return _at(e.time_ms)
 
 
 def _time_ms(e: Event) -> int:
@@ -195,10 +211,12 @@ class EventGroup:
 
 
 def _group_time(g: EventGroup) -> datetime:
-    return EPOCH + timedelta(milliseconds=g.time_ms)
+    return _at(g.time_ms)
 
 
-def grouper(bar_ms: int, lateness_ms: int) -> Callable[[list[Event]], list[tuple[str, EventGroup]]]:
+def grouper(
+    bar_ms: int, lateness_ms: int, step_id: str = "fold_bars_group"
+) -> Callable[[list[Event]], list[tuple[str, EventGroup]]]:
     """A batch mapper: events → ``(coin, EventGroup)`` per coin and bar, in first-seen order.
 
     Lateness keeps its per-event meaning: an event is late iff it is more than ``lateness_ms``
@@ -206,7 +224,8 @@ def grouper(bar_ms: int, lateness_ms: int) -> Callable[[list[Event]], list[tuple
     wall clock). Such an event is not grouped but emitted on its own after every group of the
     batch, stamped with its own time, so the window judges it late; groups go out oldest stamp
     first, so none raises the watermark past a group still to come. The result does not depend on
-    how the input was batched.
+    how the input was batched. An event whose time is outside ``MIN_TIME_MS..MAX_TIME_MS`` is
+    dropped and counted as an error of ``step_id`` (it would stop the flow in the window).
     """
     newest: dict[str, int] = {}
 
@@ -216,6 +235,10 @@ def grouper(bar_ms: int, lateness_ms: int) -> Callable[[list[Event]], list[tuple
         for e in batch:
             t = e.time_ms
             coin = e.coin
+            if not MIN_TIME_MS <= t <= MAX_TIME_MS:
+                bound = Bound(MIN_TIME_MS, MAX_TIME_MS)
+                STEP_ERRORS.record(step_id, coin, RangeError("event.time_ms", t, bound))
+                continue
             top = newest.get(coin)
             if top is None or t > top:
                 newest[coin] = t
@@ -335,7 +358,7 @@ def fold_bars(
         raise ValueError(msg)
     clk = clock if clock is not None else make_clock(lateness_ms, live=live)
     keyed: KeyedStream[EventGroup] = op.flat_map_batch(
-        f"{step_id}_group", up, grouper(bar_ms, lateness_ms)
+        f"{step_id}_group", up, grouper(bar_ms, lateness_ms, f"{step_id}_group")
     )
     windower = InOrderTumblingWindower(length=timedelta(milliseconds=bar_ms), align_to=EPOCH)
     wo = win.fold_window(

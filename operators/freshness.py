@@ -9,6 +9,7 @@ latest event time in a replay, the wall clock live. The same judgement runs when
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -75,7 +76,7 @@ class StreamFreshness:
 def stale_after_ms(stream: Stream, interval_ms: float | None) -> int:
     """Age in ms after which ``stream`` counts as stale, given its typical interval."""
     floor = FLOOR_MS[stream]
-    if interval_ms is None:
+    if interval_ms is None or not interval_ms < math.inf:  # (NaN/inf: never from a real clock)
         return floor
     return max(floor, int(STALE_FACTOR * interval_ms))
 
@@ -93,7 +94,7 @@ def judge_stream(
             FreshnessStatus.MISSING, None, None, None, None, f"no {stream} data received"
         )
     age = max(0, as_of_ms - last_ms)
-    expected = None if interval_ms is None else round(interval_ms)
+    expected = None if interval_ms is None or not interval_ms < math.inf else round(interval_ms)
     limit = stale_after_ms(stream, interval_ms)
     if age > limit:
         reason = f"no {stream} for {age / 1000:.1f} s (stale after {limit / 1000:.1f} s" + (

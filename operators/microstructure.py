@@ -13,6 +13,7 @@ them on every quote and print of a bar. Formulas are in DESIGN.md §4 (Features)
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 
@@ -67,9 +68,39 @@ class MicroPrice:
         self._last_mid: float | None = None
 
     def bucket(self, bid_sz: float, ask_sz: float) -> int:
-        """The imbalance state of sizes ``bid_sz``, ``ask_sz`` (their sum must be > 0)."""
-        b = int(self._k * bid_sz / (bid_sz + ask_sz))
-        return b if b < self._k else self._k - 1
+        """The imbalance state of sizes ``bid_sz``, ``ask_sz`` (their sum must be > 0).
+
+        Raises ValueError for sizes that give no state (negative, not finite, zero sum).
+        """
+        k = self._k
+        total = bid_sz + ask_sz
+        x = k * bid_sz / total if total > 0.0 else math.nan
+        if not 0.0 <= x <= k:  # also NaN: sizes from the wire that make no imbalance
+            msg = f"no imbalance state for sizes {bid_sz!r}, {ask_sz!r}"
+            raise ValueError(msg)
+        b = int(x)
+        return b if b < k else k - 1
+
+    def mark(self) -> tuple[object, ...]:
+        """A copy of the (small) state, for `restore`."""
+        return (
+            tuple(self._num),
+            tuple(self._den),
+            tuple(self._pn),
+            tuple(self._ps),
+            tuple(self._touched),
+            self._last_mid,
+        )
+
+    def restore(self, mark: tuple[object, ...]) -> None:
+        """Back to the state `mark` copied."""
+        num, den, pn, ps, touched, last = mark
+        self._num = list(num)  # type: ignore[call-overload]
+        self._den = list(den)  # type: ignore[call-overload]
+        self._pn = list(pn)  # type: ignore[call-overload]
+        self._ps = list(ps)  # type: ignore[call-overload]
+        self._touched = list(touched)  # type: ignore[call-overload]
+        self._last_mid = last  # type: ignore[assignment]
 
     def observe(self, bid: float, bid_sz: float, ask: float, ask_sz: float) -> None:
         """Fold one top-of-book state (skipped when crossed, locked or without size)."""
@@ -77,20 +108,24 @@ class MicroPrice:
         total = bid_sz + ask_sz
         if spread <= 0.0 or total <= 0.0 or bid_sz < 0.0 or ask_sz < 0.0:
             return
+        k = self._k
+        x = k * bid_sz / total
+        inv = 1.0 / spread
+        if not (0.0 <= x <= k and inv < math.inf):  # NaN/inf sizes, a sub-normal spread
+            return
         mid = (bid + ask) * 0.5
         last = self._last_mid
         if mid != last and last is not None:
             self._resolve(mid - last)
         self._last_mid = mid
-        k = self._k
-        b = int(k * bid_sz / total)
+        b = int(x)
         if b >= k:
             b = k - 1
         pn = self._pn
         if pn[b] == 0.0:
             self._touched.append(b)
         pn[b] += 1.0
-        self._ps[b] += 1.0 / spread
+        self._ps[b] += inv
 
     def _resolve(self, d: float) -> None:
         """The mid moved by ``d``: credit it to every pending state (and its mirror image)."""
@@ -122,7 +157,8 @@ class MicroPrice:
 
     def g(self, bid_sz: float, ask_sz: float) -> float | None:
         """Expected next mid change in spreads for these sizes; None until the bucket is warm."""
-        if bid_sz < 0.0 or ask_sz < 0.0 or bid_sz + ask_sz <= 0.0:
+        total = bid_sz + ask_sz
+        if bid_sz < 0.0 or ask_sz < 0.0 or not 0.0 < total < math.inf:
             return None
         b = self.bucket(bid_sz, ask_sz)
         den = self._den[b]
@@ -192,11 +228,37 @@ class Vpin:
                 self._sum_v = sum(v for _, v in buckets)
                 self._removed = 0
 
+    def mark(self) -> tuple[object, ...]:
+        """A copy of the state (at most ``n`` buckets), for `restore`."""
+        return (
+            tuple(self._buckets),
+            self._sum_i,
+            self._sum_v,
+            self._removed,
+            self._size,
+            self._buy,
+            self._sell,
+            self._done,
+        )
+
+    def restore(self, mark: tuple[object, ...]) -> None:
+        """Back to the state `mark` copied."""
+        buckets, si, sv, removed, size, buy, sell, done = mark
+        self._buckets = deque(buckets)  # type: ignore[call-overload]
+        self._sum_i, self._sum_v = si, sv  # type: ignore[assignment]
+        self._removed, self._size = removed, size  # type: ignore[assignment]
+        self._buy, self._sell, self._done = buy, sell, done  # type: ignore[assignment]
+
     def add(self, prints: Iterable[tuple[float, float, int]], bucket_size: float) -> None:
-        """Fill buckets with prints ``(px, sz, side)``; new buckets get ``bucket_size``."""
-        if bucket_size <= 0.0:
+        """Fill buckets with prints ``(px, sz, side)``; new buckets get ``bucket_size``.
+
+        A size that is not a finite positive number (only from a bad wire value) is skipped.
+        """
+        if not 0.0 < bucket_size < math.inf:
             return
         for _, sz, side in prints:
+            if not sz < math.inf:
+                continue
             while sz > 0.0:
                 size = self._size
                 if size <= 0.0:
@@ -242,7 +304,7 @@ def walk_book(px: Sequence[float], sz: Sequence[float], notional: float) -> floa
     remaining = notional
     base = 0.0
     for p, s in zip(px, sz, strict=False):
-        if p <= 0.0 or s <= 0.0:
+        if not (0.0 < p < math.inf and 0.0 < s < math.inf):
             continue
         level = p * s
         if level >= remaining:
