@@ -30,6 +30,9 @@ metric                                 type     from
 ``hlsl_stream_last_id``                gauge    newest sequence number
 ``hlsl_http_rejected_total{reason}``   counter  401s and 429s
 =====================================  =======  ==============================================
+
+and ``hlsl_step_errors_total{step,coin}`` (counter): bars whose computation failed in a step and
+were published degraded, from `operators.failures.STEP_ERRORS` (process-wide).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from starlette.responses import Response
 from api.security import AccessCounters
 from api.store import SignalStore
 from api.stream import Broadcaster, Refresh
+from operators.failures import STEP_ERRORS
 
 StaleCheck = Callable[[], bool]
 
@@ -219,6 +223,15 @@ class ServiceCollector(Collector):
         last = GaugeMetricFamily("hlsl_stream_last_id", "Newest stream sequence number")
         last.add_metric([], float(s.last_seq))
         yield last
+
+        step_errors = CounterMetricFamily(
+            "hlsl_step_errors",
+            "Bars whose computation failed in a step (published degraded), by step and coin",
+            labels=["step", "coin"],
+        )
+        for (step, coin), n in sorted(STEP_ERRORS.snapshot().items()):
+            step_errors.add_metric([step, coin], float(n))
+        yield step_errors
 
         yield _counter(
             "hlsl_http_rejected",

@@ -22,18 +22,34 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.events import Stream
 from operators.edge import Direction, Explain
+from operators.failures import STEP_ERRORS
 from operators.freshness import FreshnessStatus
 from operators.regime import RegimeLabel, Rule
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+SignedUnit = Annotated[float, Field(ge=-1.0, le=1.0)]
+Positive = Annotated[float, Field(gt=0.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+Percent = Annotated[float, Field(ge=-100.0)]
+Count = Annotated[int, Field(ge=0)]
 Ms = Annotated[int, Field(description="milliseconds since the Unix epoch (UTC)")]
+# Ranges are defined once, in the operators (`operators.features.FEATURE_BOUNDS`,
+# `operators.envelope.ENVELOPE_BOUNDS`); tests/api/test_schema.py checks these fields carry them.
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=True)
 
 
-class Regime(_Model):
+class _Published(_Model):
+    """A part of the envelope: every number finite (NaN and ±inf are invalid)."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_enum_values=True, allow_inf_nan=False
+    )
+
+
+class Regime(_Published):
     """The market regime of a coin, with its history and the evidence behind it."""
 
     label: RegimeLabel = Field(description="current regime (hysteresis applied)")
@@ -56,7 +72,7 @@ class Regime(_Model):
     n_inputs_max: int = Field(ge=1, description="decision features the rules can read")
 
 
-class Signals(_Model):
+class Signals(_Published):
     """The three contract signals in [0, 1]; null when no input supports them."""
 
     momentum: Unit | None = Field(
@@ -66,17 +82,19 @@ class Signals(_Model):
     risk: Unit | None = Field(description="market stress (vol expansion, spread, depth, flow, OI)")
 
 
-class EdgeCosts(_Model):
+class EdgeCosts(_Published):
     """What acting on the edge costs, bps of mid (null: not measurable from the inputs)."""
 
     fee_bps: float = Field(ge=0, description="taker fee (HLSL_TAKER_FEE_BPS, default 4.5)")
-    half_spread_bps: float | None = Field(description="half the quoted spread")
-    slippage_bps: float | None = Field(
+    half_spread_bps: NonNegative | None = Field(
+        description="half the quoted spread (null unless 0 < bid < ask, both finite)"
+    )
+    slippage_bps: NonNegative | None = Field(
         description="walking the latest book for size_usd, beyond the touch price"
     )
 
 
-class Edge(_Model):
+class Edge(_Published):
     """The edge: direction, calibrated score, expected move net of costs, and why."""
 
     score: Unit = Field(
@@ -86,11 +104,16 @@ class Edge(_Model):
         )
     )
     actionable: bool = Field(
-        description="net_edge_bps > 0, tradable regime, fresh inputs, warmed up, liquid enough"
+        description=(
+            "net_edge_bps > 0 with a positive cost from a sane quote (0 < bid < ask), tradable "
+            "regime, fresh inputs, warmed up, liquid enough, and no step error (degraded null)"
+        )
     )
     explain: list[Explain] = Field(description="stable machine codes, most important first")
     direction: Direction
-    horizon_ms: int | None = Field(description="horizon of the call and of expected_move_bps")
+    horizon_ms: Annotated[int, Field(gt=0)] | None = Field(
+        description="horizon of the call and of expected_move_bps"
+    )
     raw_score: Unit = Field(description="heuristic strength of the call before calibration")
     p_right: Unit | None = Field(
         description="calibrated probability that direction is right at horizon_ms"
@@ -99,42 +122,48 @@ class Edge(_Model):
     expected_move_bps: float | None = Field(
         description="gross expected move in the call's direction: (2 p_right - 1) x mean |move|"
     )
-    cost_bps: float | None = Field(description="fee + half spread + slippage for size_usd")
+    cost_bps: NonNegative | None = Field(description="fee + half spread + slippage for size_usd")
     net_edge_bps: float | None = Field(description="expected_move_bps - cost_bps")
     size_usd: float = Field(gt=0, description="notional the costs are measured for (quote)")
     costs: EdgeCosts
 
 
-class Features(_Model):
+class Features(_Published):
     """Named features with units in their names (DESIGN.md §4), in `FEATURE_NAMES` order.
 
     A null value is never a silent 0: ``features_missing`` says why it is null.
     """
 
-    mid_px: float | None = Field(
+    mid_px: Positive | None = Field(
         description="mid price (bbo/book, else allMids or ctx mid), quote currency"
     )
-    spread_bps: float | None = Field(description="best ask minus best bid over mid, bps")
-    weighted_mid_px: float | None = Field(
+    spread_bps: NonNegative | None = Field(description="best ask minus best bid over mid, bps")
+    weighted_mid_px: Positive | None = Field(
         description="size-weighted mid (bid*ask_sz + ask*bid_sz)/(bid_sz + ask_sz), quote ccy"
     )
-    microprice_px: float | None = Field(
+    microprice_px: Positive | None = Field(
         description=(
             "Stoikov micro-price mid + spread*g(I), g = E[next mid change | imbalance bucket] "
             "learnt online per coin (in spreads, symmetrised)"
         )
     )
     microprice_offset_bps: float | None = Field(description="microprice minus mid over mid, bps")
-    tob_imbalance: float | None = Field(
+    tob_imbalance: SignedUnit | None = Field(
         description="(bid_sz - ask_sz)/(bid_sz + ask_sz) at the touch, -1..1"
     )
-    depth_band_bps: float | None = Field(description="half-width of the depth band around mid, bps")
-    depth_bid_usd: float | None = Field(description="bid notional within the band, quote currency")
-    depth_ask_usd: float | None = Field(description="ask notional within the band, quote currency")
-    depth_imbalance: float | None = Field(
+    depth_band_bps: Positive | None = Field(
+        description="half-width of the depth band around mid, bps"
+    )
+    depth_bid_usd: NonNegative | None = Field(
+        description="bid notional within the band, quote currency"
+    )
+    depth_ask_usd: NonNegative | None = Field(
+        description="ask notional within the band, quote currency"
+    )
+    depth_imbalance: SignedUnit | None = Field(
         description="(bid depth - ask depth)/(sum) within the band, -1..1"
     )
-    book_levels: float | None = Field(description="levels in the latest book, both sides")
+    book_levels: NonNegative | None = Field(description="levels in the latest book, both sides")
     ofi: float | None = Field(
         description="Cont-Kukanov-Stoikov order-flow imbalance over this bar's quotes, base coin"
     )
@@ -142,53 +171,63 @@ class Features(_Model):
         description="OFI over the window / mean touch depth (bid+ask size)/2, dimensionless"
     )
     ofi_zscore: float | None = Field(description="this bar's OFI vs its rolling history, sigma")
-    trade_count: float | None = Field(description="trades in this bar")
-    buy_volume: float | None = Field(description="buying-aggressor volume in this bar, base coin")
-    sell_volume: float | None = Field(description="selling-aggressor volume in this bar, base coin")
-    vwap_px: float | None = Field(description="volume-weighted trade price in this bar")
-    trade_flow_imbalance: float | None = Field(
+    trade_count: NonNegative | None = Field(description="trades in this bar")
+    buy_volume: NonNegative | None = Field(
+        description="buying-aggressor volume in this bar, base coin"
+    )
+    sell_volume: NonNegative | None = Field(
+        description="selling-aggressor volume in this bar, base coin"
+    )
+    vwap_px: Positive | None = Field(description="volume-weighted trade price in this bar")
+    trade_flow_imbalance: SignedUnit | None = Field(
         description="(buy - sell)/(buy + sell) aggressor volume over the window, -1..1"
     )
-    trade_flow_imbalance_bar: float | None = Field(description="same, this bar only")
+    trade_flow_imbalance_bar: SignedUnit | None = Field(description="same, this bar only")
     signed_notional_usd: float | None = Field(
         description="buy minus sell aggressor notional over the window, quote currency"
     )
-    trade_rate_per_s: float | None = Field(description="trades per second over the window")
-    trade_rate_burst: float | None = Field(
+    trade_rate_per_s: NonNegative | None = Field(description="trades per second over the window")
+    trade_rate_burst: NonNegative | None = Field(
         description="trade rate over the short window / over the long window (1 = usual)"
     )
-    vpin: float | None = Field(
+    vpin: Unit | None = Field(
         description="VPIN over the last volume buckets, exact aggressor sides, 0..1"
     )
-    realized_vol_bps: float | None = Field(
+    realized_vol_bps: NonNegative | None = Field(
         description="sqrt(sum of squared log returns) over the window, bps"
     )
-    realized_vol_ann: float | None = Field(
+    realized_vol_ann: NonNegative | None = Field(
         description="realized volatility annualised (365.25 d), fraction"
     )
-    vol_expansion_ratio: float | None = Field(
+    vol_expansion_ratio: NonNegative | None = Field(
         description="short-window vol per unit time over its usual (rolling median) level"
     )
-    parkinson_vol_ann: float | None = Field(
+    parkinson_vol_ann: NonNegative | None = Field(
         description="Parkinson high-low volatility from closed candles, annualised fraction"
     )
-    garman_klass_vol_ann: float | None = Field(
+    garman_klass_vol_ann: NonNegative | None = Field(
         description="Garman-Klass OHLC volatility from closed candles, annualised fraction"
     )
     momentum_bps: float | None = Field(description="log return over the trend window, bps")
     momentum_z: float | None = Field(
         description="momentum over its noise: move / (sigma per return x sqrt(returns)), sigma"
     )
-    efficiency_ratio: float | None = Field(
+    efficiency_ratio: Unit | None = Field(
         description="Kaufman efficiency ratio |net move| / path length over the trend window, 0..1"
     )
-    variance_ratio: float | None = Field(
+    variance_ratio: NonNegative | None = Field(
         description="variance ratio VR(q) of q-period vs 1-period returns (>1 trend, <1 reverting)"
     )
     price_zscore: float | None = Field(description="(price - window mean) / window std")
-    spread_ratio: float | None = Field(description="spread over its rolling median (1 = usual)")
-    depth_ratio: float | None = Field(description="band depth over its rolling median (1 = usual)")
-    volume_ratio: float | None = Field(description="bar volume over its rolling median (1 = usual)")
+    spread_ratio: NonNegative | None = Field(
+        description="spread over its rolling median (1 = usual)"
+    )
+    depth_ratio: NonNegative | None = Field(
+        description="band depth over its rolling median (1 = usual)"
+    )
+    volume_ratio: NonNegative | None = Field(
+        description="bar volume over its rolling median (1 = usual)"
+    )
     funding_rate_1h: float | None = Field(
         description="hourly funding rate estimate (fraction, not %)"
     )
@@ -196,24 +235,26 @@ class Features(_Model):
         description="the exchange's funding premium (impact prices vs oracle), bps"
     )
     mark_oracle_bps: float | None = Field(description="(mark - oracle)/oracle, bps")
-    open_interest: float | None = Field(description="open interest, base coin")
-    oi_change_pct: float | None = Field(description="open-interest change over the window, percent")
-    mark_px: float | None = Field(description="mark price")
-    oracle_px: float | None = Field(description="oracle price")
+    open_interest: NonNegative | None = Field(description="open interest, base coin")
+    oi_change_pct: Percent | None = Field(
+        description="open-interest change over the window, percent"
+    )
+    mark_px: Positive | None = Field(description="mark price")
+    oracle_px: Positive | None = Field(description="oracle price")
 
 
-class StreamFreshness(_Model):
+class StreamFreshness(_Published):
     """One stream's freshness on the source's clock."""
 
     status: FreshnessStatus
     last_exchange_ms: int | None
     last_recv_ms: int | None
-    age_ms: int | None = Field(description="source clock minus last exchange time")
-    expected_interval_ms: int | None = Field(description="the stream's learnt typical interval")
+    age_ms: Count | None = Field(description="source clock minus last exchange time")
+    expected_interval_ms: Count | None = Field(description="the stream's learnt typical interval")
     reason: str | None = Field(description="why stale or missing")
 
 
-class Freshness(_Model):
+class Freshness(_Published):
     """Per-stream freshness; ``as_of_ms`` is the source clock it was judged at."""
 
     as_of_ms: int
@@ -221,7 +262,7 @@ class Freshness(_Model):
     streams: dict[Stream, StreamFreshness]
 
 
-class Warmup(_Model):
+class Warmup(_Published):
     """Warm-up: signals are not trusted until enough price observations exist."""
 
     warming_up: bool
@@ -230,7 +271,7 @@ class Warmup(_Model):
     coverage: Unit
 
 
-class BarInfo(_Model):
+class BarInfo(_Published):
     """The bar (exchange-time window) this envelope describes."""
 
     open_ms: int
@@ -238,21 +279,32 @@ class BarInfo(_Model):
     events: int = Field(ge=0)
     gaps: int = Field(ge=0, description="input gaps (live reconnects) inside this bar")
     price_source: str | None = Field(description="mid, candle_close or last_trade")
-    window_span_ms: int | None = Field(description="time spanned by the feature window")
+    window_span_ms: Count | None = Field(description="time spanned by the feature window")
 
 
-class Producer(_Model):
+class Degraded(_Published):
+    """A bar whose computation failed in a step (isolated: other coins and bars go on)."""
+
+    step: str = Field(description="the flow step that failed, e.g. compute_features")
+    reason: str = Field(
+        description="out_of_range: <field> = <value> is not <range>, or <exception>: <message>"
+    )
+
+
+class Producer(_Published):
     """What produced the envelope."""
 
     code_version: str
-    bar_ms: int
-    lateness_ms: int
+    bar_ms: int = Field(gt=0)
+    lateness_ms: int = Field(ge=0)
 
 
-class SignalEnvelope(_Model):
+class SignalEnvelope(_Published):
     """One coin's signal as of one bar close (exchange time)."""
 
-    schema_version: Literal["1.0"]
+    schema_version: Literal["1.1"] = Field(
+        description="1.1 added the degraded block, the STEP_ERROR explain code and the ranges"
+    )
     timestamp_ms: Ms = Field(description="bar close, exchange time")
     coin: str
     direction: Direction
@@ -265,6 +317,13 @@ class SignalEnvelope(_Model):
     warmup: Warmup
     bar: BarInfo
     producer: Producer
+    degraded: Degraded | None = Field(
+        description=(
+            "null, or why this bar could not be computed: the step that failed and the reason. "
+            "Then the regime is held, features are null (step_error) or kept, the edge is FLAT "
+            "and not actionable with STEP_ERROR; the next good bar is normal again"
+        )
+    )
 
 
 class SignalList(_Model):
@@ -356,6 +415,13 @@ class State(_Model):
     source: SourceState
     coins: list[CoinState]
     late_events: int
+    step_errors: dict[str, dict[str, int]] = Field(
+        default_factory=STEP_ERRORS.by_step,
+        description=(
+            "bars whose computation failed, by step then coin (published degraded; the flow "
+            "went on); the same counts as hlsl_step_errors_total{step,coin}"
+        ),
+    )
 
 
 class ErrorBody(_Model):

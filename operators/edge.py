@@ -77,6 +77,8 @@ class Explain(StrEnum):
     COST_UNKNOWN = "COST_UNKNOWN"
     BOOK_TOO_THIN = "BOOK_TOO_THIN"
     REGIME_NOT_TRADABLE = "REGIME_NOT_TRADABLE"
+    STEP_ERROR = "STEP_ERROR"
+    """A step failed for this bar: the regime is held, no call is made (see ``degraded``)."""
 
 
 _STRESS_CODE = {
@@ -240,11 +242,43 @@ def slippage_bps(fv: FeatureVector, direction: Direction, size_usd: float) -> fl
     bid_px = book.bid_px
     ask_px = book.ask_px
     mid = (bid_px[0] + ask_px[0]) / 2.0
+    if not 0.0 < mid < math.inf:  # only from a bad wire value
+        return None
     if direction is Direction.LONG:
         fill = walk_book(ask_px, book.ask_sz, size_usd)
         return None if fill is None else max(0.0, 1e4 * (fill - ask_px[0]) / mid)
     fill = walk_book(bid_px, book.bid_sz, size_usd)
     return None if fill is None else max(0.0, 1e4 * (bid_px[0] - fill) / mid)
+
+
+def failed_edge(
+    label: RegimeLabel, horizon_ms: int | None, calibration: str, size_usd: float, fee_bps: float
+) -> Edge:
+    """A bar whose computation failed: FLAT, score 0, not actionable, ``STEP_ERROR`` first."""
+    return Edge(
+        Direction.FLAT,
+        0.0,
+        False,
+        (Explain.STEP_ERROR, _REGIME_CODE[label]),
+        horizon_ms,
+        calibration=calibration,
+        size_usd=size_usd,
+        fee_bps=fee_bps,
+    )
+
+
+def sane_quote(mid_px: float | None, spread_bps: float | None) -> bool:
+    """Whether a mid and spread come from a sane quote: 0 < bid < ask, both finite.
+
+    With ``M`` the mid and ``s`` the spread in bps, ``bid = M·(1 − s/2e4)`` and
+    ``ask = M·(1 + s/2e4)``: sane iff ``0 < M < inf`` and ``0 < s < 2e4``.
+    """
+    return (
+        mid_px is not None
+        and spread_bps is not None
+        and 0.0 < mid_px < math.inf
+        and 0.0 < spread_bps < 2e4
+    )
 
 
 @dataclass(slots=True)
@@ -274,6 +308,17 @@ class EdgeScorer:
         if hc is None:
             return base, UNCALIBRATED, None
         return hc.horizon_ms, cal.version, hc.mean_abs_move(fv.coin)
+
+    def failed(self, fv: FeatureVector, regime: RegimeState) -> Edge:
+        """The edge of a bar whose computation failed: FLAT, not actionable, ``STEP_ERROR``."""
+        try:
+            horizon_ms: int | None
+            horizon_ms, version, _ = self.horizon(fv)
+        except Exception:  # the fallback must not fail in turn
+            horizon_ms, version = None, UNCALIBRATED
+        return failed_edge(
+            regime.label, horizon_ms, version, self.config.size_usd, self.config.taker_fee_bps
+        )
 
     def score(self, fv: FeatureVector, regime: RegimeState, signals: Signals, stale: bool) -> Edge:
         """Score one bar (DESIGN.md §6 Edge)."""
@@ -369,7 +414,9 @@ class EdgeScorer:
             why.append(Explain.UNCALIBRATED)
             score = raw
         spread = values.get("spread_bps")
-        half = None if spread is None else round(spread / 2.0, 4)
+        # A half-spread cost needs a sane quote: 0 < bid < ask, finite (else the cost is unknown).
+        sane = spread is not None and sane_quote(values.get("mid_px"), spread)
+        half = round(spread / 2.0, 4) if sane and spread is not None else None
         slip = slippage_bps(fv, direction, cfg.size_usd)
         if slip is not None:
             slip = round(slip, 4)
@@ -377,7 +424,8 @@ class EdgeScorer:
             why.append(Explain.BOOK_TOO_THIN)
         cost = None if half is None or slip is None else round(fee + half + slip, 4)
         net = None if cost is None or expected is None else round(expected - cost, 4)
-        if cost is None:
+        costed = cost is not None and cost > 0.0  # a cost of 0 is no measurement
+        if not costed:
             why.append(Explain.COST_UNKNOWN)
         elif net is not None:
             why.append(Explain.NET_EDGE_POSITIVE if net > 0 else Explain.COSTS_EXCEED_EDGE)
@@ -385,7 +433,8 @@ class EdgeScorer:
         if not tradable:  # pragma: no cover - only tradable regimes give a direction today
             why.append(Explain.REGIME_NOT_TRADABLE)
         actionable = (
-            net is not None
+            costed
+            and net is not None
             and net > 0
             and tradable
             and not stale

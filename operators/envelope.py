@@ -7,12 +7,22 @@ against that model with ``extra="forbid"``, so the two cannot drift apart silent
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from connectors.events import STREAMS
-from operators.edge import Edge, Signals
-from operators.features import FeatureVector
+from operators.edge import Edge, Signals, failed_edge
+from operators.failures import (
+    FINITE,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT,
+    Bound,
+    Degraded,
+    compile_checker,
+)
+from operators.features import FEATURE_NAMES, STEP_ERROR_REASON, FeatureVector, check_features
 from operators.freshness import (
     FreshnessStatus,
     StreamFreshness,
@@ -21,13 +31,77 @@ from operators.freshness import (
 )
 from operators.regime import DECISION_INPUTS, RegimeState
 
-SCHEMA_VERSION: Final = "1.0"
+SCHEMA_VERSION: Final = "1.1"
+"""1.1: the ``degraded`` block, the ``STEP_ERROR`` explain code and the documented ranges."""
 _NAMES: Final = tuple(s.value for s in STREAMS)
+_INF: Final = math.inf
 _STATUS: Final = {s: s.value for s in FreshnessStatus}
 _MISSING_REASON: Final = {
     s: judge_stream(s, None, None, None, 0).reason for s in STREAMS
 }  # the reason judge_stream gives a stream that never appeared
 N_INPUTS_MAX: Final = len(DECISION_INPUTS)
+
+ENVELOPE_BOUNDS: Final[dict[str, Bound]] = {
+    "regime.confidence": UNIT,
+    "regime.margin": UNIT,
+    "regime.candidate_count": NON_NEGATIVE,
+    "regime.dwell_bars": NON_NEGATIVE,
+    "regime.n_inputs": NON_NEGATIVE,
+    "signals.momentum": UNIT,
+    "signals.liquidity": UNIT,
+    "signals.risk": UNIT,
+    "edge.score": UNIT,
+    "edge.horizon_ms": POSITIVE,
+    "edge.raw_score": UNIT,
+    "edge.p_right": UNIT,
+    "edge.expected_move_bps": FINITE,
+    "edge.cost_bps": NON_NEGATIVE,
+    "edge.net_edge_bps": FINITE,
+    "edge.size_usd": POSITIVE,
+    "edge.costs.fee_bps": NON_NEGATIVE,
+    "edge.costs.half_spread_bps": NON_NEGATIVE,
+    "edge.costs.slippage_bps": NON_NEGATIVE,
+    "warmup.observations": NON_NEGATIVE,
+    "warmup.required": Bound(1.0),
+    "warmup.coverage": UNIT,
+    "bar.events": NON_NEGATIVE,
+    "bar.gaps": NON_NEGATIVE,
+    "bar.window_span_ms": NON_NEGATIVE,
+    "freshness.streams.*.age_ms": NON_NEGATIVE,
+    "freshness.streams.*.expected_interval_ms": NON_NEGATIVE,
+}
+"""The documented range of every ranged number outside ``features`` (`FEATURE_BOUNDS`), by path;
+the API schema carries them, and `check_envelope` enforces them (and finiteness) before encoding."""
+
+
+def _access(path: str) -> str:
+    return "x" + "".join(f"[{p!r}]" for p in path.split("."))
+
+
+_check_rest: Final = compile_checker(
+    "check_envelope_rest",
+    [(p, _access(p), b) for p, b in ENVELOPE_BOUNDS.items() if "*" not in p],
+    {
+        'x["freshness"]["streams"].values()': [
+            (p, "it" + _access(p.split("*.")[1])[1:], b)
+            for p, b in ENVELOPE_BOUNDS.items()
+            if "*" in p
+        ]
+    },
+)
+
+
+def check_envelope(env: dict[str, Any], *, features_checked: bool = False) -> None:
+    """Raise `RangeError` unless every number of the envelope is finite and in its range.
+
+    Checked on the Python values, before encoding (orjson would write NaN as null): the features
+    (`FEATURE_BOUNDS`; skipped when ``features_checked``: the features step checked that very
+    dict) and every ranged field of `ENVELOPE_BOUNDS`. The other numbers are ints the layer counts
+    itself (timestamps, counts), finite by construction.
+    """
+    if not features_checked:
+        check_features(env["features"])
+    _check_rest(env)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +150,7 @@ def freshness_block(fv: FeatureVector, as_of_ms: int) -> dict[str, Any]:
             "last_exchange_ms": c.last_ms,
             "last_recv_ms": c.last_recv_ms,
             "age_ms": age,
-            "expected_interval_ms": None if iv is None else round(iv),
+            "expected_interval_ms": round(iv) if iv is not None and iv < _INF else None,
             "reason": None,
         }
     status = "stale" if stale else "ok" if present else "missing"
@@ -102,17 +176,15 @@ def build_envelope(
     edge: Edge,
     freshness: dict[str, Any],
     producer: Producer,
+    degraded: Degraded | None = None,
 ) -> dict[str, Any]:
-    """Assemble the envelope (field order is part of the byte-identical replay promise)."""
+    """Assemble the envelope (field order is part of the byte-identical replay promise).
+
+    Values are not checked here: the envelope step runs `check_envelope` on the result (a
+    non-finite or out-of-range value makes the bar a step error, never a published null).
+    """
     features = fv.values
     missing = fv.missing
-    bad = [k for k, v in features.items() if v is not None and v - v != 0.0]  # NaN or ±inf
-    if bad:  # NaN/inf never reach an agent: null with a reason
-        features = dict(features)
-        missing = dict(missing)
-        for name in bad:
-            features[name] = None
-            missing[name] = "non_finite"
     n = fv.observations
     return {
         "schema_version": SCHEMA_VERSION,
@@ -181,4 +253,40 @@ def build_envelope(
             "bar_ms": producer.bar_ms,
             "lateness_ms": producer.lateness_ms,
         },
+        "degraded": None
+        if degraded is None
+        else {"step": degraded.step, "reason": degraded.reason},
     }
+
+
+def degraded_block(d: Degraded) -> dict[str, str]:
+    """The envelope's ``degraded`` block."""
+    return {"step": d.step, "reason": d.reason}
+
+
+NO_SIGNALS: Final = Signals(None, None, None)
+
+
+def degraded_envelope(
+    fv: FeatureVector,
+    regime: RegimeState,
+    edge: Edge,
+    freshness: dict[str, Any],
+    producer: Producer,
+    degraded: Degraded,
+) -> dict[str, Any]:
+    """The envelope of a bar whose envelope could not be built or checked: every feature and
+    signal null (``step_error``), the edge FLAT with ``STEP_ERROR``, the regime as given.
+
+    Raises like `check_envelope` if even that is not publishable (the step then drops the bar).
+    """
+    blank = replace(
+        fv,
+        values=dict.fromkeys(FEATURE_NAMES),
+        missing=dict.fromkeys(FEATURE_NAMES, STEP_ERROR_REASON),
+        degraded=degraded,
+    )
+    held = failed_edge(regime.label, edge.horizon_ms, edge.calibration, edge.size_usd, edge.fee_bps)
+    env = build_envelope(blank, regime, NO_SIGNALS, held, freshness, producer, degraded)
+    check_envelope(env)
+    return env

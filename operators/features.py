@@ -19,10 +19,20 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from connectors.events import BookSnapshot, Stream
 from operators.bars import Bar
+from operators.failures import (
+    FINITE,
+    NON_NEGATIVE,
+    POSITIVE,
+    SIGNED_UNIT,
+    UNIT,
+    Bound,
+    Degraded,
+    compile_checker,
+)
 from operators.freshness import StreamClock
 from operators.microstructure import MicroPrice, Vpin, ofi_step
 from operators.rolling import RollingMedian, RollingMoments, RollingPair, RollingSum
@@ -91,6 +101,61 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "oracle_px",
 )
 
+FEATURE_BOUNDS: Final[dict[str, Bound]] = dict.fromkeys(FEATURE_NAMES, FINITE) | {
+    # prices
+    "mid_px": POSITIVE,
+    "weighted_mid_px": POSITIVE,
+    "microprice_px": POSITIVE,
+    "vwap_px": POSITIVE,
+    "mark_px": POSITIVE,
+    "oracle_px": POSITIVE,
+    # book
+    "spread_bps": NON_NEGATIVE,
+    "tob_imbalance": SIGNED_UNIT,
+    "depth_band_bps": POSITIVE,
+    "depth_bid_usd": NON_NEGATIVE,
+    "depth_ask_usd": NON_NEGATIVE,
+    "depth_imbalance": SIGNED_UNIT,
+    "book_levels": NON_NEGATIVE,
+    # flow
+    "trade_count": NON_NEGATIVE,
+    "buy_volume": NON_NEGATIVE,
+    "sell_volume": NON_NEGATIVE,
+    "trade_flow_imbalance": SIGNED_UNIT,
+    "trade_flow_imbalance_bar": SIGNED_UNIT,
+    "trade_rate_per_s": NON_NEGATIVE,
+    "trade_rate_burst": NON_NEGATIVE,
+    "vpin": UNIT,
+    # volatility and trend
+    "realized_vol_bps": NON_NEGATIVE,
+    "realized_vol_ann": NON_NEGATIVE,
+    "vol_expansion_ratio": NON_NEGATIVE,
+    "parkinson_vol_ann": NON_NEGATIVE,
+    "garman_klass_vol_ann": NON_NEGATIVE,
+    "efficiency_ratio": UNIT,
+    "variance_ratio": NON_NEGATIVE,
+    # relative to the coin's own history
+    "spread_ratio": NON_NEGATIVE,
+    "depth_ratio": NON_NEGATIVE,
+    "volume_ratio": NON_NEGATIVE,
+    # perp context
+    "open_interest": NON_NEGATIVE,
+    "oi_change_pct": Bound(-100.0),
+}
+"""Each feature's documented range (every value is also finite); the API schema carries them."""
+
+STEP_ERROR_REASON: Final = "step_error"
+"""``features_missing`` reason of every feature of a bar whose computation failed."""
+
+check_features: Final = compile_checker(
+    "check_features",
+    [(f"features.{n}", f"x[{n!r}]", FEATURE_BOUNDS[n]) for n in FEATURE_NAMES],
+    {},
+)
+"""``check_features(values)``: raise `RangeError` for the first value that is not finite or is
+outside its range (`FEATURE_BOUNDS`); None values are not checked."""
+
+
 _QUOTE_NAMES: Final = (
     "spread_bps",
     "weighted_mid_px",
@@ -101,6 +166,14 @@ _QUOTE_NAMES: Final = (
     "ofi",
     "ofi_norm",
     "ofi_zscore",
+)
+_TOB_NAMES: Final = (
+    "spread_bps",
+    "weighted_mid_px",
+    "microprice_px",
+    "microprice_offset_bps",
+    "tob_imbalance",
+    "spread_ratio",
 )
 _BOOK_NAMES: Final = (
     "depth_band_bps",
@@ -230,6 +303,10 @@ class FeatureVector:
     """The latest usable book (both sides present) as of this bar, for book walks (edge costs)."""
     window_obs: int = 0
     """Price observations in the window (``window_span_ms`` spans ``window_obs − 1`` intervals)."""
+    degraded: Degraded | None = None
+    """Set when a step failed for this bar (the values are then all None, or held downstream)."""
+    checked: bool = False
+    """The features step has checked ``values`` (finite, in range): the envelope need not again."""
 
     @property
     def warming_up(self) -> bool:
@@ -401,7 +478,7 @@ class FeatureState:
 
         # -- price observation -------------------------------------------------------------
         px, source = self._price(bar)
-        if px is not None and px > 0:
+        if px is not None and 0.0 < px < math.inf:
             obs = self.obs
             if obs:
                 last = obs[-1]
@@ -462,6 +539,162 @@ class FeatureState:
             book=book if book is not None and self.bad_book is None and book.has_top else None,
             window_obs=len(self.obs),
         )
+
+    def degraded_vector(self, bar: Bar, degraded: Degraded) -> FeatureVector:
+        """The vector of a bar whose update failed: every value None (``step_error``), the
+        rest as of the state (rolled back to before the bar)."""
+        obs = self.obs
+        return FeatureVector(
+            coin=bar.coin,
+            open_ms=bar.open_ms,
+            close_ms=bar.close_ms,
+            values=dict.fromkeys(FEATURE_NAMES),
+            missing=dict.fromkeys(FEATURE_NAMES, STEP_ERROR_REASON),
+            observations=self.total_obs,
+            window_span_ms=obs[-1].t_ms - obs[0].t_ms if len(obs) >= 2 else None,
+            price_source=self.price_source,
+            streams=self._snapshot(),
+            candle_interval_ms=self.candle_interval_ms,
+            event_count=len(bar.trades)
+            + len(bar.books)
+            + len(bar.bbos)
+            + len(bar.mids)
+            + len(bar.ctxs)
+            + len(bar.candles),
+            warmup_obs=self.config.warmup_obs,
+            gaps=len(bar.gaps),
+            window_obs=len(obs),
+            degraded=degraded,
+        )
+
+    # -- rollback ------------------------------------------------------------------------------
+
+    def mark(self) -> tuple[Any, ...]:
+        """Everything `update` may change, cheaply: `restore` puts the state back as it was.
+
+        Small windows are copied; the long (``long_obs``) rolling windows keep O(1) marks (each
+        is updated at most once per bar). A test checks that every field is covered.
+        """
+        return (
+            tuple(self.obs),
+            tuple(self.obs_sums),
+            self.px_ref,
+            self.obs_drops,
+            tuple(self.qr2),
+            self.qr2_sum,
+            self.path_r,
+            self.short_r2.mark(),
+            self.long_r2.mark(),
+            self.var_rates.mark(),
+            tuple(self.flow),
+            tuple(self.flow_sums),
+            self.flow_drops,
+            self.flow_last_ms,
+            self.short_prints.mark(),
+            self.long_flow.mark(),
+            self.vpin.mark(),
+            tuple(self.ofi_win),
+            tuple(self.ofi_sums),
+            self.ofi_drops,
+            self.ofi_hist.mark(),
+            self.ofi_prev,
+            self.micro.mark(),
+            self.spreads.mark(),
+            self.depths.mark(),
+            self.volumes.mark(),
+            tuple(self.candles),
+            tuple(self.candle_sums),
+            self.candle_drops,
+            tuple(self.oi),
+            self.tob,
+            self.book,
+            self.bad_book,
+            self.ctx_mid_px,
+            self.ctx,
+            self.allmid_px,
+            self.last_trade_px,
+            self.candle_interval_ms,
+            self.price_source,
+            self.total_obs,
+            self.after_gap,
+            dict(self._clocks),
+            self._depth_of,
+        )
+
+    def restore(self, m: tuple[Any, ...]) -> None:
+        """Back to the state `mark` saw (raises `operators.rolling.UndoError` if it cannot)."""
+        (
+            obs,
+            obs_sums,
+            self.px_ref,
+            self.obs_drops,
+            qr2,
+            self.qr2_sum,
+            self.path_r,
+            short_r2,
+            long_r2,
+            var_rates,
+            flow,
+            flow_sums,
+            self.flow_drops,
+            self.flow_last_ms,
+            short_prints,
+            long_flow,
+            vpin,
+            ofi_win,
+            ofi_sums,
+            self.ofi_drops,
+            ofi_hist,
+            self.ofi_prev,
+            micro,
+            spreads,
+            depths,
+            volumes,
+            candles,
+            candle_sums,
+            self.candle_drops,
+            oi,
+            self.tob,
+            self.book,
+            self.bad_book,
+            self.ctx_mid_px,
+            self.ctx,
+            self.allmid_px,
+            self.last_trade_px,
+            self.candle_interval_ms,
+            self.price_source,
+            self.total_obs,
+            self.after_gap,
+            self._clocks,
+            self._depth_of,
+        ) = m
+        self.short_r2.undo(short_r2)
+        self.long_r2.undo(long_r2)
+        self.var_rates.undo(var_rates)
+        self.short_prints.undo(short_prints)
+        self.long_flow.undo(long_flow)
+        self.ofi_hist.undo(ofi_hist)
+        self.spreads.undo(spreads)
+        self.depths.undo(depths)
+        self.volumes.undo(volumes)
+        self.vpin.restore(vpin)
+        self.micro.restore(micro)
+        self.obs = deque(obs)
+        self.obs_sums = list(obs_sums)
+        self.qr2 = deque(qr2)
+        self.flow = deque(flow)
+        self.flow_sums = list(flow_sums)
+        self.ofi_win = deque(ofi_win)
+        self.ofi_sums = list(ofi_sums)
+        self.candles = deque(candles)
+        self.candle_sums = list(candle_sums)
+        self.oi = deque(oi)
+        # After every update `_clocks` holds equal copies of the stream clocks (`_snapshot`): the
+        # clocks are rebuilt from them instead of being copied by every mark.
+        self.streams = {
+            k: StreamClock(c.last_ms, c.last_recv_ms, c.count, c.interval_ms)
+            for k, c in self._clocks.items()
+        }
 
     def _snapshot(self) -> dict[Stream, StreamClock]:
         """Copies of the stream clocks; a clock that did not move this bar shares its last copy.
@@ -597,6 +830,10 @@ class FeatureState:
             return
         _, bid, bid_sz, ask, ask_sz = tob
         mid = (bid + ask) / 2.0
+        if not 0.0 < mid < math.inf:  # only from a bad wire value (mid_px fails its range)
+            for n in _TOB_NAMES:
+                missing[n] = "invalid_quote"
+            return
         spread = 1e4 * (ask - bid) / mid
         values["spread_bps"] = spread
         total = bid_sz + ask_sz
@@ -896,8 +1133,12 @@ class FeatureState:
         sums = self.candle_sums
         for c in bar.candles:
             if c.h > 0 and c.low > 0 and c.o > 0 and c.c > 0 and c.h >= c.low:
-                hl = math.log(c.h / c.low) ** 2
-                co = math.log(c.c / c.o) ** 2
+                hlr = c.h / c.low
+                cor = c.c / c.o
+                if not (hlr < math.inf and 0.0 < cor < math.inf):  # only from bad wire values
+                    continue
+                hl = math.log(hlr) ** 2
+                co = math.log(cor) ** 2
                 item = (c.time_ms - c.open_ms + 1, hl / LN2_4, 0.5 * hl - GK_C * co)
                 dq.append(item)
                 sums[0] += item[0]

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Final
 
 from connectors.events import Stream
+from operators.failures import UNIT, RangeError
 from operators.features import FeatureVector
 
 
@@ -93,6 +94,8 @@ class Rule(StrEnum):
     TREND = "efficient_path"
     MEAN_REVERSION = "inefficient_path"
     HOLD = "between_thresholds"
+    STEP_ERROR = "step_error"
+    """No call could be made for the bar (a step failed) and there was no earlier one to hold."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,13 @@ DECISION_INPUTS: Final[tuple[str, ...]] = (
     "oi_change_pct",
 )
 """The normalised features the rules read (their availability sets the input quality)."""
+
+
+def check_regime(rs: RegimeState) -> None:
+    """Raise `RangeError` if a published number of the regime is outside its range."""
+    for where, v in (("regime.confidence", rs.confidence), ("regime.margin", rs.margin)):
+        if not 0.0 <= v <= 1.0:
+            raise RangeError(where, v, UNIT)
 
 
 def _clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -289,6 +299,56 @@ class RegimeClassifier:
     candidate: RegimeLabel | None = None
     candidate_count: int = 0
     off_cascade: int = 0
+    last: RegimeState | None = None
+    """The state published for the latest bar (what a failed bar holds)."""
+
+    def mark(self) -> tuple[object, ...]:
+        """The whole (small) state, for `restore`."""
+        return (
+            self.label,
+            self.since_ms,
+            self.previous,
+            self.dwell,
+            self.candidate,
+            self.candidate_count,
+            self.off_cascade,
+            self.last,
+        )
+
+    def restore(self, m: tuple[object, ...]) -> None:
+        """Back to the state `mark` saw."""
+        (
+            self.label,
+            self.since_ms,
+            self.previous,
+            self.dwell,
+            self.candidate,
+            self.candidate_count,
+            self.off_cascade,
+            self.last,
+        ) = m  # type: ignore[assignment]
+
+    def held(self, fv: FeatureVector) -> RegimeState:
+        """What a bar whose computation failed publishes: the latest state, unchanged (the
+        classifier does not advance); UNKNOWN with rule ``step_error`` before any."""
+        if self.last is not None:
+            return self.last
+        used, lacking = inputs_of(fv)
+        return RegimeState(
+            label=RegimeLabel.UNKNOWN,
+            confidence=0.0,
+            since_ms=fv.close_ms,
+            previous=None,
+            candidate=None,
+            candidate_count=0,
+            dwell=0,
+            rule=Rule.STEP_ERROR,
+            margin=0.0,
+            stresses=(),
+            inputs_used=used,
+            inputs_missing=lacking,
+            n_inputs=0,
+        )
 
     def update(self, fv: FeatureVector) -> RegimeState:
         """Classify one bar's features; applies confirmation, dwell and cascade stickiness."""
@@ -329,7 +389,7 @@ class RegimeClassifier:
         used, lacking = inputs_of(fv)
         held = call.label is self.label
         k = n_inputs(fv)
-        return RegimeState(
+        self.last = state = RegimeState(
             label=self.label,
             confidence=self._confidence(call.margin if held else 0.0, k),
             since_ms=self.since_ms,
@@ -344,6 +404,7 @@ class RegimeClassifier:
             inputs_missing=lacking,
             n_inputs=k,
         )
+        return state
 
     def _confidence(self, margin: float, k: int) -> float:
         """margin × input quality × stability, in [0, 1] (DESIGN.md §5 Confidence)."""

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from api.schemas import Features, SignalEnvelope
 from api.store import RunState
 from flows.settings import Settings
 from flows.signal import build_pipeline, run_pipeline
-from operators.features import FEATURE_NAMES
+from operators.envelope import ENVELOPE_BOUNDS
+from operators.failures import FLOAT_MAX, Bound
+from operators.features import FEATURE_BOUNDS, FEATURE_NAMES
 from tests.conftest import LIVE_CAPTURE, REPO, real_file
 
 SCHEMA_PATH = REPO / "api" / "signal_envelope.schema.json"
@@ -96,3 +101,77 @@ def test_every_null_feature_has_a_reason(envelopes: list[dict[str, Any]]) -> Non
                 silent[name] = silent.get(name, 0) + 1
                 example.setdefault(name, (env["coin"], env["timestamp_ms"]))
     assert not silent, f"null features without a reason (count, first coin/bar): {silent} {example}"
+
+
+# -- ranges (issue #8): defined once in the operators, carried by the schema ----------------------
+
+
+def _prop(schema: dict[str, Any], path: list[str]) -> dict[str, Any]:
+    """The JSON-schema node of a dotted path (``*``: the values of a map)."""
+    defs = schema["$defs"]
+    node: dict[str, Any] = schema
+    for part in path:
+        if "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[1]]
+        node = node["additionalProperties"] if part == "*" else node["properties"][part]
+    return node
+
+
+def _limits(node: dict[str, Any]) -> dict[str, float]:
+    numeric = [n for n in node.get("anyOf", [node]) if n.get("type") in ("number", "integer")]
+    assert len(numeric) == 1, node
+    keys = ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum")
+    return {k: numeric[0][k] for k in keys if k in numeric[0]}
+
+
+def _expected(b: Bound) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if b.lo != -FLOAT_MAX:
+        out["exclusiveMinimum" if b.strict else "minimum"] = b.lo
+    if b.hi != FLOAT_MAX:
+        out["maximum"] = b.hi
+    return out
+
+
+def test_the_schema_carries_every_documented_range() -> None:
+    schema = _committed_schema()
+    paths = {f"features.{n}": b for n, b in FEATURE_BOUNDS.items()} | dict(ENVELOPE_BOUNDS)
+    ranged = 0
+    for path, bound in paths.items():
+        limits = _limits(_prop(schema, path.split(".")))
+        assert limits == _expected(bound), (path, limits, bound)
+        ranged += bool(limits)
+    assert ranged >= 50
+    # the conventions' examples
+    assert _limits(_prop(schema, ["features", "mid_px"])) == {"exclusiveMinimum": 0.0}
+    assert _limits(_prop(schema, ["features", "tob_imbalance"])) == {"minimum": -1, "maximum": 1}
+    assert _limits(_prop(schema, ["features", "vpin"])) == {"minimum": 0, "maximum": 1}
+    assert _limits(_prop(schema, ["edge", "p_right"])) == {"minimum": 0, "maximum": 1}
+
+
+def test_schema_1_1_adds_the_degraded_block_and_step_error() -> None:
+    schema = _committed_schema()
+    assert schema["properties"]["schema_version"]["const"] == "1.1"
+    assert "degraded" in schema["required"]
+    degraded = schema["$defs"]["Degraded"]
+    assert set(degraded["properties"]) == {"step", "reason"}
+    assert "STEP_ERROR" in schema["$defs"]["Explain"]["enum"]
+    assert "step_error" in schema["$defs"]["Rule"]["enum"]
+
+
+def test_the_model_refuses_non_finite_and_out_of_range_numbers(
+    envelopes: list[dict[str, Any]],
+) -> None:
+    env = copy.deepcopy(envelopes[-1])
+    SignalEnvelope.model_validate(env)
+    for path, bad in (
+        (("features", "momentum_bps"), math.nan),
+        (("features", "spread_bps"), -1.0),
+        (("features", "mid_px"), 0.0),
+        (("edge", "raw_score"), math.inf),
+        (("signals", "risk"), 1.5),
+    ):
+        broken = copy.deepcopy(env)
+        broken[path[0]][path[1]] = bad
+        with pytest.raises(ValidationError):
+            SignalEnvelope.model_validate(broken)
