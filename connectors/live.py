@@ -665,12 +665,15 @@ class HyperliquidSource(FixedPartitionedSource[Event, None]):
             coins_i = frozenset(self.coins) if i == 0 else frozenset(s)
             parser = FrameParser(coins_i, self.config.validation)
             parser.active = active
-            parser.on_reject = self._held_rejection(f"conn-{i}")
+            parser.on_reject = self._held_rejection(i)
             self.parsers.append(parser)
 
-    def _held_rejection(self, name: str) -> Callable[[FrameError], None]:
+    def _held_rejection(self, i: int) -> Callable[[FrameError], None]:
+        status = self.statuses[i]
+
         def report(ex: FrameError) -> None:
-            self.skips.skip(ex.reason, f"{name} (a coin's first prices, held)", ex.detail)
+            status.skipped += 1
+            self.skips.skip(ex.reason, f"{status.name} (a coin's first prices, held)", ex.detail)
 
         return report
 
