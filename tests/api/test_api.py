@@ -22,6 +22,7 @@ from api.schemas import SignalEnvelope
 from api.store import RunState, SignalStore
 from flows.settings import Settings
 from flows.signal import Pipeline, build_pipeline, run_pipeline
+from operators.envelope import SCHEMA_VERSION
 from operators.features import FEATURE_NAMES
 from tests.conftest import LIVE_CAPTURE, real_file
 
@@ -160,7 +161,7 @@ def test_signal_btc_has_the_public_contract(
     assert all(isinstance(code, str) and code for code in edge["explain"])
 
     # what agents get on top of it
-    assert body["schema_version"] == "1.0"
+    assert body["schema_version"] == SCHEMA_VERSION  # bumped by each release of additions
     assert body["direction"] in {"LONG", "SHORT", "FLAT"}
     assert body["direction"] == edge["direction"]
     assert isinstance(body["regime"]["since_ms"], int)
