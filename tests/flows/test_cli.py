@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from operators.envelope import SCHEMA_VERSION
 from tests.conftest import LIVE_CAPTURE, REPO, real_file
 
 STOP_WITHIN_S = 10.0
@@ -214,7 +215,7 @@ def test_api_server_serves_a_finished_replay_and_stops_cleanly(
     status, env = get_json(port, "/v1/signal/BTC")
     assert status == 200, env
     assert env["coin"] == "BTC"
-    assert env["schema_version"] == "1.0"
+    assert env["schema_version"] == SCHEMA_VERSION
     # the replay ended but the API keeps serving its final state until stopped
     time.sleep(0.3)
     assert proc.alive()
