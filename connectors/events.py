@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -86,12 +86,21 @@ class Trades:
         return self.prints[0][0]
 
 
-class WireLevel(msgspec.Struct):
-    """One book level as the exchange sends it (decimal strings decoded to floats)."""
+_MAX_FLOAT: Final = 1.7976931348623157e308
+WirePx = Annotated[float, msgspec.Meta(gt=0.0, le=_MAX_FLOAT)]
+"""A price as the typed decoders accept it: finite and > 0 (NaN fails ``gt``, inf fails ``le``)."""
+WireSz = Annotated[float, msgspec.Meta(ge=0.0, le=_MAX_FLOAT)]
+"""A size or count as the typed decoders accept it: finite and >= 0."""
+WireCoin = Annotated[str, msgspec.Meta(min_length=1)]
+"""A coin name: a non-empty string."""
 
-    px: float
-    sz: float
-    n: float = 0.0
+
+class WireLevel(msgspec.Struct):
+    """One book level as the exchange sends it (decimal strings decoded to floats, checked)."""
+
+    px: WirePx
+    sz: WireSz
+    n: WireSz = 0.0
 
 
 _LEVELS = msgspec.json.Decoder(tuple[list[WireLevel], list[WireLevel]], strict=False)
@@ -110,7 +119,7 @@ class BookSnapshot:
     empty), so features treat it as missing instead of crashing.
     """
 
-    __slots__ = ("_levels", "_sides", "coin", "error", "recv_ms", "time_ms")
+    __slots__ = ("_levels", "_sides", "_wire", "coin", "error", "recv_ms", "time_ms")
     KIND = Kind.BOOK
 
     def __init__(
@@ -127,6 +136,7 @@ class BookSnapshot:
         self.recv_ms = recv_ms
         self._levels = levels
         self._sides = sides
+        self._wire: tuple[list[WireLevel], list[WireLevel]] | None = None
         self.error: str | None = None
 
     @classmethod
@@ -149,9 +159,36 @@ class BookSnapshot:
         )
         return cls(coin, time_ms, recv_ms, sides=sides)
 
+    def load(self) -> tuple[list[float], list[float]] | None:
+        """Decode raw JSON levels with the wire constraints (prices finite and > 0, sizes and
+        counts finite and >= 0) and return the bid and ask prices, best first; None when the
+        levels did not arrive as raw JSON (see `sides`). Raises ``msgspec.ValidationError`` or
+        ``msgspec.DecodeError``. The float tuples are still built only on first use."""
+        levels = self._levels
+        if not isinstance(levels, msgspec.Raw):
+            return None
+        bids, asks = _LEVELS.decode(levels)
+        self._wire = (bids, asks)
+        self._levels = None
+        return [lv.px for lv in bids], [lv.px for lv in asks]
+
     def _decode(self) -> tuple[tuple[float, ...], ...]:
         sides = self._sides
         if sides is not None:
+            return sides
+        wire = self._wire
+        if wire is not None:
+            wb, wa = wire
+            sides = (
+                tuple([lv.px for lv in wb]),
+                tuple([lv.sz for lv in wb]),
+                tuple([lv.n for lv in wb]),
+                tuple([lv.px for lv in wa]),
+                tuple([lv.sz for lv in wa]),
+                tuple([lv.n for lv in wa]),
+            )
+            self._sides = sides
+            self._wire = None
             return sides
         levels = self._levels
         try:
@@ -185,6 +222,25 @@ class BookSnapshot:
         self._sides = sides
         self._levels = None
         return sides
+
+    def span(self) -> tuple[float, float, float] | None:
+        """``(lowest, highest, mid or best)`` price of the book, or None when it is empty."""
+        wire = self._wire
+        if wire is not None:
+            bids, asks = wire
+            if bids and asks:
+                return bids[-1].px, asks[-1].px, (bids[0].px + asks[0].px) * 0.5
+            side = bids or asks
+            if not side:
+                return None
+            a, b = side[0].px, side[-1].px
+            return min(a, b), max(a, b), a
+        s = self._decode()
+        bpx, apx = s[0], s[3]
+        if bpx and apx:
+            return bpx[-1], apx[-1], (bpx[0] + apx[0]) * 0.5
+        one = bpx or apx
+        return (min(one[0], one[-1]), max(one[0], one[-1]), one[0]) if one else None
 
     def sides(self) -> tuple[tuple[float, ...], ...]:
         """``(bid_px, bid_sz, bid_n, ask_px, ask_sz, ask_n)``, decoded once (see `error`)."""
@@ -232,6 +288,7 @@ class BookSnapshot:
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.coin, self.time_ms, self.recv_ms, self._sides, self.error = state
         self._levels = None
+        self._wire = None
 
     def __repr__(self) -> str:
         return f"BookSnapshot(coin={self.coin!r}, time_ms={self.time_ms}, recv_ms={self.recv_ms})"

@@ -42,13 +42,17 @@ from connectors.events import (
     Gap,
     Mid,
     Trades,
+    WireCoin,
     WireLevel,
+    WirePx,
+    WireSz,
 )
 from connectors.validate import (
     PriceGuard,
     TimeCheck,
     ValidationConfig,
     check_levels,
+    check_order,
     check_quote,
     coin_name,
     control_coins,
@@ -241,22 +245,22 @@ _MISSING: Final = object()
 
 
 class _Trade(msgspec.Struct):
-    coin: str
+    coin: WireCoin
     side: str
-    px: float
-    sz: float
+    px: WirePx
+    sz: WireSz
     time: int
     tid: int
 
 
 class _BboData(msgspec.Struct):
-    coin: str
+    coin: WireCoin
     time: int
     bbo: tuple[WireLevel | None, WireLevel | None]
 
 
 class _BookData(msgspec.Struct):
-    coin: str
+    coin: WireCoin
     time: int
     levels: msgspec.Raw
 
@@ -447,7 +451,7 @@ class FrameParser:
             self.frames["bbo"] += 1
         elif type(frame) is _TradesFrame:
             rows = [(t.coin, t.time, t.tid, t.side, t.px, t.sz) for t in frame.data]
-            out = self._trade_rows(rows, recv_ms)
+            out = self._trade_rows(rows, recv_ms, typed=True)
             self.frames["trades"] += 1
         else:
             assert type(frame) is _BookFrame
@@ -475,8 +479,9 @@ class FrameParser:
         return self._times.check(t, recv_ms, self.latest_ms, channel)
 
     def _bbo_typed(self, d: _BboData, recv_ms: int | None) -> list[Event]:
-        coin = coin_name(d.coin, "bbo")
-        t = self._time(d.time, recv_ms, "bbo")
+        # Coin, prices and sizes were checked by the typed decoder's constraints.
+        coin = d.coin
+        t = self._times.check(d.time, recv_ms, self.latest_ms, "bbo")
         bid, ask = d.bbo
         e = Bbo(
             coin,
@@ -487,7 +492,8 @@ class FrameParser:
             None if ask is None else ask.px,
             None if ask is None else ask.sz,
         )
-        _check_bbo(e)
+        if bid is not None and ask is not None and not bid.px < ask.px:
+            check_quote(bid.px, ask.px, "bbo")
         self._see(t)
         return [e] if self._keep(coin) else []
 
@@ -544,22 +550,35 @@ class FrameParser:
         return self._trade_rows(rows, recv_ms)
 
     def _trade_rows(
-        self, rows: list[tuple[Any, Any, Any, Any, Any, Any]], recv_ms: int | None
+        self,
+        rows: list[tuple[Any, Any, Any, Any, Any, Any]],
+        recv_ms: int | None,
+        *,
+        typed: bool = False,
     ) -> list[Event]:
-        """Validate every row, then de-duplicate and group ``(coin, time, tid, side, px, sz)``."""
+        """Validate every row, then de-duplicate and group ``(coin, time, tid, side, px, sz)``.
+
+        ``typed``: coin, price and size were already checked by the typed decoder's constraints.
+        """
         checked: list[tuple[str, int, int, int, float, float]] = []
+        last_t = None
         for coin, t, tid, side, px, sz in rows:
-            coin = coin_name(coin, "trades")
-            t = self._time(t, recv_ms, "trades")
-            if type(tid) is not int:
-                raise FrameError("bad_trades", f"trade id {str(tid)[:40]!r} is not an int")
+            if not typed:
+                coin = coin_name(coin, "trades")
+                px = price(px, "trade")
+                sz = size(sz, "trade")
+                if type(tid) is not int:
+                    raise FrameError("bad_trades", f"trade id {str(tid)[:40]!r} is not an int")
+            if t != last_t:
+                self._times.check(t, recv_ms, self.latest_ms, "trades")
+                last_t = t
             if side == "B":
                 s = 1
             elif side == "A":
                 s = -1
             else:
                 raise FrameError("bad_trades", f"unknown side {side!r} (expected 'B' or 'A')")
-            checked.append((coin, t, tid, s, price(px, "trade"), size(sz, "trade")))
+            checked.append((coin, t, tid, s, px, sz))
         groups: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
         dedupe = self._dedupe
         for coin, t, tid, s, px, sz in checked:
@@ -617,10 +636,19 @@ class FrameParser:
         coin = coin_name(coin, "l2Book")
         t = self._time(t, recv_ms, "l2Book")
         book = BookSnapshot(coin, t, recv_ms, levels)
-        sides = book.sides()
-        if book.error is not None:
-            raise FrameError("bad_l2Book", book.error)
-        check_levels(sides, "l2Book")
+        try:
+            prices = book.load()
+        except msgspec.ValidationError as ex:
+            raise FrameError(_level_reason(str(ex)), f"l2Book level: {ex}") from None
+        except msgspec.DecodeError as ex:
+            raise FrameError("bad_l2Book", f"unreadable levels: {ex}") from None
+        if prices is not None:
+            check_order(prices[0], prices[1], "l2Book")
+        else:
+            sides = book.sides()
+            if book.error is not None:
+                raise FrameError("bad_l2Book", book.error)
+            check_levels(sides, "l2Book")
         self._see(t)
         return [book] if self._keep(coin) else []
 
@@ -632,10 +660,10 @@ class FrameParser:
             coin,
             t,
             recv_ms,
-            None if bid is None else number(bid["px"]),
-            None if bid is None else number(bid["sz"]),
-            None if ask is None else number(ask["px"]),
-            None if ask is None else number(ask["sz"]),
+            None if bid is None else price(bid["px"], "bbo"),
+            None if bid is None else size(bid["sz"], "bbo"),
+            None if ask is None else price(ask["px"], "bbo"),
+            None if ask is None else size(ask["sz"], "bbo"),
         )
         _check_bbo(e)
         self._see(t)
@@ -768,6 +796,13 @@ class FrameParser:
                 del self._open_candles[key]
                 self._closed_t[key] = candle.open_ms
                 out.append(candle)
+
+
+def _level_reason(msg: str) -> str:
+    """The reason code for a book level the typed decoder's constraints refused."""
+    if "Expected `float` >" in msg or "Expected `float` <=" in msg:
+        return "bad_price" if msg.endswith(".px`") else "bad_size"
+    return "bad_l2Book"
 
 
 def _check_bbo(e: Bbo) -> None:

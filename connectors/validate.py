@@ -22,6 +22,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import gt, lt
 from typing import Any, Final
 
 from connectors.errors import FrameError
@@ -74,18 +75,24 @@ def number(value: Any) -> float:
 
 
 def price(value: Any, what: str) -> float:
-    """A finite price > 0."""
-    x = number(value)
-    if not x > 0.0:
-        raise FrameError("bad_price", f"{what}: price {value!r} is not > 0")
+    """A finite price > 0 (``bad_price``); ValueError for a boolean or unreadable text."""
+    if type(value) is bool:
+        msg = f"boolean {value!r} where a price belongs"
+        raise ValueError(msg)
+    x = float(value)
+    if not (x > 0.0 and x - x == 0.0):
+        raise FrameError("bad_price", f"{what}: price {value!r} is not a finite number > 0")
     return x
 
 
 def size(value: Any, what: str) -> float:
-    """A finite size >= 0."""
-    x = number(value)
-    if not x >= 0.0:
-        raise FrameError("bad_size", f"{what}: size {value!r} is negative")
+    """A finite size >= 0 (``bad_size``); ValueError for a boolean or unreadable text."""
+    if type(value) is bool:
+        msg = f"boolean {value!r} where a size belongs"
+        raise ValueError(msg)
+    x = float(value)
+    if not (x >= 0.0 and x - x == 0.0):
+        raise FrameError("bad_size", f"{what}: size {value!r} is not a finite number >= 0")
     return x
 
 
@@ -110,6 +117,16 @@ def check_levels(sides: tuple[tuple[float, ...], ...], what: str) -> None:
         for x in sizes:
             if not x >= 0.0:
                 raise FrameError("bad_size", f"{what}: level size or count {x} is negative")
+    if bid_px and ask_px and not bid_px[0] < ask_px[0]:
+        raise FrameError("crossed_quote", f"{what}: best bid {bid_px[0]} >= best ask {ask_px[0]}")
+
+
+def check_order(bid_px: list[float], ask_px: list[float], what: str) -> None:
+    """Book prices strictly ordered (bids descending, asks ascending), best bid < best ask."""
+    if len(bid_px) > 1 and not all(map(gt, bid_px, bid_px[1:])):
+        raise FrameError("unordered_book", f"{what}: bid prices are not strictly descending")
+    if len(ask_px) > 1 and not all(map(lt, ask_px, ask_px[1:])):
+        raise FrameError("unordered_book", f"{what}: ask prices are not strictly ascending")
     if bid_px and ask_px and not bid_px[0] < ask_px[0]:
         raise FrameError("crossed_quote", f"{what}: best bid {bid_px[0]} >= best ask {ask_px[0]}")
 
@@ -163,12 +180,7 @@ def price_span(e: Event) -> tuple[float, float, float] | None:
     if type(e) is Trades:
         return e.low_px, e.high_px, e.prints[-1][0]
     if type(e) is BookSnapshot:
-        s = e.sides()
-        bids, asks = s[0], s[3]
-        if bids and asks:
-            return bids[-1], asks[-1], (bids[0] + asks[0]) * 0.5
-        side = bids or asks
-        return (min(side[0], side[-1]), max(side[0], side[-1]), side[0]) if side else None
+        return e.span()
     if type(e) is Mid:
         return e.mid_px, e.mid_px, e.mid_px
     if type(e) is Candle:
@@ -196,6 +208,7 @@ class PriceGuard:
     """
 
     RING: Final = 15
+    REFRESH_EVERY: Final = 4
     REANCHOR_RUN: Final = 5
     HOLD_MAX: Final = 16
 
@@ -206,6 +219,7 @@ class PriceGuard:
         self._median: dict[str, float] = {}
         self._held: dict[str, list[Event]] = {}
         self._run: dict[str, list[float]] = {}
+        self._fresh: dict[str, int] = {}
         self.reanchored = 0
         self.rejected: list[FrameError] = []
         """Rejections decided after their frame was accepted (held events), for the caller."""
@@ -216,16 +230,22 @@ class PriceGuard:
         All events of a frame are judged before any is recorded, so a frame is accepted or
         rejected as a whole.
         """
-        if len(events) == 1:
+        if len(events) == 1:  # the common case, inlined
             e = events[0]
             coin = e.coin
-            if coin in self._median:
-                span = price_span(e)
-                if span is not None:
+            med = self._median.get(coin)
+            if med is None:
+                return self._hold(coin, e)
+            span = price_span(e)
+            if span is not None:
+                jump = self.max_jump
+                if span[0] * jump >= med and span[1] <= med * jump:
+                    if self._run:
+                        self._run.pop(coin, None)
+                else:
                     self._judge(coin, span)
-                    self._record(coin, span[2])
-                return events
-            return self._hold(coin, e)
+                self._record(coin, span[2])
+            return events
         out: list[Event] = []
         spans = [price_span(e) for e in events]
         for e, span in zip(events, spans, strict=True):
@@ -271,7 +291,12 @@ class PriceGuard:
     def _record(self, coin: str, px: float) -> None:
         ring = self._ring[coin]
         ring.append(px)
-        self._median[coin] = _median(ring)
+        # The reference is refreshed every few prices (a median of 15 barely moves in one).
+        n = self._fresh.get(coin, 0) + 1
+        if n >= self.REFRESH_EVERY or len(ring) < self.RING:
+            self._median[coin] = _median(ring)
+            n = 0
+        self._fresh[coin] = n
 
     def _hold(self, coin: str, e: Event) -> list[Event]:
         if not self.confirm_first:
