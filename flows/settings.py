@@ -1,21 +1,43 @@
 """The one settings object: ``HLSL_*`` environment variables, mirrored by the CLI flags.
 
-``HLSL_REPLAY`` and ``HLSL_COINS`` take comma-separated lists. Invalid values fail at start with a
-message naming the variable.
+``HLSL_REPLAY`` and ``HLSL_COINS`` take comma-separated lists. `Settings.load` is how every entry
+point builds its settings: an invalid value fails with one line naming the flag or variable, the
+value and what is allowed (`SettingsError`, never raw pydantic text), and an ``HLSL_*`` variable
+that names no setting fails naming the closest known one.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
+import os
+from collections.abc import Collection, Mapping
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from operators.calibration import UNCALIBRATED, Calibration, load_default
 from operators.calibration import load as load_calibration
 
 COIN_PATTERN = r"^[A-Za-z0-9:@_-]{1,32}$"
+ENV_PREFIX: Final = "HLSL_"
+OTHER_VARIABLES: Final = frozenset(
+    {
+        # HLSL_* variables read outside `Settings` (tests, the MCP proxy client); not typos.
+        "HLSL_DASHBOARD_SCREENSHOT",
+        "HLSL_API_CLIENT_TOKEN",
+        "HLSL_MCP_ALLOWED_HOSTS",
+        "HLSL_MCP_ALLOWED_ORIGINS",
+    }
+)
+SECRET_FIELDS: Final = frozenset({"api_token"})
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class SettingsError(ValueError):
+    """A setting is not allowed; the message is one line naming the flag or variable."""
 
 
 def code_version() -> str:
@@ -96,6 +118,36 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, le=1 << 30, description="largest request body accepted (bytes)"
     )
+    start_timeout_s: float = Field(
+        120.0,
+        ge=0,
+        le=86_400,
+        description="live start: how long to retry an unreachable exchange before giving up",
+    )
+
+    @classmethod
+    def load(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        flags: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Settings from ``HLSL_*`` variables and ``overrides`` (CLI flags, which win).
+
+        Args:
+            overrides: field name → value given on the command line.
+            flags: field name → the flag that set it, where it is not ``--field-name``.
+            environ: the environment to check for unknown ``HLSL_*`` names (default: os.environ).
+
+        Raises:
+            SettingsError: an unknown ``HLSL_*`` variable or a value not allowed (one line).
+        """
+        check_environment(environ)
+        given = dict(overrides or {})
+        try:
+            return cls(**given)
+        except ValidationError as ex:
+            raise settings_error(ex, given, flags or {}) from None
 
     def calibration_table(self) -> Calibration | None:
         """The calibration table these settings name (loaded and checked; None: uncalibrated)."""
@@ -110,6 +162,14 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: Any) -> Any:
         return _split(value)
 
+    @field_validator("log_level")
+    @classmethod
+    def _valid_log_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            msg = f"must be one of {', '.join(LOG_LEVELS)}"
+            raise ValueError(msg)
+        return value
+
     @field_validator("coins")
     @classmethod
     def _valid_coins(cls, value: list[str]) -> list[str]:
@@ -120,3 +180,108 @@ class Settings(BaseSettings):
             msg = f"not coin names: {bad!r} (expected {COIN_PATTERN})"
             raise ValueError(msg)
         return value
+
+
+def env_name(field: str) -> str:
+    """The ``HLSL_*`` variable of a settings field."""
+    return ENV_PREFIX + field.upper()
+
+
+def flag_name(field: str, flags: Mapping[str, str] | None = None) -> str:
+    """The command-line flag of a settings field (``--field-name`` unless ``flags`` says)."""
+    if flags and field in flags:
+        return flags[field]
+    return "--" + field.replace("_", "-")
+
+
+def known_variables() -> list[str]:
+    """Every ``HLSL_*`` variable that means something here."""
+    return sorted({env_name(f) for f in Settings.model_fields} | OTHER_VARIABLES)
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Raise `SettingsError` for an ``HLSL_*`` variable that names no setting (a typo).
+
+    The message names the closest known variable (``HLSL_STOR`` → ``HLSL_STORE``...).
+    """
+    env = os.environ if environ is None else environ
+    known = known_variables()
+    unknown = sorted(k for k in env if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+    if not unknown:
+        return
+    problems = []
+    for name in unknown:
+        near = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]}?" if near else " (no setting has that name)"
+        problems.append(f"unknown variable {name}{hint}")
+    raise SettingsError("; ".join(problems))
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _shown(field: str, value: Any) -> str:
+    if field in SECRET_FIELDS:
+        return "(hidden)"
+    if isinstance(value, list | tuple):
+        value = ",".join(str(v) for v in value)
+    text = str(value)
+    if not text or text != text.strip() or " " in text:
+        return repr(text)
+    return text
+
+
+_ALLOWED: Final = {
+    "greater_than_equal": ("ge", "must be >= {}"),
+    "greater_than": ("gt", "must be > {}"),
+    "less_than_equal": ("le", "must be <= {}"),
+    "less_than": ("lt", "must be < {}"),
+}
+_KINDS: Final = {
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_parsing": "must be true or false (1/0, yes/no, on/off)",
+    "bool_type": "must be true or false (1/0, yes/no, on/off)",
+    "string_type": "must be text",
+}
+
+
+def _allowed(err: Mapping[str, Any]) -> str:
+    kind = str(err.get("type"))
+    ctx = err.get("ctx") or {}
+    if kind in _ALLOWED:
+        key, template = _ALLOWED[kind]
+        return template.format(_number(ctx.get(key)))
+    if kind in _KINDS:
+        return _KINDS[kind]
+    if kind == "value_error" and "error" in ctx:
+        return str(ctx["error"])
+    msg = str(err.get("msg", "not allowed"))
+    return msg[:1].lower() + msg[1:]
+
+
+def settings_error(
+    ex: ValidationError, from_flags: Collection[str], flags: Mapping[str, str] | None = None
+) -> SettingsError:
+    """One line for a settings validation error: who set what, the value, what is allowed.
+
+    ``--port (HLSL_PORT) = 99999: must be <= 65535`` for a flag (a field in ``from_flags``),
+    ``HLSL_PORT = abc: must be a whole number`` for a variable; several errors joined by ``; ``.
+    """
+    parts = []
+    for err in ex.errors():
+        loc = err.get("loc") or ("?",)
+        field = str(loc[0])
+        if field in from_flags:
+            who = f"{flag_name(field, flags)} ({env_name(field)})"
+        else:
+            who = env_name(field)
+        parts.append(f"{who} = {_shown(field, err.get('input'))}: {_allowed(err)}")
+    return SettingsError("; ".join(parts))
