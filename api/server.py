@@ -6,6 +6,11 @@ The flow runs on a background (non-daemon) thread; uvicorn owns the main thread 
 handling, so SIGINT/SIGTERM run the app's shutdown, which ends the flow's source (a clean end of
 input, bytewax-0.21.md §5.4) and joins the thread. When a replay ends, the API keeps serving its
 final state until stopped. Every flag mirrors an ``HLSL_*`` variable (`flows.settings.Settings`).
+
+Start-up fails as a whole, before anything is announced, with one line ``cannot start: …`` and
+exit status 2: a setting not allowed, an unknown ``HLSL_*`` variable, an output path that cannot be
+written, a capture (or a directory of captures) that is not there, the port in use, an unknown
+coin, or the exchange unreachable for ``--start-timeout-s``. The port is bound first.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -26,9 +32,16 @@ from api.app import create_app
 from api.dashboard import dashboard_router
 from api.mcp import mcp_http_app
 from api.stream import close_streams_on_exit
-from connectors.errors import FeedError
-from flows.settings import Settings
-from flows.signal import Pipeline, build_pipeline, run_pipeline, tune_gc
+from flows.settings import Settings, SettingsError
+from flows.signal import (
+    Pipeline,
+    build_pipeline,
+    run_pipeline,
+    skip_counts,
+    start_message,
+    tune_gc,
+)
+from flows.startup import LOG_FORMAT, bind_listener, fail
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +60,17 @@ class FlowThread:
             run_pipeline(self.pipeline)
         except BaseException:
             return
-        log.info(
-            "signal flow ended (%s): %d signals",
-            self.pipeline.store.state,
-            self.pipeline.store.signals_emitted,
-        )
+        p = self.pipeline
+        log.info("signal flow ended (%s): %d signals", p.store.state, p.store.signals_emitted)
+        if p.stats is not None and not p.stop.is_set():
+            log.info(
+                "replay: %d data frames from %d lines (skipped: %s)",
+                p.stats.frames,
+                p.stats.lines,
+                skip_counts(p.stats),
+            )
+        for problem in p.problems:
+            log.error("%s (the API keeps serving; /health says so)", problem)
 
     def start(self) -> None:
         """Start the flow."""
@@ -116,8 +135,16 @@ class GracefulServer(uvicorn.Server):
     uvicorn re-raises a captured SIGINT/SIGTERM once it has shut down, which ends the process
     with a KeyboardInterrupt traceback (SIGINT) or status 143 (SIGTERM). Here the first signal
     starts a graceful shutdown (the app's lifespan stops the flow), a second one forces it, and
-    the process exits 0.
+    the process exits 0. Off the main thread, setting ``stop_event`` does what a signal does.
     """
+
+    stop_event: threading.Event | None = None
+
+    async def on_tick(self, counter: int) -> bool:
+        stop = self.stop_event
+        if stop is not None and stop.is_set() and not self.should_exit:
+            self.handle_exit(signal.SIGTERM, None)  # on the server's loop: streams end too
+        return await super().on_tick(counter)
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -132,11 +159,19 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(s, handler)
 
 
-def serve_in_thread(pipeline: Pipeline, host: str, port: int) -> threading.Thread:
-    """Serve the API for a flow run elsewhere (``python -m bytewax.run flows.signal``)."""
+def serve_in_thread(
+    pipeline: Pipeline, sock: socket.socket, stop: threading.Event
+) -> threading.Thread:
+    """Serve the API for a flow run elsewhere (``python -m bytewax.run flows.signal``).
+
+    ``sock`` is already bound (`flows.startup.bind_listener`). The thread is not a daemon: the
+    process keeps serving after the flow ends, until ``stop`` is set (SIGINT/SIGTERM).
+    """
     app = build_app(pipeline, run_flow=False)
+    host, port = sock.getsockname()[:2]
     server = make_server(app, host, port, log_level="warning")
-    thread = threading.Thread(target=server.run, name="api-server", daemon=True)
+    server.stop_event = stop
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api-server")
     thread.start()
     log.info("serving the API on http://%s:%d (docs at /docs)", host, port)
     return thread
@@ -149,16 +184,23 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         description="Run the signal flow (live from Hyperliquid, or replaying captures) and "
         "serve the API.",
     )
-    ap.add_argument("--replay", nargs="+", metavar="PATH", help="capture files (HLSL_REPLAY)")
+    # Values are checked by `Settings.load` (one line naming flag, value and what is allowed),
+    # so the flags take strings.
+    ap.add_argument(
+        "--replay",
+        nargs="+",
+        metavar="PATH",
+        help="capture files, or directories of captures (HLSL_REPLAY)",
+    )
     ap.add_argument(
         "--coins", help="comma-separated coins (HLSL_COINS); live: required, ALL = every perp"
     )
-    ap.add_argument("--speed", type=float, help="0 = as fast as possible, 1 = real time")
+    ap.add_argument("--speed", help="0 = as fast as possible, 1 = real time")
     ap.add_argument("--host", help="bind address (default 127.0.0.1)")
-    ap.add_argument("--port", type=int, help="port (default 8000)")
-    ap.add_argument("--bar-ms", type=int, help="bar length in ms (default 1000)")
-    ap.add_argument("--lateness-ms", type=int, help="allowed lateness in ms (default 1000)")
-    ap.add_argument("--history-limit", type=int, help="envelopes kept per coin")
+    ap.add_argument("--port", help="port (default 8000)")
+    ap.add_argument("--bar-ms", help="bar length in ms (default 1000)")
+    ap.add_argument("--lateness-ms", help="allowed lateness in ms (default 1000)")
+    ap.add_argument("--history-limit", help="envelopes kept per coin")
     ap.add_argument("--log-level", help="DEBUG, INFO, WARNING ...")
     ap.add_argument("--ws-url", help="exchange WebSocket URL (HLSL_WS_URL; default mainnet)")
     ap.add_argument("--info-url", help="exchange /info URL (HLSL_INFO_URL; default mainnet)")
@@ -178,25 +220,21 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     ap.add_argument("--record", help="write every consumed input to this capture (HLSL_RECORD)")
     ap.add_argument("--signals-out", help="append every envelope to this NDJSON file")
     ap.add_argument("--cors-origins", help="allowed CORS origins, comma-separated")
-    ap.add_argument("--rate-limit-per-s", type=float, help="requests/s per client (0: off)")
-    ap.add_argument("--taker-fee-bps", type=float, help="taker fee in the edge's costs (4.5)")
-    ap.add_argument("--edge-size-usd", type=float, help="size slippage is measured for (10000)")
+    ap.add_argument("--rate-limit-per-s", help="requests/s per client (0: off)")
+    ap.add_argument("--taker-fee-bps", help="taker fee in the edge's costs (4.5)")
+    ap.add_argument("--edge-size-usd", help="size slippage is measured for (10000)")
     ap.add_argument("--calibration", help="edge calibration table (HLSL_CALIBRATION; none: off)")
-    ap.add_argument(
-        "--max-clock-skew-ms", type=int, help="exchange time may lead receipt by this (60000)"
-    )
-    ap.add_argument(
-        "--max-price-jump", type=float, help="max price / the coin's recent median (10)"
-    )
+    ap.add_argument("--max-clock-skew-ms", help="exchange time may lead receipt by this (60000)")
+    ap.add_argument("--max-price-jump", help="max price / the coin's recent median (10)")
     ap.add_argument(
         "--trust-legacy-control",
         action="store_true",
         default=None,
         help="accept hlsl.* control frames inside raw (older captures)",
     )
-    ap.add_argument("--record-flush-s", type=float, help="recording flush period (1)")
-    ap.add_argument("--max-json-depth", type=int, help="deepest JSON nesting accepted (64)")
-    ap.add_argument("--max-body-bytes", type=int, help="largest request body (1048576)")
+    ap.add_argument("--record-flush-s", help="recording flush period (1)")
+    ap.add_argument("--max-json-depth", help="deepest JSON nesting accepted (64)")
+    ap.add_argument("--max-body-bytes", help="largest request body (1048576)")
     ap.add_argument(
         "--no-mcp",
         dest="mcp",
@@ -204,33 +242,47 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default=None,
         help="do not serve MCP over HTTP at /mcp/",
     )
+    ap.add_argument(
+        "--start-timeout-s",
+        help="live start: retry an unreachable exchange this long, then fail (120)",
+    )
     ns = ap.parse_args(argv)
     overrides: dict[str, Any] = {k: v for k, v in vars(ns).items() if v is not None}
     if "replay" in overrides:
         overrides["replay"] = ",".join(overrides["replay"])
     try:
-        return Settings(**overrides)
-    except ValueError as ex:
-        ap.error(str(ex))
-        raise  # unreachable: ap.error exits
+        return Settings.load(overrides, SERVER_FLAGS)
+    except SettingsError as ex:
+        fail(str(ex), log)
+
+
+SERVER_FLAGS = {"warm_start": "--no-warm-start", "mcp": "--no-mcp"}
+"""Flags not named ``--field-name`` (for error messages)."""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m api.server``."""
     settings = parse_args(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    sock: socket.socket | None = None
     try:
+        sock = bind_listener(settings.host, settings.port)  # first: a used port fails at once
         pipeline = build_pipeline(settings)
-    except (ValueError, FileNotFoundError, FeedError) as ex:
-        log.error("cannot start: %s", ex)
-        return 2
+    except KeyboardInterrupt:
+        if sock is not None:
+            sock.close()
+        fail("interrupted", log)
+    except Exception as ex:  # no traceback at start: one line, details at DEBUG
+        if sock is not None:
+            sock.close()
+        log.debug("start-up failed", exc_info=True)
+        fail(start_message(ex), log)
     tune_gc()
     app = build_app(pipeline)
-    log.info("serving on http://%s:%d (OpenAPI docs at /docs)", settings.host, settings.port)
-    server = make_server(app, settings.host, settings.port)
-    server.run()
+    host, port = sock.getsockname()[:2]
+    log.info("serving on http://%s:%d (OpenAPI docs at /docs)", host, port)
+    server = make_server(app, host, port)
+    server.run(sockets=[sock])
     return 0 if pipeline.store.error is None else 1
 
 

@@ -155,8 +155,10 @@ def assert_clean_stderr(err: str) -> None:
 # -- python -m bytewax.run flows.signal ----------------------------------------------------------
 
 
-def test_bytewax_run_replay_without_api_exits_0(capture: Path) -> None:
-    env = clean_env(HLSL_REPLAY=str(capture), HLSL_API="0")
+def test_bytewax_run_replay_without_api_exits_0(capture: Path, tmp_path: Path) -> None:
+    # Without the API the signals must go somewhere (HLSL_SIGNALS_OUT), else it refuses to start.
+    out = tmp_path / "signals.ndjson"
+    env = clean_env(HLSL_REPLAY=str(capture), HLSL_API="0", HLSL_SIGNALS_OUT=str(out))
     proc = subprocess.run(
         [sys.executable, "-m", "bytewax.run", "flows.signal"],
         cwd=REPO,
@@ -169,6 +171,8 @@ def test_bytewax_run_replay_without_api_exits_0(capture: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert_clean_stderr(proc.stderr)
+    assert out.stat().st_size > 0
+    assert re.search(r"replay finished: \d+ signals from \d+ data frames", proc.stderr)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
