@@ -171,7 +171,7 @@ def head_frames() -> list[bytes]:
     return _head_lines(real_file(LIVE_CAPTURE), 600)
 
 
-def test_truncated_gzip_exits_1_names_the_file_and_keeps_the_good_part(
+def test_truncated_gzip_is_a_tail_warning_and_keeps_the_good_part(
     head_frames: list[bytes],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -197,13 +197,12 @@ def test_truncated_gzip_exits_1_names_the_file_and_keeps_the_good_part(
 
     out = tmp_path / "cut.out.ndjson"
     rc, err = run_main([str(truncated), "--out", str(out)], capsys)
-    assert rc == 1, err
+    # A capture cut inside its last gzip member is what a crashed recorder leaves: a
+    # truncated_tail warning (exit 0), not an error (corruption before the end stays exit 1).
+    assert rc == 0, err
     s = parse_summary(err)
-    assert len(s["errors"]) == 1, s
-    assert str(truncated) in s["errors"][0]
-    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert error_lines, err
-    assert str(truncated) in error_lines[0]
+    assert s["errors"] == [], s
+    assert s["lines_skipped"] == {"truncated_tail": 1}, s
     assert "Traceback" not in err
     # every good line before the damage is still replayed and written
     assert out.exists()
