@@ -3,9 +3,15 @@
     python -m tools.replay data/sample.ndjson.gz --out signals.ndjson
 
 Output: one JSON envelope per line, ordered by (timestamp_ms, coin), so two runs on the same input
-are byte-identical. A summary goes to stderr: frames read, lines skipped by reason, late events,
-signals emitted and frames per second. Exit status 1 if a capture was truncated or corrupt (every
-good line before the damage is still replayed and written).
+are byte-identical. A path may be a directory: every capture in it is replayed (sorted by name).
+A summary goes to stderr: frames read, lines skipped by reason, late events, signals emitted and
+frames per second.
+
+Exit status: 0 when signals were produced; 1 if a capture was truncated or corrupt (every good
+line before the damage is still replayed and written); 2 when it cannot start (a setting, a
+missing capture, an ``--out`` that cannot be written: one line, before any work) or when the
+replay produced nothing useful (no data frame accepted, no signal, or a requested coin absent
+from the captures: one line each, after the summary).
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from typing import Any
 
 import orjson
 
-from flows.settings import Settings
-from flows.signal import Pipeline, build_pipeline, run_pipeline, tune_gc
+from flows.settings import LOG_LEVELS, Settings, SettingsError
+from flows.signal import Pipeline, build_pipeline, run_pipeline, start_message, tune_gc
+from flows.startup import check_output_path
 
 
 def sorted_envelopes(pipeline: Pipeline) -> list[dict[str, Any]]:
@@ -60,7 +67,11 @@ def summary(pipeline: Pipeline, elapsed_s: float, n_signals: int) -> dict[str, A
 
 def replay(settings: Settings) -> tuple[Pipeline, list[dict[str, Any]], float]:
     """Run the flow over ``settings.replay`` to the end; returns pipeline, envelopes, seconds."""
-    pipeline = build_pipeline(settings, collect=True)
+    return run_replay(build_pipeline(settings, collect=True))
+
+
+def run_replay(pipeline: Pipeline) -> tuple[Pipeline, list[dict[str, Any]], float]:
+    """Run a built replay pipeline to the end; returns pipeline, envelopes, seconds."""
     tune_gc()
     t0 = time.perf_counter()
     run_pipeline(pipeline)
@@ -71,25 +82,35 @@ def replay(settings: Settings) -> tuple[Pipeline, list[dict[str, Any]], float]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tools.replay``."""
     ap = argparse.ArgumentParser(prog="python -m tools.replay", description=__doc__.split("\n")[0])
-    ap.add_argument("paths", nargs="+", help="capture files (.ndjson, .gz, .lz4, .txt)")
+    ap.add_argument(
+        "paths",
+        nargs="+",
+        help="capture files (.ndjson, .gz, .lz4, .txt), or directories of captures",
+    )
     ap.add_argument("--out", type=Path, help="write envelopes here (NDJSON)")
     ap.add_argument("--coins", help="comma-separated coins to keep (default: all)")
-    ap.add_argument("--bar-ms", type=int, help="bar length in ms (default 1000)")
-    ap.add_argument("--lateness-ms", type=int, help="allowed lateness in ms (default 1000)")
-    ap.add_argument(
-        "--max-clock-skew-ms", type=int, help="exchange time may lead receipt by this (60000)"
-    )
-    ap.add_argument("--max-price-jump", type=float, help="max price / recent median (10)")
+    # Values are checked by `Settings.load` (one line naming the flag, value and what is allowed).
+    ap.add_argument("--bar-ms", help="bar length in ms (default 1000)")
+    ap.add_argument("--lateness-ms", help="allowed lateness in ms (default 1000)")
+    ap.add_argument("--max-clock-skew-ms", help="exchange time may lead receipt by this (60000)")
+    ap.add_argument("--max-price-jump", help="max price / recent median (10)")
     ap.add_argument(
         "--trust-legacy-control",
         action="store_true",
         default=None,
         help="accept hlsl.* control frames inside raw (older captures)",
     )
-    ap.add_argument("--max-json-depth", type=int, help="deepest JSON nesting accepted (64)")
+    ap.add_argument("--max-json-depth", help="deepest JSON nesting accepted (64)")
     ap.add_argument("--log-level", default="WARNING")
     ns = ap.parse_args(argv)
-    logging.basicConfig(level=ns.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    level = str(ns.log_level).upper()
+    if level not in LOG_LEVELS:
+        print(
+            f"cannot start: --log-level = {ns.log_level}: must be one of {', '.join(LOG_LEVELS)}",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {"replay": ",".join(ns.paths), "api": False}
     for key in (
         "coins",
@@ -103,17 +124,28 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(ns, key) is not None:
             overrides[key] = getattr(ns, key)
     try:
-        settings = Settings(**overrides)
-        pipeline, envelopes, elapsed = replay(settings)
-    except (ValueError, FileNotFoundError) as ex:
-        print(f"error: {ex}", file=sys.stderr)
+        settings = Settings.load(overrides, {"replay": "PATHS"})
+        if ns.out is not None:
+            check_output_path(ns.out, "--out")
+        pipeline = build_pipeline(settings, collect=True)
+    except SettingsError as ex:
+        print(f"cannot start: {ex}", file=sys.stderr)
         return 2
+    except Exception as ex:  # no traceback at start: one line, details at DEBUG
+        logging.getLogger(__name__).debug("start-up failed", exc_info=True)
+        print(f"cannot start: {start_message(ex)}", file=sys.stderr)
+        return 2
+    pipeline, envelopes, elapsed = run_replay(pipeline)
     if ns.out is not None:
         write_ndjson(envelopes, ns.out)
     s = summary(pipeline, elapsed, len(envelopes))
     print(orjson.dumps(s, option=orjson.OPT_INDENT_2).decode(), file=sys.stderr)
     for err in s["errors"]:
         print(f"error: {err}", file=sys.stderr)
+    for problem in pipeline.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if pipeline.problems:
+        return 2
     return 1 if s["errors"] else 0
 
 
