@@ -12,6 +12,11 @@ the file is flushed and closed, complete. The recording replays through ``tools.
 A compressed recording ends a complete gzip member / LZ4 frame every ``--flush-s`` seconds
 (default ``HLSL_RECORD_FLUSH_S``, else 1), so ``kill -9`` loses at most that much; its replay then
 warns ``truncated_tail`` and exits 0. An existing ``--out`` is only overwritten with ``--force``.
+
+Before recording, everything is checked and any problem is one line, exit status 2: the flags,
+``HLSL_*`` variables, that ``--out`` can be written, and the coins; while the exchange is
+unreachable the check is retried with backoff for ``--start-timeout-s`` (``HLSL_START_TIMEOUT_S``,
+else 120 s).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from typing import Final
 
 from connectors.errors import FeedError
 from connectors.live import MAINNET_INFO, MAINNET_WS, HyperliquidSource, LiveConfig, Recorder
-from connectors.rest import InfoClient, resolve_coins
+from connectors.rest import resolve_coins
+from flows.settings import Settings, SettingsError
+from flows.startup import StartupError, check_output_path, fetch_perps
 
 log = logging.getLogger("tools.recorder")
 
@@ -123,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         "if the recorder is killed (HLSL_RECORD_FLUSH_S, else 1)",
     )
     ap.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    ap.add_argument(
+        "--start-timeout-s",
+        help="retry an unreachable exchange this long before giving up "
+        "(HLSL_START_TIMEOUT_S, else 120)",
+    )
     ap.add_argument("--ws-url", default=MAINNET_WS)
     ap.add_argument("--info-url", default=MAINNET_INFO)
     ap.add_argument("--book-fast", action="store_true", help="l2Book fast mode (5 levels)")
@@ -133,16 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if ns.seconds is not None and not ns.seconds > 0:
+        print(f"error: --seconds = {ns.seconds:g}: must be > 0", file=sys.stderr)
+        return 2
+    overrides = {} if ns.start_timeout_s is None else {"start_timeout_s": ns.start_timeout_s}
+    try:
+        settings = Settings.load(overrides)
+        check_output_path(ns.out, "--out")
+    except (SettingsError, StartupError) as ex:
+        print(f"error: {ex}", file=sys.stderr)
+        return 2
     if Path(ns.out).exists() and not ns.force:
         print(f"error: {ns.out} already exists; pass --force to overwrite it", file=sys.stderr)
-        return 2
-    try:
-        listed, delisted = InfoClient(ns.info_url).perps()
-        coins = resolve_coins(
-            [c.strip() for c in ns.coins.split(",") if c.strip()], listed, delisted
-        )
-    except FeedError as ex:
-        print(f"error: {ex}", file=sys.stderr)
         return 2
     stop = threading.Event()
 
@@ -151,6 +165,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    try:
+        listed, delisted = fetch_perps(ns.info_url, settings.start_timeout_s, stop)
+        coins = resolve_coins(
+            [c.strip() for c in ns.coins.split(",") if c.strip()], listed, delisted
+        )
+    except (FeedError, StartupError) as ex:
+        print(f"error: {ex}", file=sys.stderr)
+        return 2
     config = LiveConfig(
         ws_url=ns.ws_url, info_url=ns.info_url, book_fast=ns.book_fast, warm_start=False
     )
