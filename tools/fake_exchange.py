@@ -2448,6 +2448,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     try:
         exchange = exchange_from_args(args)
+        if args.port:  # a used port: one line and exit 2, before uvicorn tries (and logs)
+            from flows.startup import bind_listener
+
+            bind_listener(args.host, args.port).close()
     except (ValueError, OSError) as ex:
         print(f"error: {ex}", file=sys.stderr)
         return 2
