@@ -448,11 +448,18 @@ def start_message(ex: BaseException) -> str:
 
 
 def _one_line(ex: BaseException) -> str:
-    lines = [line.strip() for line in str(ex).splitlines() if line.strip()]
-    if not lines:
-        return type(ex).__name__
-    text = lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1]}"
-    return f"{type(ex).__name__}: {text}"
+    """An exception in one line: its first line and, if it has one, its root cause's."""
+
+    def first(e: BaseException) -> str:
+        text = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+        return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+    root = ex
+    seen = {id(ex)}
+    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        root = nxt
+    return first(ex) if root is ex else f"{first(ex)} (caused by {first(root)})"
 
 
 class _EntryState:
