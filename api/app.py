@@ -42,7 +42,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from api.metrics import ServiceCollector, make_registry, metrics_response
+from api.metrics import HttpMetrics, ServiceCollector, make_registry, metrics_response
 from api.schemas import (
     CoinState,
     ErrorBody,
@@ -571,6 +571,7 @@ def create_app(
             expose_headers=["Retry-After", "Mcp-Session-Id"],
             max_age=600,
         )
+    app.add_middleware(HttpMetrics, registry=registry)  # outermost: refusals are counted too
     return app
 
 

@@ -8,7 +8,9 @@ and store already keep are turned into metric families when scraped.
 metric                                 type     from
 =====================================  =======  ==============================================
 ``hlsl_up``                            gauge    1 unless the flow failed or every coin is stale
-``hlsl_flow_info{state,mode}``         gauge    the flow's state (value 1)
+``hlsl_flow_info{mode}``               gauge    1; ``mode`` is ``replay`` or ``live``
+``hlsl_flow_state{state}``             gauge    one-hot over starting, running, finished,
+                                               stopped, failed (a stable label set)
 ``hlsl_frames_total{channel}``         counter  ``source_info()["frames_by_channel"]``
 ``hlsl_control_frames_total{kind}``    counter  subscription acks, pongs, ...
 ``hlsl_frames_skipped_total{reason}``  counter  ``source_info()["lines_skipped"]``
@@ -33,14 +35,58 @@ metric                                 type     from
 
 and ``hlsl_step_errors_total{step,coin}`` (counter): bars whose computation failed in a step and
 were published degraded, from `operators.failures.STEP_ERRORS` (process-wide).
+
+Per coin with a signal, as served now (freshness re-judged on the source clock), for alerts:
+
+===========================================  =====  ============================================
+``hlsl_regime{coin,label}``                  gauge  one-hot over the five regime labels
+``hlsl_regime_confidence{coin}``             gauge  the regime's confidence, 0..1
+``hlsl_direction{coin}``                     gauge  1 LONG, -1 SHORT, 0 FLAT
+``hlsl_edge_score{coin}``                    gauge  ``edge.score``, 0..1
+``hlsl_edge_actionable{coin}``               gauge  1 if ``edge.actionable`` (as served now)
+``hlsl_edge_p_right{coin}``                  gauge  ``edge.p_right`` (absent while null)
+``hlsl_net_edge_bps{coin}``                  gauge  ``edge.net_edge_bps`` (absent while null)
+``hlsl_signal_age_seconds{coin}``            gauge  source clock now minus the bar close
+===========================================  =====  ============================================
+
+The process and its callers:
+
+=================================================  =======  ======================================
+``process_*``                                      mixed    CPU seconds, resident and virtual
+                                                            memory, open and max fds, start time
+                                                            (`prometheus_client.ProcessCollector`;
+                                                            Linux ``/proc``)
+``hlsl_http_requests_total{route,method,status}``  counter  requests answered (`HttpMetrics`)
+``hlsl_http_request_duration_seconds{route,...}``  histo    request to last body byte (a stream's
+                                                            whole life for ``/v1/stream``)
+``hlsl_mcp_tool_calls_total{tool,outcome}``        counter  MCP tool calls, ``ok`` or ``error``
+                                                            (`record_mcp_tool_call`, process-wide)
+=================================================  =======  ======================================
+
+``route`` is the route template (``/v1/signal/{coin}``, a mount's prefix such as ``/mcp``), or
+``unmatched`` for a path no route serves, so raw paths never become labels; ``method`` is one of
+the standard methods or ``OTHER``.
+
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Final
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -49,11 +95,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.security import AccessCounters
-from api.store import SignalStore
+from api.store import RunState, SignalStore
 from api.stream import Broadcaster, Refresh
 from operators.failures import STEP_ERRORS
+from operators.regime import RegimeLabel
 
 StaleCheck = Callable[[], bool]
 
@@ -65,21 +114,303 @@ def _counter(name: str, doc: str, label: str, values: dict[str, Any]) -> Counter
     return fam
 
 
+def _ages(served: dict[str, Any]) -> tuple[str, float | None, dict[str, float]]:
+    """An envelope's freshness status, newest input age (s) and age per stream (s)."""
+    fresh = served["freshness"]
+    streams = {
+        name: s["age_ms"] / 1000
+        for name, s in fresh["streams"].items()
+        if s.get("age_ms") is not None
+    }
+    return fresh["status"], min(streams.values()) if streams else None, streams
+
+
 def coin_ages(
     store: SignalStore, refresh: Refresh
 ) -> dict[str, tuple[str, float | None, dict[str, float]]]:
     """Per coin with a signal: freshness status now, newest input age (s), age per stream (s)."""
     now = store.now_ms()
-    out: dict[str, tuple[str, float | None, dict[str, float]]] = {}
-    for coin, env in sorted(store.latest_all().items()):
-        fresh = refresh(env, now)["freshness"]
-        streams = {
-            name: s["age_ms"] / 1000
-            for name, s in fresh["streams"].items()
-            if s.get("age_ms") is not None
-        }
-        out[coin] = (fresh["status"], min(streams.values()) if streams else None, streams)
-    return out
+    return {coin: _ages(refresh(env, now)) for coin, env in sorted(store.latest_all().items())}
+
+
+_DIRECTION: Final = {"LONG": 1.0, "SHORT": -1.0, "FLAT": 0.0}
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (bools and nulls are not)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+class CoinGauges:
+    """The per-coin gauges one alerts on (regime, direction, edge, age), from served envelopes."""
+
+    def __init__(self) -> None:
+        self.regime = GaugeMetricFamily(
+            "hlsl_regime",
+            "1 for the coin's regime label, 0 for the others",
+            labels=["coin", "label"],
+        )
+        self.confidence = GaugeMetricFamily(
+            "hlsl_regime_confidence", "The regime's confidence, 0..1", labels=["coin"]
+        )
+        self.direction = GaugeMetricFamily(
+            "hlsl_direction", "The call: 1 LONG, -1 SHORT, 0 FLAT", labels=["coin"]
+        )
+        self.score = GaugeMetricFamily("hlsl_edge_score", "edge.score, 0..1", labels=["coin"])
+        self.actionable = GaugeMetricFamily(
+            "hlsl_edge_actionable", "1 if the signal is actionable as served now", labels=["coin"]
+        )
+        self.p_right = GaugeMetricFamily(
+            "hlsl_edge_p_right",
+            "Calibrated probability the call is right (absent while null)",
+            labels=["coin"],
+        )
+        self.net_edge = GaugeMetricFamily(
+            "hlsl_net_edge_bps",
+            "Expected move net of costs, bps (absent while null)",
+            labels=["coin"],
+        )
+        self.age = GaugeMetricFamily(
+            "hlsl_signal_age_seconds",
+            "Source clock now minus the bar close of the coin's latest signal",
+            labels=["coin"],
+        )
+
+    def add(self, coin: str, env: dict[str, Any], now_ms: int | None) -> None:
+        """One coin's envelope as served at ``now_ms`` (the source clock)."""
+        regime = env.get("regime") or {}
+        label = regime.get("label")
+        for known in RegimeLabel:
+            self.regime.add_metric([coin, known.value], 1.0 if label == known.value else 0.0)
+        if (conf := _number(regime.get("confidence"))) is not None:
+            self.confidence.add_metric([coin], conf)
+        if (d := _DIRECTION.get(str(env.get("direction")))) is not None:
+            self.direction.add_metric([coin], d)
+        edge = env.get("edge") or {}
+        if (score := _number(edge.get("score"))) is not None:
+            self.score.add_metric([coin], score)
+        self.actionable.add_metric([coin], 1.0 if edge.get("actionable") is True else 0.0)
+        if (p := _number(edge.get("p_right"))) is not None:
+            self.p_right.add_metric([coin], p)
+        if (net := _number(edge.get("net_edge_bps"))) is not None:
+            self.net_edge.add_metric([coin], net)
+        ts = env.get("timestamp_ms")
+        if now_ms is not None and isinstance(ts, int):
+            self.age.add_metric([coin], max(0, now_ms - ts) / 1000)
+
+    def families(self) -> Iterator[Metric]:
+        """The gauges (each present, possibly without samples)."""
+        yield from (
+            self.regime,
+            self.confidence,
+            self.direction,
+            self.score,
+            self.actionable,
+            self.p_right,
+            self.net_edge,
+            self.age,
+        )
+
+
+# -- MCP tool calls (process-wide: the stdio server has no app) -----------------------------------
+
+MAX_TOOL_LABELS: Final = 64
+"""Distinct tool names counted at most; later unknown names count as ``other``."""
+
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+OUTCOMES: Final = ("ok", "error")
+
+
+class ToolCalls:
+    """Thread-safe counts of MCP tool calls per ``(tool, outcome)``, with bounded labels."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._tools: set[str] = set()
+
+    def record(self, tool: str, outcome: str) -> None:
+        """Count one call of ``tool`` that ended ``ok`` or with an ``error``."""
+        with self._lock:
+            if tool not in self._tools:
+                if len(self._tools) >= MAX_TOOL_LABELS or not _TOOL_NAME.fullmatch(tool):
+                    tool = "other"
+                self._tools.add(tool)
+            key = (tool, outcome if outcome in OUTCOMES else "error")
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def snapshot(self) -> dict[tuple[str, str], int]:
+        """The counts so far."""
+        with self._lock:
+            return dict(self._counts)
+
+    def clear(self) -> None:
+        """Forget every count (for tests)."""
+        with self._lock:
+            self._counts.clear()
+            self._tools.clear()
+
+
+MCP_TOOL_CALLS: Final = ToolCalls()
+"""The process-wide MCP tool-call counts behind ``hlsl_mcp_tool_calls_total``."""
+
+
+def record_mcp_tool_call(tool: str, outcome: str) -> None:
+    """Count one MCP tool call (``outcome``: ``ok`` or ``error``)."""
+    MCP_TOOL_CALLS.record(tool, outcome)
+
+
+@contextmanager
+def mcp_tool_call(tool: str) -> Iterator[None]:
+    """Count the call made inside the block: ``error`` if it raises, else ``ok``.
+
+    In `api.mcp`, around the SDK's dispatch::
+
+        async def call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
+            with mcp_tool_call(name):
+                return await super().call_tool(name, arguments)
+    """
+    try:
+        yield
+    except BaseException:
+        record_mcp_tool_call(tool, "error")
+        raise
+    record_mcp_tool_call(tool, "ok")
+
+
+# -- HTTP requests per route ----------------------------------------------------------------------
+
+HTTP_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+)  # fmt: skip
+"""Request duration buckets (s): the REST routes answer in well under a millisecond."""
+
+METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED: Final = "unmatched"
+"""The ``route`` label of a request no route serves (a 404, or refused before routing)."""
+
+
+class HttpStats:
+    """The request counter and duration histogram of one app's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("route", "method", "status")
+        self.requests = Counter(
+            "hlsl_http_requests",
+            "HTTP requests answered, by route template, method and status",
+            labels,
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "hlsl_http_request_duration_seconds",
+            "HTTP request duration to the last body byte, by route template, method and status",
+            labels,
+            registry=registry,
+            buckets=HTTP_BUCKETS,
+        )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one request and its duration."""
+        key = (route, method, status)
+        child = self._children.get(key)
+        if child is None:
+            labels = (route, method, str(status))
+            child = self._children[key] = (
+                self.requests.labels(*labels),
+                self.duration.labels(*labels),
+            )
+        child[0].inc()
+        child[1].observe(seconds)
+
+
+_HTTP_STATS: weakref.WeakKeyDictionary[CollectorRegistry, HttpStats] = weakref.WeakKeyDictionary()
+_HTTP_STATS_LOCK = threading.Lock()
+
+
+def http_stats(registry: CollectorRegistry) -> HttpStats:
+    """The `HttpStats` registered in ``registry`` (made on first use)."""
+    with _HTTP_STATS_LOCK:
+        stats = _HTTP_STATS.get(registry)
+        if stats is None:
+            stats = _HTTP_STATS[registry] = HttpStats(registry)
+        return stats
+
+
+def route_template(routes: list[BaseRoute], scope: Scope) -> str:
+    """The template of the route that serves ``scope`` (a mount's prefix for a sub-app), else
+    `UNMATCHED`. A route that only lacks the method (a 405) still names the route."""
+    partial = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", UNMATCHED))
+        if match is Match.PARTIAL and partial is None:
+            partial = route
+    return UNMATCHED if partial is None else str(getattr(partial, "path", UNMATCHED))
+
+
+class HttpMetrics:
+    """ASGI middleware: counts every HTTP request and times it, by route template, method and
+    status (``hlsl_http_requests_total``, ``hlsl_http_request_duration_seconds``).
+
+    Register it last in `api.app.create_app` (outermost: refusals are counted too)::
+
+        app.add_middleware(HttpMetrics, registry=registry)
+
+    The duration runs from the request to the last body byte (or the client going away). A
+    request that ends without a response (an error the app did not answer) counts as 500.
+
+    Args:
+        app: the next ASGI app.
+        registry: the app's registry (`make_registry`).
+    """
+
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.stats = http_stats(registry)
+        self._routes: tuple[int, frozenset[int]] = (-1, frozenset())
+
+    def _template(self, outer: Any, entry: Scope, scope: Scope) -> str:
+        routes = getattr(getattr(outer, "router", None), "routes", None)
+        if not isinstance(routes, list):
+            return UNMATCHED
+        n, ids = self._routes
+        if n != len(routes):
+            ids = frozenset(id(r) for r in routes)
+            self._routes = (len(routes), ids)
+        route = scope.get("route")
+        if route is not None and id(route) in ids:  # the app's own route, not a sub-app's
+            return str(getattr(route, "path", UNMATCHED))
+        return route_template(routes, entry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        entry = dict(scope)  # a mounted app rewrites the scope (path, app, route)
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            method = str(entry.get("method", "OTHER")).upper()
+            self.stats.observe(
+                self._template(entry.get("app"), entry, scope),
+                method if method in METHODS else "OTHER",
+                status,
+                time.perf_counter() - start,
+            )
 
 
 class ServiceCollector(Collector):
@@ -115,9 +446,15 @@ class ServiceCollector(Collector):
         up = GaugeMetricFamily("hlsl_up", "1 unless the flow failed or every coin is stale")
         up.add_metric([], 1.0 if self.healthy() else 0.0)
         yield up
-        flow = GaugeMetricFamily("hlsl_flow_info", "The flow's state", labels=["state", "mode"])
-        flow.add_metric([str(s.state), s.mode], 1.0)
+        flow = GaugeMetricFamily("hlsl_flow_info", "The flow's mode (value 1)", labels=["mode"])
+        flow.add_metric([s.mode], 1.0)
         yield flow
+        state = GaugeMetricFamily(
+            "hlsl_flow_state", "1 for the flow's current state, 0 for the others", labels=["state"]
+        )
+        for st in RunState:
+            state.add_metric([st.value], 1.0 if s.state is st else 0.0)
+        yield state
 
         yield _counter(
             "hlsl_frames", "Frames read, by channel", "channel", info.get("frames_by_channel", {})
@@ -193,15 +530,21 @@ class ServiceCollector(Collector):
         stale = GaugeMetricFamily(
             "hlsl_coin_stale", "1 if the coin's latest signal is stale now", labels=["coin"]
         )
-        for coin, (status, newest, streams) in coin_ages(s, self.refresh).items():
+        gauges = CoinGauges()
+        now = s.now_ms()
+        for coin, env in sorted(s.latest_all().items()):
+            served = self.refresh(env, now)
+            status, newest, streams = _ages(served)
             if newest is not None:
                 age.add_metric([coin], newest)
             for name, value in streams.items():
                 stream_age.add_metric([coin, name], value)
             stale.add_metric([coin], 1.0 if status == "stale" else 0.0)
+            gauges.add(coin, served, now)
         yield age
         yield stream_age
         yield stale
+        yield from gauges.families()
 
         b = self.streams
         subs = GaugeMetricFamily("hlsl_sse_subscribers", "Open /v1/stream clients")
@@ -233,6 +576,13 @@ class ServiceCollector(Collector):
             step_errors.add_metric([step, coin], float(n))
         yield step_errors
 
+        mcp = CounterMetricFamily(
+            "hlsl_mcp_tool_calls", "MCP tool calls, by tool and outcome", labels=["tool", "outcome"]
+        )
+        for (tool, outcome), n in sorted(MCP_TOOL_CALLS.snapshot().items()):
+            mcp.add_metric([tool, outcome], float(n))
+        yield mcp
+
         yield _counter(
             "hlsl_http_rejected",
             "Requests turned away, by reason",
@@ -242,9 +592,12 @@ class ServiceCollector(Collector):
 
 
 def make_registry(collector: Collector) -> CollectorRegistry:
-    """A fresh registry holding only ``collector`` (one per app)."""
+    """A fresh registry (one per app) holding ``collector``, the process collector
+    (``process_*``) and the HTTP request metrics (`HttpStats`, fed by `HttpMetrics`)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
+    ProcessCollector(registry=registry)
+    http_stats(registry)
     return registry
 
 
@@ -253,4 +606,17 @@ def metrics_response(registry: CollectorRegistry) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-__all__ = ["ServiceCollector", "coin_ages", "make_registry", "metrics_response"]
+__all__ = [
+    "MCP_TOOL_CALLS",
+    "CoinGauges",
+    "HttpMetrics",
+    "HttpStats",
+    "ServiceCollector",
+    "coin_ages",
+    "http_stats",
+    "make_registry",
+    "mcp_tool_call",
+    "metrics_response",
+    "record_mcp_tool_call",
+    "route_template",
+]
