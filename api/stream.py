@@ -2,6 +2,8 @@
 
 Wire contract (``text/event-stream``, FastAPI's `fastapi.sse.EventSourceResponse`)::
 
+    retry: 3000
+
     event: signal
     data: <the envelope JSON, as GET /v1/signal/{coin} returns it at the time it was stored>
     id: <global monotonic sequence number>
@@ -41,7 +43,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from types import FrameType
 from typing import Any, Final, Protocol
 
@@ -57,6 +59,9 @@ DEFAULT_KEEPALIVE_S: Final = 15.0
 
 DEFAULT_QUEUE_SIZE: Final = 1024
 """Events a client may be behind before it is dropped."""
+
+RETRY_MS: Final = 3000
+"""Reconnection delay a client should use (ms), sent as ``retry:`` first on every stream."""
 
 MAX_CHUNK_EVENTS: Final = 64
 """Queued events written to the socket in one chunk at most."""
@@ -439,6 +444,20 @@ class Broadcaster:
             fan.subs.discard(sub)
 
 
+async def with_retry(
+    events: AsyncGenerator[bytes, None], retry_ms: int = RETRY_MS
+) -> AsyncIterator[bytes]:
+    """``events`` (`Broadcaster.events`) preceded by one ``retry: <ms>`` field: the delay a
+    client waits before it reconnects (with ``Last-Event-ID``). Its own block, so no event is
+    dispatched for it; the subscription starts after it, and ends with this generator."""
+    try:
+        yield b"retry: %d\n\n" % retry_ms
+        async for chunk in events:
+            yield chunk
+    finally:
+        await events.aclose()
+
+
 class _ExitHandling(Protocol):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None: ...
 
@@ -467,6 +486,7 @@ def close_streams_on_exit(server: _ExitHandling, streams: Broadcaster) -> None:
 __all__ = [
     "DEFAULT_KEEPALIVE_S",
     "DEFAULT_QUEUE_SIZE",
+    "RETRY_MS",
     "Broadcaster",
     "Subscription",
     "change_key",
@@ -474,4 +494,5 @@ __all__ = [
     "dropped_event",
     "render_stored",
     "stored_change_key",
+    "with_retry",
 ]
