@@ -24,6 +24,8 @@ import pytest
 from flows.settings import Settings, SettingsError, check_environment
 from tests.conftest import REPO, SAMPLE
 from tests.flows.test_cli import Proc, clean_env, free_port, get_json, wait_for
+from tools.fake_exchange import FakeExchange, SimFeed
+from tools.simulate import SimConfig
 
 RUN_TIMEOUT_S = 120.0
 BAD_WORDS = ("Traceback", "panicked", "pydantic.dev", "SystemExit")
@@ -200,6 +202,23 @@ def test_bytewax_run_retries_an_unreachable_exchange_then_fails(
     attempts = [int(m.group(1)) for m in map(RETRY_LINE.search, lines(proc.stderr)) if m]
     assert len(attempts) >= 2, proc.stderr
     assert attempts == list(range(1, len(attempts) + 1))
+
+
+def test_bytewax_run_live_unknown_coin_fails_at_once(tmp_path: Path) -> None:
+    """A mis-cased coin is not retried: the exchange answered, the name is wrong."""
+    with FakeExchange(SimFeed(SimConfig(coins=("BTC", "ETH"), seconds=60, seed=3))) as ex:
+        env = clean_env(
+            HLSL_COINS="btc",
+            HLSL_WS_URL=ex.ws_url,
+            HLSL_INFO_URL=ex.info_url,
+            HLSL_API="0",
+            HLSL_SIGNALS_OUT=str(tmp_path / "s.ndjson"),
+        )
+        proc = run(BYTEWAX, env)
+        assert ex.stats.connections_opened == 0
+    line = assert_cannot_start(proc, "cannot start:", "'btc'", "did you mean 'BTC'")
+    assert not RETRY_LINE.search(proc.stderr)
+    assert "case-sensitive" in line
 
 
 def test_bytewax_run_replay_of_an_absent_coin_exits_2_with_a_hint(tmp_path: Path) -> None:
