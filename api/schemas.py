@@ -70,6 +70,15 @@ class Regime(_Published):
         ge=0, description="decision features (normalised) that had a value for this call"
     )
     n_inputs_max: int = Field(ge=1, description="decision features the rules can read")
+    risk_ratio: NonNegative | None = Field(
+        description=(
+            "rho: the next hour's forecast volatility over the coin's norm (risk flag at >= 1.0 "
+            "to enter, 0.8 to stay); null without a volatility model or before 3 returns"
+        )
+    )
+    stale: bool = Field(
+        description="the label is held because the bar brought no new data (rule no_new_data)"
+    )
 
 
 class Signals(_Published):
@@ -79,7 +88,23 @@ class Signals(_Published):
         description="strength of the move vs its noise (0 none, 1 strong)"
     )
     liquidity: Unit | None = Field(description="1 = normal or better for this coin, 0 = none")
-    risk: Unit | None = Field(description="market stress (vol expansion, spread, depth, flow, OI)")
+    risk: Unit | None = Field(
+        description=(
+            "1 - 2^-rho from the volatility forecast's risk ratio (0.5 = forecast at the coin's "
+            "norm), at least 0.8 under LIQUIDATION_RISK; without a forecast: market stress "
+            "(vol expansion, spread, depth, flow, OI)"
+        )
+    )
+
+
+class VolForecast(_Published):
+    """Forecast realised volatility of the bar returns over the edge's horizon."""
+
+    horizon_ms: int = Field(gt=0, description="forecast horizon (the edge's horizon_ms)")
+    vol_bps: NonNegative = Field(description="expected realised volatility over horizon_ms, bps")
+    vol_p10_bps: NonNegative = Field(description="10th percentile of realised volatility, bps")
+    vol_p90_bps: NonNegative = Field(description="90th percentile of realised volatility, bps")
+    model: str = Field(description="version of the volatility model table")
 
 
 class EdgeCosts(_Published):
@@ -99,8 +124,9 @@ class Edge(_Published):
 
     score: Unit = Field(
         description=(
-            "directional call (LONG/SHORT): p_right when calibrated, else raw_score; "
-            "FLAT: 0. See DESIGN.md §6"
+            "directional call (LONG/SHORT): p_right where the horizon has demonstrated "
+            "out-of-sample skill; 0.5 with NO_DEMONSTRATED_SKILL where it has not; raw_score "
+            "when uncalibrated; FLAT: 0. See DESIGN.md §6"
         )
     )
     actionable: bool = Field(
@@ -116,11 +142,17 @@ class Edge(_Published):
     )
     raw_score: Unit = Field(description="heuristic strength of the call before calibration")
     p_right: Unit | None = Field(
-        description="calibrated probability that direction is right at horizon_ms"
+        description=(
+            "calibrated probability that direction is right at horizon_ms; null without "
+            "demonstrated skill (NO_DEMONSTRATED_SKILL) or calibration"
+        )
     )
     calibration: str = Field(description="version of the calibration table used, or 'uncalibrated'")
     expected_move_bps: float | None = Field(
-        description="gross expected move in the call's direction: (2 p_right - 1) x mean |move|"
+        description=(
+            "gross expected move in the call's direction: (2 p_right - 1) x E|R|, "
+            "E|R| = sqrt(2/pi) x forecast vol_bps (else the table's mean |move|)"
+        )
     )
     cost_bps: NonNegative | None = Field(description="fee + half spread + slippage for size_usd")
     net_edge_bps: float | None = Field(description="expected_move_bps - cost_bps")
@@ -302,14 +334,20 @@ class Producer(_Published):
 class SignalEnvelope(_Published):
     """One coin's signal as of one bar close (exchange time)."""
 
-    schema_version: Literal["1.1"] = Field(
-        description="1.1 added the degraded block, the STEP_ERROR explain code and the ranges"
+    schema_version: Literal["1.2"] = Field(
+        description=(
+            "1.1 added the degraded block, the STEP_ERROR explain code and the ranges; 1.2 (#9) "
+            "the forecast block, regime.risk_ratio and regime.stale, new rules and explain codes"
+        )
     )
     timestamp_ms: Ms = Field(description="bar close, exchange time")
     coin: str
     direction: Direction
     regime: Regime
     signals: Signals
+    forecast: VolForecast | None = Field(
+        description="volatility forecast over the edge's horizon (null: no model, or warming up)"
+    )
     edge: Edge
     features: Features
     features_missing: dict[str, str] = Field(description="feature name -> reason it is null")

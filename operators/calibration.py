@@ -4,12 +4,22 @@ The table is produced from data by the evaluation tool (``tools/evaluate.py``), 
 repo at ``operators/calibration/edge_calibration.json`` and loaded once by `operators.edge` (path
 overridable with ``HLSL_CALIBRATION``). Its shape::
 
-    {"version": "<id>",
-     "fitted_on": {"files": [...], "span_utc": [start, end], "n": int},
+    {"format": "hlsl-edge-calibration/2",
+     "version": "<id>",
+     "fitted_on": {"files": [...], "span_utc": [start, end], "n": int, "splits": {...}},
      "horizons": {"<horizon_ms>": {"bins": [[score_lo, score_hi, p_right, n], ...],
                                    "mean_abs_move_bps": float,
+                                   "skill": {"demonstrated": bool, "bss": float,
+                                             "bss_lo": float, "max_reliability_gap": float,
+                                             "n": int},
                                    "coins": {"BTC": {"mean_abs_move_bps": float}}}},  # optional
      "default_horizon_ms": int}
+
+``skill`` is the out-of-sample verdict of the horizon (issue #9): ``demonstrated`` when the Brier
+skill score against the base rate has a 95 % block-bootstrap lower bound ``bss_lo`` above 0 and
+every bin with at least 50 effective observations is reliable within ±0.05. Only then does the
+edge publish ``p_right``; otherwise it says ``NO_DEMONSTRATED_SKILL``. A table without
+``format`` (the first format, before the verdict existed) is refused with a clear error.
 
 ``bins`` map the edge's ``raw_score`` to the observed fraction of directional calls that were
 right at that horizon. The mapping used is a step function over the bins sorted by ``score_lo``,
@@ -30,6 +40,7 @@ from typing import Any, Final
 ENV_VAR: Final = "HLSL_CALIBRATION"
 DEFAULT_PATH: Final = Path(__file__).resolve().parent / "calibration" / "edge_calibration.json"
 UNCALIBRATED: Final = "uncalibrated"
+TABLE_FORMAT: Final = "hlsl-edge-calibration/2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +53,9 @@ class HorizonCalibration:
     n: tuple[int, ...]
     mean_abs_move_bps: float
     coin_mean_abs_move_bps: dict[str, float] = field(default_factory=dict)
+    skill: bool = False
+    """Out-of-sample skill demonstrated (see the module doc): only then is ``p_right`` used."""
+    skill_detail: dict[str, Any] = field(default_factory=dict)
 
     def p_right(self, raw: float) -> float:
         """Calibrated probability that a call of raw strength ``raw`` is right."""
@@ -101,6 +115,14 @@ def parse(doc: Any, path: str = "") -> Calibration:
     if not isinstance(doc, dict):
         msg = "calibration table: the document must be an object"
         raise ValueError(msg)
+    fmt = doc.get("format")
+    if fmt != TABLE_FORMAT:
+        msg = (
+            f"calibration table {path or '(document)'}: format {fmt!r} is not {TABLE_FORMAT!r} "
+            "(a table without a format predates the out-of-sample skill verdict); refit it with "
+            "`python -m tools.evaluate PATH --fit-calibration FILE`"
+        )
+        raise ValueError(msg)
     version = doc.get("version")
     if not isinstance(version, str) or not version or version == UNCALIBRATED:
         msg = f"calibration table: version must be a non-empty id, got {version!r}"
@@ -147,6 +169,10 @@ def parse(doc: Any, path: str = "") -> Calibration:
             for coin, c in sorted(raw_coins.items()):
                 if isinstance(c, dict) and c.get("mean_abs_move_bps") is not None:
                     coins[str(coin)] = _num(c["mean_abs_move_bps"], f"{coin} mean_abs_move_bps")
+        skill = spec.get("skill")
+        if not isinstance(skill, dict) or not isinstance(skill.get("demonstrated"), bool):
+            msg = f"calibration table: horizon {key}: skill.demonstrated (bool) is required"
+            raise ValueError(msg)
         horizons[h] = HorizonCalibration(
             horizon_ms=h,
             lo=tuple(r[0] for r in rows),
@@ -154,6 +180,8 @@ def parse(doc: Any, path: str = "") -> Calibration:
             n=tuple(r[2] for r in rows),
             mean_abs_move_bps=move,
             coin_mean_abs_move_bps=coins,
+            skill=skill["demonstrated"],
+            skill_detail=dict(skill),
         )
     default = doc.get("default_horizon_ms")
     if isinstance(default, bool) or not isinstance(default, int) or default not in horizons:

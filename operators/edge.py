@@ -5,12 +5,15 @@ calibration table loaded once at import (`operators.calibration`), so it is dete
 replay. Formulas are in DESIGN.md §6; keep the two in step.
 
 The edge in one paragraph: the regime and the features give a direction and a heuristic
-``raw_score`` in [0, 1]; the calibration table (fitted on replays by ``tools/evaluate.py``) maps
-it to ``p_right``, the probability that the direction is right at the edge's horizon, and
-``score = p_right``; the expected gross move is ``(2·p_right − 1) × mean |move|`` at that horizon;
-the cost of acting is the taker fee plus half the spread plus the slippage of walking the latest
-book for ``size_usd``; ``actionable`` needs a positive net expectation in a regime that allows
-trading, fresh inputs, a finished warm-up and enough liquidity.
+``raw_score`` in [0, 1]. Where the calibration table (fitted on replays by ``tools/evaluate.py``)
+shows *demonstrated* out-of-sample skill at the edge's horizon, it maps ``raw_score`` to
+``p_right``, the probability that the direction is right, and ``score = p_right``; the expected
+gross move is ``(2·p_right − 1) × E|R|`` with ``E|R| = √(2/π)·σ̂`` from the volatility forecast
+at that horizon (else the table's mean |move|). Where skill is not demonstrated the edge says so:
+``NO_DEMONSTRATED_SKILL``, ``p_right = None``, ``score = 0.5``, not actionable. The cost of acting
+is the taker fee plus half the spread plus the slippage of walking the latest book for
+``size_usd``; ``actionable`` needs a positive net expectation in a regime that allows trading,
+fresh inputs, a finished warm-up and enough liquidity.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from typing import Final
 
 from operators.calibration import UNCALIBRATED, Calibration, load_default
 from operators.features import FeatureVector
+from operators.forecast import Forecast, VolModel, forecast
 from operators.microstructure import walk_book
-from operators.regime import RegimeLabel, RegimeState
+from operators.regime import VOL_MODEL, RegimeLabel, RegimeState, Rule
 
 CALIBRATION: Final[Calibration | None] = load_default()
 """The calibration table the server uses (``$HLSL_CALIBRATION`` or the committed one)."""
@@ -79,6 +83,15 @@ class Explain(StrEnum):
     REGIME_NOT_TRADABLE = "REGIME_NOT_TRADABLE"
     STEP_ERROR = "STEP_ERROR"
     """A step failed for this bar: the regime is held, no call is made (see ``degraded``)."""
+    NO_DEMONSTRATED_SKILL = "NO_DEMONSTRATED_SKILL"
+    """The calibration shows no out-of-sample skill at this horizon: no probability is given,
+    ``score`` is 0.5 and the call is not actionable."""
+    NO_RULE_FIRED = "NO_RULE_FIRED"
+    """No regime rule held this bar (the label, if any, is held by confirmation only)."""
+    NO_NEW_DATA = "NO_NEW_DATA"
+    """The bar brought no new data: the regime is held and no call is made."""
+    VOL_FORECAST_HIGH = "VOL_FORECAST_HIGH"
+    """The next hour's forecast volatility is at or above the coin's norm (the risk flag)."""
 
 
 _STRESS_CODE = {
@@ -179,6 +192,18 @@ class Edge:
     fee_bps: float = 4.5
     half_spread_bps: float | None = None
     slippage_bps: float | None = None
+    forecast: Forecast | None = None
+    """The volatility forecast over ``horizon_ms`` (None: no model or too few returns)."""
+
+
+NO_SKILL_SCORE: Final = 0.5
+"""``score`` of a call without demonstrated skill: no better than a coin flip, said plainly."""
+
+
+def risk_from_ratio(rho: float) -> float:
+    """``signals.risk`` from the forecast risk ratio ρ: ``1 − 2^(−ρ)`` (0.5 at the coin's norm,
+    0.75 at twice it; monotone, in [0, 1))."""
+    return 1.0 - math.pow(2.0, -max(0.0, rho))
 
 
 def _clamp(x: float) -> float:
@@ -206,6 +231,15 @@ def compute_signals(fv: FeatureVector, regime: RegimeState) -> Signals:
 
     risk: float | None = None
     ver = values.get("vol_expansion_ratio")
+    if regime.risk_ratio is not None:
+        risk = risk_from_ratio(regime.risk_ratio)
+        if regime.label is RegimeLabel.LIQUIDATION_RISK:
+            risk = max(0.8, risk)
+        return Signals(
+            momentum=None if momentum is None else round(_clamp(momentum), 4),
+            liquidity=None if liquidity is None else round(_clamp(liquidity), 4),
+            risk=round(_clamp(risk), 4),
+        )
     if ver is not None:
         risk = 1.0 - math.exp(-max(0.0, ver - 1.0))
     if spread_ratio is not None:
@@ -252,7 +286,12 @@ def slippage_bps(fv: FeatureVector, direction: Direction, size_usd: float) -> fl
 
 
 def failed_edge(
-    label: RegimeLabel, horizon_ms: int | None, calibration: str, size_usd: float, fee_bps: float
+    label: RegimeLabel,
+    horizon_ms: int | None,
+    calibration: str,
+    size_usd: float,
+    fee_bps: float,
+    forecast: Forecast | None = None,
 ) -> Edge:
     """A bar whose computation failed: FLAT, score 0, not actionable, ``STEP_ERROR`` first."""
     return Edge(
@@ -264,6 +303,7 @@ def failed_edge(
         calibration=calibration,
         size_usd=size_usd,
         fee_bps=fee_bps,
+        forecast=forecast,
     )
 
 
@@ -287,6 +327,15 @@ class EdgeScorer:
 
     config: EdgeConfig = field(default_factory=EdgeConfig)
     calibration: Calibration | None = field(default_factory=lambda: CALIBRATION)
+    vol_model: VolModel | None = field(default_factory=lambda: VOL_MODEL)
+
+    def forecast_at(self, regime: RegimeState, horizon_ms: int) -> Forecast | None:
+        """The volatility forecast over ``horizon_ms`` from the regime's volatility state."""
+        snap = regime.vol
+        model = self.vol_model
+        if snap is None or model is None:
+            return None
+        return forecast(model, snap, horizon_ms)
 
     def horizon(self, fv: FeatureVector) -> tuple[int, str, float | None]:
         """``(horizon_ms, calibration version or "uncalibrated", mean |move| bps or None)``.
@@ -320,6 +369,23 @@ class EdgeScorer:
             regime.label, horizon_ms, version, self.config.size_usd, self.config.taker_fee_bps
         )
 
+    def _no_call(
+        self, why: list[Explain], horizon_ms: int, version: str, raw: float, fc: Forecast | None
+    ) -> Edge:
+        cfg = self.config
+        return Edge(
+            Direction.FLAT,
+            0.0,
+            False,
+            tuple(dict.fromkeys(why)),
+            horizon_ms,
+            raw_score=raw,
+            calibration=version,
+            size_usd=cfg.size_usd,
+            fee_bps=cfg.taker_fee_bps,
+            forecast=fc,
+        )
+
     def score(self, fv: FeatureVector, regime: RegimeState, signals: Signals, stale: bool) -> Edge:
         """Score one bar (DESIGN.md §6 Edge)."""
         cfg = self.config
@@ -337,6 +403,10 @@ class EdgeScorer:
             )
         if regime.candidate is not None:
             why.append(Explain.REGIME_CHANGE_PENDING)
+        if regime.rule is Rule.NO_RULE_FIRED:
+            why.append(Explain.NO_RULE_FIRED)
+        if regime.rule is Rule.VOL_STATE:
+            why.append(Explain.VOL_FORECAST_HIGH)
         why.extend(_STRESS_CODE[s] for s in regime.stresses)
         ver = values.get("vol_expansion_ratio")
         if ver is not None and ver >= 1.8:
@@ -352,6 +422,13 @@ class EdgeScorer:
             why.append(Explain.LIQUIDITY_POOR)
         if stale:
             why.append(Explain.STALE_INPUT)
+
+        if regime.stale:
+            why.append(Explain.NO_NEW_DATA)
+            horizon_ms, version, _ = self.horizon(fv)
+            return self._no_call(
+                why, horizon_ms, version, 0.0, self.forecast_at(regime, horizon_ms)
+            )
 
         direction = Direction.FLAT
         raw = 0.0
@@ -390,26 +467,25 @@ class EdgeScorer:
 
         horizon_ms, version, move = self.horizon(fv)
         fee = cfg.taker_fee_bps
+        fc = self.forecast_at(regime, horizon_ms)
         if direction is Direction.FLAT:
-            return Edge(
-                direction,
-                0.0,
-                False,
-                tuple(dict.fromkeys(why)),
-                horizon_ms,
-                raw_score=raw,
-                calibration=version,
-                size_usd=cfg.size_usd,
-                fee_bps=fee,
-            )
+            return self._no_call(why, horizon_ms, version, raw, fc)
 
         p_right: float | None = None
         expected: float | None = None
+        skilled = False
         if move is not None and self.calibration is not None:
             hc = self.calibration.horizons[horizon_ms]
-            p_right = round(hc.p_right(raw), 4)
-            expected = round((2.0 * p_right - 1.0) * move, 4)
-            score = p_right
+            if hc.skill:
+                skilled = True
+                p_right = round(hc.p_right(raw), 4)
+                # E|R| of the forecast: √(2/π)·σ̂ for a normal move (else the table's mean |R|)
+                size = move if fc is None else math.sqrt(2.0 / math.pi) * fc.vol_bps
+                expected = round((2.0 * p_right - 1.0) * size, 4)
+                score = p_right
+            else:
+                why.append(Explain.NO_DEMONSTRATED_SKILL)
+                score = NO_SKILL_SCORE
         else:
             why.append(Explain.UNCALIBRATED)
             score = raw
@@ -433,7 +509,8 @@ class EdgeScorer:
         if not tradable:  # pragma: no cover - only tradable regimes give a direction today
             why.append(Explain.REGIME_NOT_TRADABLE)
         actionable = (
-            costed
+            skilled
+            and costed
             and net is not None
             and net > 0
             and tradable
@@ -457,4 +534,5 @@ class EdgeScorer:
             fee_bps=fee,
             half_spread_bps=half,
             slippage_bps=slip,
+            forecast=fc,
         )

@@ -23,6 +23,7 @@ from operators.failures import (
     compile_checker,
 )
 from operators.features import FEATURE_NAMES, STEP_ERROR_REASON, FeatureVector, check_features
+from operators.forecast import Forecast
 from operators.freshness import (
     FreshnessStatus,
     StreamFreshness,
@@ -31,8 +32,11 @@ from operators.freshness import (
 )
 from operators.regime import DECISION_INPUTS, RegimeState
 
-SCHEMA_VERSION: Final = "1.1"
-"""1.1: the ``degraded`` block, the ``STEP_ERROR`` explain code and the documented ranges."""
+SCHEMA_VERSION: Final = "1.2"
+"""1.1: the ``degraded`` block, the ``STEP_ERROR`` explain code and the documented ranges.
+1.2 (#9): the ``forecast`` block, ``regime.risk_ratio`` and ``regime.stale``, the rules
+``no_rule_fired``, ``forecast_vol_high``, ``no_new_data`` and the explain codes
+``NO_DEMONSTRATED_SKILL``, ``NO_RULE_FIRED``, ``NO_NEW_DATA``, ``VOL_FORECAST_HIGH``."""
 _NAMES: Final = tuple(s.value for s in STREAMS)
 _INF: Final = math.inf
 _STATUS: Final = {s: s.value for s in FreshnessStatus}
@@ -47,6 +51,7 @@ ENVELOPE_BOUNDS: Final[dict[str, Bound]] = {
     "regime.candidate_count": NON_NEGATIVE,
     "regime.dwell_bars": NON_NEGATIVE,
     "regime.n_inputs": NON_NEGATIVE,
+    "regime.risk_ratio": NON_NEGATIVE,
     "signals.momentum": UNIT,
     "signals.liquidity": UNIT,
     "signals.risk": UNIT,
@@ -91,6 +96,38 @@ _check_rest: Final = compile_checker(
 )
 
 
+FORECAST_BOUNDS: Final[dict[str, Bound]] = {
+    "forecast.horizon_ms": POSITIVE,
+    "forecast.vol_bps": NON_NEGATIVE,
+    "forecast.vol_p10_bps": NON_NEGATIVE,
+    "forecast.vol_p90_bps": NON_NEGATIVE,
+}
+"""Ranges of the ``forecast`` block (checked when it is not null)."""
+
+_check_forecast: Final = compile_checker(
+    "check_forecast",
+    [],
+    {
+        '(x["forecast"],) if x["forecast"] is not None else ()': [
+            (p, f"it[{p.split('.')[1]!r}]", b) for p, b in FORECAST_BOUNDS.items()
+        ]
+    },
+)
+
+
+def forecast_block(fc: Forecast | None) -> dict[str, Any] | None:
+    """The envelope's ``forecast`` block (None: no model or too few returns yet)."""
+    if fc is None:
+        return None
+    return {
+        "horizon_ms": fc.horizon_ms,
+        "vol_bps": fc.vol_bps,
+        "vol_p10_bps": fc.vol_p10_bps,
+        "vol_p90_bps": fc.vol_p90_bps,
+        "model": fc.model,
+    }
+
+
 def check_envelope(env: dict[str, Any], *, features_checked: bool = False) -> None:
     """Raise `RangeError` unless every number of the envelope is finite and in its range.
 
@@ -102,6 +139,7 @@ def check_envelope(env: dict[str, Any], *, features_checked: bool = False) -> No
     if not features_checked:
         check_features(env["features"])
     _check_rest(env)
+    _check_forecast(env)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,12 +244,15 @@ def build_envelope(
             "inputs_missing": list(regime.inputs_missing),
             "n_inputs": regime.n_inputs,
             "n_inputs_max": N_INPUTS_MAX,
+            "risk_ratio": regime.risk_ratio,
+            "stale": regime.stale,
         },
         "signals": {
             "momentum": signals.momentum,
             "liquidity": signals.liquidity,
             "risk": signals.risk,
         },
+        "forecast": forecast_block(edge.forecast),
         "edge": {
             "score": edge.score,
             "actionable": edge.actionable,
@@ -286,7 +327,9 @@ def degraded_envelope(
         missing=dict.fromkeys(FEATURE_NAMES, STEP_ERROR_REASON),
         degraded=degraded,
     )
-    held = failed_edge(regime.label, edge.horizon_ms, edge.calibration, edge.size_usd, edge.fee_bps)
+    held = failed_edge(
+        regime.label, edge.horizon_ms, edge.calibration, edge.size_usd, edge.fee_bps, edge.forecast
+    )
     env = build_envelope(blank, regime, NO_SIGNALS, held, freshness, producer, degraded)
     check_envelope(env)
     return env

@@ -307,6 +307,11 @@ class FeatureVector:
     """Set when a step failed for this bar (the values are then all None, or held downstream)."""
     checked: bool = False
     """The features step has checked ``values`` (finite, in range): the envelope need not again."""
+    bar_return: float | None = None
+    """Log return of this bar's price observation over the previous one (None: no new price, or
+    the first one after an input gap): what the volatility state (`operators.forecast`) folds."""
+    trend_returns: int = 0
+    """Returns in the trend window behind ``momentum_bps`` (``min(R, observations − 1)``)."""
 
     @property
     def warming_up(self) -> bool:
@@ -478,12 +483,15 @@ class FeatureState:
 
         # -- price observation -------------------------------------------------------------
         px, source = self._price(bar)
+        bar_return: float | None = None
         if px is not None and 0.0 < px < math.inf:
             obs = self.obs
             if obs:
                 last = obs[-1]
                 # Across a gap in the input the move is unobserved: no return is counted for it.
                 r = 0.0 if self.after_gap else math.log(px / last.px)
+                if not self.after_gap:
+                    bar_return = r
                 self._obs_push(_Obs(bar.close_ms, px, r, last.cum + r))
                 dt = bar.close_ms - last.t_ms
                 r2 = r * r
@@ -538,6 +546,8 @@ class FeatureState:
             gaps=len(bar.gaps),
             book=book if book is not None and self.bad_book is None and book.has_top else None,
             window_obs=len(self.obs),
+            bar_return=bar_return,
+            trend_returns=min(r_obs, len(self.obs) - 1) if self.obs else 0,
         )
 
     def degraded_vector(self, bar: Bar, degraded: Degraded) -> FeatureVector:
@@ -841,7 +851,7 @@ class FeatureState:
             weighted = (bid * ask_sz + ask * bid_sz) / total
             values["weighted_mid_px"] = weighted
             values["tob_imbalance"] = (bid_sz - ask_sz) / total
-            g = self.micro.g(bid_sz, ask_sz) if ask > bid else None
+            g = self.micro.g(bid_sz, ask_sz, ask - bid) if ask > bid else None
             if g is not None:
                 micro = mid + (ask - bid) * g
                 values["microprice_px"] = micro

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 
 def ofi_step(
@@ -38,20 +39,41 @@ def ofi_step(
     return e
 
 
-class MicroPrice:
-    """Online estimate of Stoikov's micro-price adjustment ``g(I)`` for one coin.
+SPREAD_STATES: Final = 3
+"""Spread states of the micro-price: one tick, two ticks, wider (the tick is the narrowest
+positive spread the coin has shown)."""
 
-    ``I = q_b/(q_b + q_a)`` is discretised into ``buckets`` equal states. Every top-of-book state
-    ``t`` (in time order) waits for the next change of the mid, at ``τ``; then
-    ``(M_τ − M_t)/S_t`` (the mid change in units of the spread at ``t``) is added to the state's
-    bucket, and its mirror image ``−(M_τ − M_t)/S_t`` to the bucket of ``1 − I`` (Stoikov's
-    symmetrisation, so ``g(1 − I) = −g(I)``). Sums forget exponentially: each mid change
-    multiplies them by ``1 − 1/memory``. ``g(I)`` is the bucket mean once the bucket holds at
-    least ``min_obs`` (effective) observations. This is the first term ``g¹`` of Stoikov's
-    series; the micro-price is ``M + S·g(I)``.
+
+class MicroPrice:
+    """Online estimate of Stoikov's micro-price adjustment ``g(I, S)`` for one coin.
+
+    The state is the imbalance ``I = q_b/(q_b + q_a)`` discretised into ``buckets`` equal
+    states, and the spread state ``j`` (Stoikov conditions on the spread too): the spread in
+    ticks, 1, 2 or wider, the tick being the narrowest positive spread seen. Every top-of-book
+    state ``t`` (in time order) waits for the next change of the mid, at ``τ``; then
+    ``clip((M_τ − M_t)/S_t, −½, ½)`` is added to its cell ``(I, j)`` and the mirror image to
+    ``(1 − I, j)`` (Stoikov's symmetrisation, ``g(1 − I, j) = −g(I, j)``). The clip is the first
+    step of Stoikov's construction: when the touch queue is depleted the mid moves by half a
+    spread (a tick at one tick wide); a larger jump between two book snapshots is the book's
+    coarseness, not what the touch imbalance predicts. The pending states of a cell share its
+    spread state, so their mean ``1/S`` is used. Sums forget exponentially: each mid change
+    multiplies them by ``1 − 1/memory``. ``g(I, j)`` is the cell mean once the cell holds at least
+    ``min_obs`` (effective) observations; the micro-price is ``M + S·g(I, j)``, inside
+    ``[bid, ask]`` since ``|g| ≤ ½``.
     """
 
-    __slots__ = ("_decay", "_den", "_k", "_last_mid", "_min_obs", "_num", "_pn", "_ps", "_touched")
+    __slots__ = (
+        "_decay",
+        "_den",
+        "_k",
+        "_last_mid",
+        "_min_obs",
+        "_num",
+        "_pn",
+        "_ps",
+        "_tick",
+        "_touched",
+    )
 
     def __init__(self, buckets: int = 10, memory: float = 5000.0, min_obs: float = 20.0) -> None:
         if buckets < 2 or memory < 1 or min_obs <= 0:
@@ -60,12 +82,14 @@ class MicroPrice:
         self._k = buckets
         self._decay = 1.0 - 1.0 / memory
         self._min_obs = min_obs
-        self._num = [0.0] * buckets
-        self._den = [0.0] * buckets
-        self._pn = [0.0] * buckets  # pending states per bucket (since the last mid change)
-        self._ps = [0.0] * buckets  # pending Σ 1/S per bucket
+        n = buckets * SPREAD_STATES
+        self._num = [0.0] * n  # cell = spread state · buckets + imbalance bucket
+        self._den = [0.0] * n
+        self._pn = [0.0] * n  # pending states per cell (since the last mid change)
+        self._ps = [0.0] * n  # pending Σ 1/S per cell
         self._touched: list[int] = []
         self._last_mid: float | None = None
+        self._tick = math.inf
 
     def bucket(self, bid_sz: float, ask_sz: float) -> int:
         """The imbalance state of sizes ``bid_sz``, ``ask_sz`` (their sum must be > 0).
@@ -75,11 +99,16 @@ class MicroPrice:
         k = self._k
         total = bid_sz + ask_sz
         x = k * bid_sz / total if total > 0.0 else math.nan
-        if not 0.0 <= x <= k:  # also NaN: sizes from the wire that make no imbalance
+        if not -1e-9 <= x <= k + 1e-9:  # also NaN: sizes from the wire that make no imbalance
             msg = f"no imbalance state for sizes {bid_sz!r}, {ask_sz!r}"
             raise ValueError(msg)
-        b = int(x)
+        b = int(x) if x > 0.0 else 0
         return b if b < k else k - 1
+
+    def spread_state(self, spread: float) -> int:
+        """0, 1 or 2: the spread is about one tick, two ticks, or wider."""
+        ticks = spread / self._tick
+        return 0 if ticks <= 1.5 else 1 if ticks <= 2.5 else 2
 
     def mark(self) -> tuple[object, ...]:
         """A copy of the (small) state, for `restore`."""
@@ -90,17 +119,19 @@ class MicroPrice:
             tuple(self._ps),
             tuple(self._touched),
             self._last_mid,
+            self._tick,
         )
 
     def restore(self, mark: tuple[object, ...]) -> None:
         """Back to the state `mark` copied."""
-        num, den, pn, ps, touched, last = mark
+        num, den, pn, ps, touched, last, tick = mark
         self._num = list(num)  # type: ignore[call-overload]
         self._den = list(den)  # type: ignore[call-overload]
         self._pn = list(pn)  # type: ignore[call-overload]
         self._ps = list(ps)  # type: ignore[call-overload]
         self._touched = list(touched)  # type: ignore[call-overload]
         self._last_mid = last  # type: ignore[assignment]
+        self._tick = tick  # type: ignore[assignment]
 
     def observe(self, bid: float, bid_sz: float, ask: float, ask_sz: float) -> None:
         """Fold one top-of-book state (skipped when crossed, locked or without size)."""
@@ -111,63 +142,74 @@ class MicroPrice:
         k = self._k
         x = k * bid_sz / total
         inv = 1.0 / spread
-        if not (0.0 <= x <= k and inv < math.inf):  # NaN/inf sizes, a sub-normal spread
+        if not (0.0 <= x <= k + 1e-9 and inv < math.inf):  # NaN/inf sizes, sub-normal spread
             return
         mid = (bid + ask) * 0.5
         last = self._last_mid
         if mid != last and last is not None:
             self._resolve(mid - last)
         self._last_mid = mid
+        if spread < self._tick:
+            self._tick = spread
         b = int(x)
         if b >= k:
             b = k - 1
+        cell = self.spread_state(spread) * k + b
         pn = self._pn
-        if pn[b] == 0.0:
-            self._touched.append(b)
-        pn[b] += 1.0
-        self._ps[b] += inv
+        if pn[cell] == 0.0:
+            self._touched.append(cell)
+        pn[cell] += 1.0
+        self._ps[cell] += inv
 
     def _resolve(self, d: float) -> None:
         """The mid moved by ``d``: credit it to every pending state (and its mirror image)."""
         lam = self._decay
         num, den, pn, ps = self._num, self._den, self._pn, self._ps
         k = self._k
-        for i in range(k):
+        for i in range(len(num)):
             num[i] *= lam
             den[i] *= lam
-        for b in self._touched:
-            w = pn[b]
-            x = d * ps[b]
-            m = k - 1 - b
-            num[b] += x
-            den[b] += w
+        for cell in self._touched:
+            w = pn[cell]
+            y = d * ps[cell] / w  # the move in spreads at the cell's mean spread
+            y = 0.5 if y > 0.5 else -0.5 if y < -0.5 else y
+            x = w * y
+            j, b = divmod(cell, k)
+            m = j * k + (k - 1 - b)
+            num[cell] += x
+            den[cell] += w
             num[m] -= x
             den[m] += w
-            pn[b] = 0.0
-            ps[b] = 0.0
+            pn[cell] = 0.0
+            ps[cell] = 0.0
         self._touched.clear()
 
     def reset_pending(self) -> None:
         """Forget the states waiting for a mid change (an input gap: the next move is unseen)."""
-        for b in self._touched:
-            self._pn[b] = 0.0
-            self._ps[b] = 0.0
+        for cell in self._touched:
+            self._pn[cell] = 0.0
+            self._ps[cell] = 0.0
         self._touched.clear()
         self._last_mid = None
 
-    def g(self, bid_sz: float, ask_sz: float) -> float | None:
-        """Expected next mid change in spreads for these sizes; None until the bucket is warm."""
+    def g(self, bid_sz: float, ask_sz: float, spread: float | None = None) -> float | None:
+        """Expected next mid change in spreads (within ±½) for these sizes and spread (None:
+        the one-tick state); None until the cell is warm."""
         total = bid_sz + ask_sz
         if bid_sz < 0.0 or ask_sz < 0.0 or not 0.0 < total < math.inf:
             return None
-        b = self.bucket(bid_sz, ask_sz)
-        den = self._den[b]
-        return self._num[b] / den if den >= self._min_obs else None
+        j = 0 if spread is None or not spread > 0.0 else self.spread_state(spread)
+        cell = j * self._k + self.bucket(bid_sz, ask_sz)
+        den = self._den[cell]
+        return self._num[cell] / den if den >= self._min_obs else None
 
-    def table(self) -> list[float | None]:
-        """``g`` per bucket (None where not warm), lowest imbalance first."""
+    def table(self, spread_state: int = 0) -> list[float | None]:
+        """``g`` per imbalance bucket of one spread state (None where not warm)."""
+        k = self._k
+        lo = spread_state * k
         return [
-            n / d if d >= self._min_obs else None for n, d in zip(self._num, self._den, strict=True)
+            n / d if d >= self._min_obs else None
+            for n, d in zip(self._num[lo : lo + k], self._den[lo : lo + k], strict=True)
         ]
 
 

@@ -9,13 +9,20 @@ thresholds, hysteresis and confidence are documented in DESIGN.md §5; keep the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
 from connectors.events import Stream
-from operators.failures import UNIT, RangeError
+from operators.failures import NON_NEGATIVE, UNIT, RangeError
 from operators.features import FeatureVector
+from operators.forecast import VolModel, VolSnapshot, VolState, risk_ratio
+from operators.forecast import load_default as load_vol_model
+from operators.freshness import stale_after_ms
+
+VOL_MODEL: Final[VolModel | None] = load_vol_model()
+"""The committed volatility model (`operators.forecast`; None when the file is absent)."""
 
 
 class RegimeLabel(StrEnum):
@@ -82,6 +89,21 @@ class RegimeConfig:
     confirm: int = 3
     min_dwell: int = 5
     liq_exit_confirm: int = 10
+    liq_move_z: float = 4.0
+    flag_ver: float = 3.0
+    calm_max_ratio: float = 0.8
+    calm_max_ver: float = 1.5
+    risk_exit_confirm: int = 3
+    """Attributes added by issue #9 (DESIGN.md §5):
+
+        liq_move_z: |move over the trend window| in units of the coin's own norm volatility
+            (``√(L·n)``, `operators.forecast`) that a cascade needs: large for *this* coin.
+        flag_ver: volatility expansion that raises the risk flag on its own (a bar whose
+            volatility has multiplied is never calm), besides the forecast risk ratio ρ.
+        calm_max_ratio / calm_max_ver: MEAN_REVERTING needs a calm market: ρ at most this and
+            volatility expansion at most this.
+        risk_exit_confirm: consecutive unflagged evaluations before CHAOTIC is left.
+    """
 
 
 class Rule(StrEnum):
@@ -91,11 +113,23 @@ class Rule(StrEnum):
     NO_PRICE = "no_price_input"
     CASCADE = "cascade"
     CHAOS = "vol_expansion_without_direction"
+    """The risk flag raised by the volatility expansion (without a forecast: from 1.8, kept from
+    1.4; with one: from ``flag_ver``), not a cascade. (The name predates #9: the path may have a
+    direction, it is only not a cascade.)"""
     TREND = "efficient_path"
     MEAN_REVERSION = "inefficient_path"
     HOLD = "between_thresholds"
     STEP_ERROR = "step_error"
     """No call could be made for the bar (a step failed) and there was no earlier one to hold."""
+    NO_RULE_FIRED = "no_rule_fired"
+    """No rule held this bar: the raw call is UNKNOWN (a published label is held only through
+    the usual confirmation, and this rule says so)."""
+    VOL_STATE = "forecast_vol_high"
+    """The risk flag without a cascade: the next hour's forecast volatility is at or above the
+    coin's norm (ρ ≥ enter; ≥ exit to stay), or the volatility expansion reached ``flag_ver``."""
+    NO_NEW_DATA = "no_new_data"
+    """The bar brought no event (or every input stream is stale): the label is held as it was,
+    the classifier does not advance."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +160,13 @@ class RegimeState:
     inputs_missing: tuple[str, ...]
     n_inputs: int = 0
     """Decision features (`DECISION_INPUTS`) that had a value this bar."""
+    vol: VolSnapshot | None = None
+    """The coin's volatility state after this bar (the edge forecasts from it)."""
+    risk_ratio: float | None = None
+    """ρ: the next hour's forecast volatility over the coin's norm (None: no model or too few
+    returns)."""
+    stale: bool = False
+    """The label is held because the bar brought no new data (rule ``no_new_data``)."""
 
 
 _INPUT_STREAMS: Final = (
@@ -155,6 +196,10 @@ def check_regime(rs: RegimeState) -> None:
     for where, v in (("regime.confidence", rs.confidence), ("regime.margin", rs.margin)):
         if not 0.0 <= v <= 1.0:
             raise RangeError(where, v, UNIT)
+    rho = rs.risk_ratio
+    if rho is not None and not 0.0 <= rho < math.inf:
+        where = "regime.risk_ratio"
+        raise RangeError(where, rho, NON_NEGATIVE)
 
 
 def _clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -183,8 +228,9 @@ def n_inputs(fv: FeatureVector) -> int:
     return sum(1 for n in DECISION_INPUTS if values.get(n) is not None)
 
 
-def _cascade(fv: FeatureVector, cfg: RegimeConfig, ver: float, mom: float) -> RawCall | None:
-    """The cascade rule's stress groups, given a one-way volatility shock (DESIGN.md §5)."""
+def _cascade(fv: FeatureVector, cfg: RegimeConfig, z: float, mom: float) -> RawCall | None:
+    """The cascade rule's stress groups, given a one-way move of ``z`` norm units in a flagged
+    volatility state (DESIGN.md §5)."""
     sign = 1.0 if mom > 0 else -1.0
     stresses: list[str] = []
     available = 0  # individual stress conditions with an input
@@ -221,20 +267,50 @@ def _cascade(fv: FeatureVector, cfg: RegimeConfig, ver: float, mom: float) -> Ra
         if oi_chg <= -cfg.liq_oi_drop_pct:
             stresses.append("oi_drop")
             met += 1
-    if groups == 0:
-        if ver >= cfg.liq_ver_alone:
-            margin = _clamp((ver - cfg.liq_ver) / cfg.liq_ver)
-            return RawCall(RegimeLabel.LIQUIDATION_RISK, Rule.CASCADE, margin)
-        return None
-    need = 1 if ver >= cfg.liq_ver_alone else max(1, min(cfg.liq_min_groups, groups))
+    if groups == 0:  # no stress input at all (candles): the move alone decides
+        margin = _clamp((z - cfg.liq_move_z) / cfg.liq_move_z)
+        return RawCall(RegimeLabel.LIQUIDATION_RISK, Rule.CASCADE, margin)
+    need = 1 if z >= 2 * cfg.liq_move_z else max(1, min(cfg.liq_min_groups, groups))
     if met >= need:
         margin = len(stresses) / available
         return RawCall(RegimeLabel.LIQUIDATION_RISK, Rule.CASCADE, margin, tuple(stresses))
     return None
 
 
-def raw_call(fv: FeatureVector, cfg: RegimeConfig, current: RegimeLabel) -> RawCall:
-    """Apply the priority-ordered rules to one feature vector (``current`` sets the bands)."""
+def calm(fv: FeatureVector, cfg: RegimeConfig, rho: float | None) -> bool:
+    """The market is calm: ρ ≤ ``calm_max_ratio`` (when known) and volatility expansion ≤
+    ``calm_max_ver`` (when known); with neither known it is not called calm."""
+    ver = fv.values.get("vol_expansion_ratio")
+    if rho is None and ver is None:
+        return False
+    return (rho is None or rho <= cfg.calm_max_ratio) and (ver is None or ver <= cfg.calm_max_ver)
+
+
+def move_z(fv: FeatureVector, snap: VolSnapshot | None) -> float | None:
+    """|move over the trend window| in units of the coin's norm: ``|R| / √(L·n)``."""
+    mom = fv.values.get("momentum_bps")
+    n = fv.trend_returns
+    if snap is None or mom is None or n < 1:
+        return None
+    return abs(mom) / 1e4 / math.sqrt(snap.norm * n)
+
+
+def raw_call(
+    fv: FeatureVector,
+    cfg: RegimeConfig,
+    current: RegimeLabel,
+    rho: float | None = None,
+    snap: VolSnapshot | None = None,
+    vol_model: VolModel | None = None,
+) -> RawCall:
+    """Apply the priority-ordered rules to one feature vector (``current`` sets the bands).
+
+    1. risk flag (ρ ≥ enter, or ≥ exit while flagged; or expansion ≥ ``flag_ver``):
+       LIQUIDATION_RISK for a one-way move large for this coin with stress, else CHAOTIC;
+    2. TRENDING: an efficient path with a significant move;
+    3. MEAN_REVERTING: an inefficient path in a calm market;
+    4. otherwise no rule fired (UNKNOWN).
+    """
     if fv.observations == 0 or (fv.values.get("mid_px") is None and fv.price_source is None):
         return RawCall(RegimeLabel.UNKNOWN, Rule.NO_PRICE, 0.0)
     if fv.warming_up:
@@ -246,20 +322,38 @@ def raw_call(fv: FeatureVector, cfg: RegimeConfig, current: RegimeLabel) -> RawC
     if er is None:
         return RawCall(RegimeLabel.UNKNOWN, Rule.WARMING_UP, 0.0)
 
-    # 1. Liquidation risk: a one-way volatility shock with market stress.
-    if ver is not None and ver >= cfg.liq_ver and er >= cfg.liq_er and mom:
-        z = values.get("momentum_z")
-        if z is None or abs(z) >= cfg.liq_z:
-            call = _cascade(fv, cfg, ver, mom)
+    # 1. The risk flag: the forecast volatility state, or a volatility that has multiplied.
+    flagged = current in (RegimeLabel.LIQUIDATION_RISK, RegimeLabel.CHAOTIC)
+    flag_margin = 0.0
+    flag_rule: Rule | None = None
+    if rho is not None and vol_model is not None:
+        limit = vol_model.flag_exit if flagged else vol_model.flag_enter
+        if rho >= limit:
+            flag_rule = Rule.VOL_STATE
+            flag_margin = _clamp((rho - limit) / limit)
+    if ver is not None:
+        # a volatility that has multiplied (flag_ver) raises the flag by itself; without a
+        # forecast, so does the expansion rule of old on a directionless path (enter 1.8, stay 1.4)
+        ver_limit = cfg.flag_ver
+        if rho is None and er < cfg.chaos_max_er:
+            ver_limit = cfg.chaos_exit_ver if flagged else cfg.chaos_enter_ver
+        if ver >= ver_limit:
+            m = _clamp((ver - ver_limit) / ver_limit)
+            if flag_rule is None or m > flag_margin:
+                flag_rule = Rule.CHAOS
+                flag_margin = m
+    # without a forecast, a one-way shock (expansion ≥ liq_ver) may be a cascade as of old
+    shock = flag_rule is not None or (rho is None and ver is not None and ver >= cfg.liq_ver)
+    if shock and mom and er >= cfg.liq_er:
+        z = move_z(fv, snap)
+        if z is not None and z >= cfg.liq_move_z:
+            call = _cascade(fv, cfg, z, mom)
             if call is not None:
                 return call
+    if flag_rule is not None:
+        return RawCall(RegimeLabel.CHAOTIC, flag_rule, flag_margin)
 
-    # 2. Chaos: volatility expands but goes nowhere.
-    chaos_ver = cfg.chaos_exit_ver if current is RegimeLabel.CHAOTIC else cfg.chaos_enter_ver
-    if ver is not None and ver >= chaos_ver and er < cfg.chaos_max_er:
-        return RawCall(RegimeLabel.CHAOTIC, Rule.CHAOS, _clamp((ver - chaos_ver) / chaos_ver))
-
-    # 3. Trend vs mean reversion, with enter/exit bands.
+    # 2. Trend: an efficient path with a significant move, with enter/exit bands.
     is_trend = current is RegimeLabel.TRENDING
     trend_er = cfg.trend_exit_er if is_trend else cfg.trend_enter_er
     if er >= trend_er:
@@ -271,25 +365,39 @@ def raw_call(fv: FeatureVector, cfg: RegimeConfig, current: RegimeLabel) -> RawC
         if abs(z) >= trend_z:
             margin = min(margin, _clamp((abs(z) - trend_z) / trend_z))
             return RawCall(RegimeLabel.TRENDING, Rule.TREND, margin)
-    is_mr = current is RegimeLabel.MEAN_REVERTING
-    mr_er = cfg.mr_exit_er if is_mr else cfg.mr_enter_er
-    if er <= mr_er:
-        vr = values.get("variance_ratio")
-        margin = _clamp((mr_er - er) / mr_er)
-        if vr is None:
-            return RawCall(RegimeLabel.MEAN_REVERTING, Rule.MEAN_REVERSION, margin)
-        mr_vr = cfg.mr_exit_vr if is_mr else cfg.mr_enter_vr
-        if vr <= mr_vr:
-            margin = min(margin, _clamp((mr_vr - vr) / mr_vr))
-            return RawCall(RegimeLabel.MEAN_REVERTING, Rule.MEAN_REVERSION, margin)
-    # No rule held (no significant trend, no clear reversion, no shock: a random walk, or a
-    # label past its exit band): the range-bound default, with no margin.
-    return RawCall(RegimeLabel.MEAN_REVERTING, Rule.HOLD, 0.0)
+
+    # 3. Mean reversion: an inefficient path, only in a calm market.
+    if calm(fv, cfg, rho):
+        is_mr = current is RegimeLabel.MEAN_REVERTING
+        mr_er = cfg.mr_exit_er if is_mr else cfg.mr_enter_er
+        if er <= mr_er:
+            vr = values.get("variance_ratio")
+            margin = _clamp((mr_er - er) / mr_er)
+            if vr is None:
+                return RawCall(RegimeLabel.MEAN_REVERTING, Rule.MEAN_REVERSION, margin)
+            mr_vr = cfg.mr_exit_vr if is_mr else cfg.mr_enter_vr
+            if vr <= mr_vr:
+                margin = min(margin, _clamp((mr_vr - vr) / mr_vr))
+                return RawCall(RegimeLabel.MEAN_REVERTING, Rule.MEAN_REVERSION, margin)
+    # 4. No rule held: say so (never a calm default).
+    return RawCall(RegimeLabel.UNKNOWN, Rule.NO_RULE_FIRED, 0.0)
+
+
+def no_new_data(fv: FeatureVector) -> bool:
+    """The bar carried no event, or every input stream is stale as of its close."""
+    if fv.event_count == 0:
+        return True
+    clocks = fv.streams
+    if not clocks:
+        return False
+    close = fv.close_ms
+    return all(close - c.last_ms > stale_after_ms(s, c.interval_ms) for s, c in clocks.items())
 
 
 @dataclass(slots=True)
 class RegimeClassifier:
-    """Per-coin classifier state: the published label, its age, and a pending candidate."""
+    """Per-coin classifier state: the published label, its age, a pending candidate, and the
+    coin's volatility state (`operators.forecast.VolState`)."""
 
     config: RegimeConfig = field(default_factory=RegimeConfig)
     label: RegimeLabel = RegimeLabel.UNKNOWN
@@ -301,6 +409,13 @@ class RegimeClassifier:
     off_cascade: int = 0
     last: RegimeState | None = None
     """The state published for the latest bar (what a failed bar holds)."""
+    vol_model: VolModel | None = field(default_factory=lambda: VOL_MODEL)
+    vol: VolState | None = None
+    snap: VolSnapshot | None = None
+
+    def __post_init__(self) -> None:
+        if self.vol is None and self.vol_model is not None:
+            self.vol = VolState(self.vol_model)
 
     def mark(self) -> tuple[object, ...]:
         """The whole (small) state, for `restore`."""
@@ -313,6 +428,8 @@ class RegimeClassifier:
             self.candidate_count,
             self.off_cascade,
             self.last,
+            self.snap,
+            None if self.vol is None else self.vol.mark(),
         )
 
     def restore(self, m: tuple[object, ...]) -> None:
@@ -326,7 +443,11 @@ class RegimeClassifier:
             self.candidate_count,
             self.off_cascade,
             self.last,
+            self.snap,
+            vol,
         ) = m  # type: ignore[assignment]
+        if self.vol is not None and vol is not None:
+            self.vol.restore(vol)  # type: ignore[arg-type]
 
     def held(self, fv: FeatureVector) -> RegimeState:
         """What a bar whose computation failed publishes: the latest state, unchanged (the
@@ -350,32 +471,100 @@ class RegimeClassifier:
             n_inputs=0,
         )
 
+    def _stalled(self, fv: FeatureVector) -> RegimeState:
+        """A bar with no new data: the latest label held and marked ``no_new_data``."""
+        used, lacking = inputs_of(fv)
+        last = self.last
+        if last is None:
+            return RegimeState(
+                label=self.label,
+                confidence=0.0,
+                since_ms=fv.close_ms if self.since_ms is None else self.since_ms,
+                previous=self.previous,
+                candidate=None,
+                candidate_count=0,
+                dwell=self.dwell,
+                rule=Rule.NO_NEW_DATA,
+                margin=0.0,
+                stresses=(),
+                inputs_used=used,
+                inputs_missing=lacking,
+                n_inputs=0,
+                stale=True,
+            )
+        return RegimeState(
+            label=last.label,
+            confidence=last.confidence,
+            since_ms=last.since_ms,
+            previous=last.previous,
+            candidate=last.candidate,
+            candidate_count=last.candidate_count,
+            dwell=last.dwell,
+            rule=Rule.NO_NEW_DATA,
+            margin=0.0,
+            stresses=(),
+            inputs_used=used,
+            inputs_missing=lacking,
+            n_inputs=n_inputs(fv),
+            vol=last.vol,
+            risk_ratio=last.risk_ratio,
+            stale=True,
+        )
+
     def update(self, fv: FeatureVector) -> RegimeState:
-        """Classify one bar's features; applies confirmation, dwell and cascade stickiness."""
+        """Classify one bar's features; applies confirmation, dwell and risk stickiness.
+
+        A bar with no new data (`no_new_data`) holds the label and does not advance anything.
+        The risk labels (LIQUIDATION_RISK, CHAOTIC) are announced at once and left only after
+        ``liq_exit_confirm`` / ``risk_exit_confirm`` unflagged evaluations; MEAN_REVERTING is
+        left at once when the market stops being calm; other changes need ``confirm``
+        consecutive evaluations after ``min_dwell``.
+        """
         cfg = self.config
-        call = raw_call(fv, cfg, self.label)
+        if no_new_data(fv) and fv.observations > 0:
+            return self._stalled(fv)
+        vol = self.vol
+        if vol is not None and fv.bar_return is not None:
+            self.snap = vol.update(fv.bar_return, fv.open_ms, fv.close_ms)
+        snap = self.snap
+        model = self.vol_model
+        rho = risk_ratio(model, snap) if snap is not None and model is not None else None
+        call = raw_call(fv, cfg, self.label, rho, snap, model)
         if self.since_ms is None:
             self.since_ms = fv.close_ms
         new = call.label
+        risky = (RegimeLabel.LIQUIDATION_RISK, RegimeLabel.CHAOTIC)
         switch = False
         if new is self.label:
             self.candidate, self.candidate_count = None, 0
             self.off_cascade = 0
-        elif new is RegimeLabel.UNKNOWN:
-            # No usable input: say so at once rather than keep a stale label.
+        elif call.rule in (Rule.NO_PRICE, Rule.WARMING_UP):
+            # No usable input: say so at once when there is no price; warm-up keeps UNKNOWN.
             switch = call.rule is Rule.NO_PRICE or self.label is RegimeLabel.UNKNOWN
         elif new is RegimeLabel.LIQUIDATION_RISK:
             switch = True  # a cascade is announced immediately
+        elif new is RegimeLabel.CHAOTIC and self.label is not RegimeLabel.LIQUIDATION_RISK:
+            switch = True  # so is the risk flag
         elif self.label is RegimeLabel.UNKNOWN:
-            switch = True  # first label after warm-up
+            switch = True  # first label after warm-up (or after no rule fired)
+        elif self.label is RegimeLabel.MEAN_REVERTING and not calm(fv, cfg, rho):
+            switch = True  # a calm label never outlives the calm
         else:
             if new is self.candidate:
                 self.candidate_count += 1
             else:
                 self.candidate, self.candidate_count = new, 1
-            if self.label is RegimeLabel.LIQUIDATION_RISK:
-                self.off_cascade += 1
-                switch = self.off_cascade >= cfg.liq_exit_confirm
+            if self.label in risky:
+                if new not in risky or (
+                    self.label is RegimeLabel.LIQUIDATION_RISK and call.rule is not Rule.CASCADE
+                ):
+                    self.off_cascade += 1
+                exit_n = (
+                    cfg.liq_exit_confirm
+                    if self.label is RegimeLabel.LIQUIDATION_RISK
+                    else cfg.risk_exit_confirm
+                )
+                switch = self.off_cascade >= exit_n
             else:
                 switch = self.candidate_count >= cfg.confirm and self.dwell >= cfg.min_dwell
         if switch:
@@ -388,6 +577,12 @@ class RegimeClassifier:
         self.dwell += 1
         used, lacking = inputs_of(fv)
         held = call.label is self.label
+        if held:
+            rule = call.rule
+        elif call.rule is Rule.NO_RULE_FIRED:
+            rule = Rule.NO_RULE_FIRED  # the label is held, and no rule backs it this bar
+        else:
+            rule = Rule.HOLD
         k = n_inputs(fv)
         self.last = state = RegimeState(
             label=self.label,
@@ -397,12 +592,14 @@ class RegimeClassifier:
             candidate=self.candidate,
             candidate_count=self.candidate_count,
             dwell=self.dwell,
-            rule=call.rule if held else Rule.HOLD,
+            rule=rule,
             margin=call.margin if held else 0.0,
             stresses=call.stresses if held else (),
             inputs_used=used,
             inputs_missing=lacking,
             n_inputs=k,
+            vol=snap,
+            risk_ratio=rho,
         )
         return state
 

@@ -14,7 +14,7 @@ from api.schemas import Features, SignalEnvelope
 from api.store import RunState
 from flows.settings import Settings
 from flows.signal import build_pipeline, run_pipeline
-from operators.envelope import ENVELOPE_BOUNDS
+from operators.envelope import ENVELOPE_BOUNDS, SCHEMA_VERSION
 from operators.failures import FLOAT_MAX, Bound
 from operators.features import FEATURE_BOUNDS, FEATURE_NAMES
 from tests.conftest import LIVE_CAPTURE, REPO, real_file
@@ -151,7 +151,7 @@ def test_the_schema_carries_every_documented_range() -> None:
 
 def test_schema_1_1_adds_the_degraded_block_and_step_error() -> None:
     schema = _committed_schema()
-    assert schema["properties"]["schema_version"]["const"] == "1.1"
+    assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION
     assert "degraded" in schema["required"]
     degraded = schema["$defs"]["Degraded"]
     assert set(degraded["properties"]) == {"step", "reason"}
@@ -175,3 +175,28 @@ def test_the_model_refuses_non_finite_and_out_of_range_numbers(
         broken[path[0]][path[1]] = bad
         with pytest.raises(ValidationError):
             SignalEnvelope.model_validate(broken)
+
+
+def test_schema_1_2_adds_the_forecast_and_the_honest_regime() -> None:
+    """#9: additive only: the forecast block with ranges, regime.risk_ratio/stale, new rules and
+    explain codes; RegimeLabel keeps exactly its five values."""
+    schema = _committed_schema()
+    assert SCHEMA_VERSION == "1.2"
+    assert "forecast" in schema["required"]
+    fc = schema["$defs"]["VolForecast"]
+    assert set(fc["properties"]) == {"horizon_ms", "vol_bps", "vol_p10_bps", "vol_p90_bps", "model"}
+    for name in ("vol_bps", "vol_p10_bps", "vol_p90_bps"):
+        assert _limits(fc["properties"][name]) == {"minimum": 0}
+    assert _limits(fc["properties"]["horizon_ms"]) == {"exclusiveMinimum": 0}
+    assert _limits(_prop(schema, ["regime", "risk_ratio"])) == {"minimum": 0}
+    rules = set(schema["$defs"]["Rule"]["enum"])
+    assert {"no_rule_fired", "forecast_vol_high", "no_new_data", "between_thresholds"} <= rules
+    codes = set(schema["$defs"]["Explain"]["enum"])
+    assert {"NO_DEMONSTRATED_SKILL", "NO_RULE_FIRED", "NO_NEW_DATA", "VOL_FORECAST_HIGH"} <= codes
+    assert schema["$defs"]["RegimeLabel"]["enum"] == [
+        "TRENDING",
+        "MEAN_REVERTING",
+        "LIQUIDATION_RISK",
+        "CHAOTIC",
+        "UNKNOWN",
+    ]

@@ -49,6 +49,7 @@ RULE = {
     UNK: Rule.WARMING_UP,
 }
 TABLE: dict[str, Any] = {
+    "format": calibration.TABLE_FORMAT,
     "version": "test-table-1",
     "fitted_on": {"files": ["x"], "span_utc": ["2025-01-01", "2025-01-02"], "n": 300},
     "horizons": {
@@ -56,8 +57,13 @@ TABLE: dict[str, Any] = {
             "bins": [[0.0, 0.3, 0.45, 100], [0.3, 0.6, 0.55, 100], [0.6, 1.0, 0.7, 100]],
             "mean_abs_move_bps": 20.0,
             "coins": {"BTC": {"mean_abs_move_bps": 30.0}},
+            "skill": {"demonstrated": True, "bss": 0.02, "bss_lo": 0.01},
         },
-        "3600000": {"bins": [[0.0, 1.0, 0.6, 10]], "mean_abs_move_bps": 80.0},
+        "3600000": {
+            "bins": [[0.0, 1.0, 0.6, 10]],
+            "mean_abs_move_bps": 80.0,
+            "skill": {"demonstrated": False},
+        },
     },
     "default_horizon_ms": 60000,
 }

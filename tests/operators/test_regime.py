@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from typing import Any
 
@@ -14,6 +15,8 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from connectors.events import Stream
 from operators import steps
 from operators.features import FeatureVector
+from operators.forecast import LadderFit, VolModel, VolSnapshot
+from operators.freshness import StreamClock
 from operators.regime import (
     DECISION_INPUTS,
     RegimeClassifier,
@@ -33,12 +36,21 @@ LIQ = RegimeLabel.LIQUIDATION_RISK
 UNK = RegimeLabel.UNKNOWN
 
 
+def _moved(x: FeatureVector) -> FeatureVector:
+    # every bar moves 1 bps (the volatility state's norm), over a 30-return trend window
+    x.bar_return = 1e-4
+    x.trend_returns = 30
+    return x
+
+
 def trend(t: int = 1000, er: float = 0.6, **kw: Any) -> FeatureVector:
-    return fv(close_ms=t, efficiency_ratio=er, vol_expansion_ratio=1.0, momentum_bps=50.0, **kw)
+    kw = {"vol_expansion_ratio": 1.0, "momentum_bps": 50.0, **kw}
+    return _moved(fv(close_ms=t, efficiency_ratio=er, **kw))
 
 
 def mean_rev(t: int = 1000, er: float = 0.05, **kw: Any) -> FeatureVector:
-    return fv(close_ms=t, efficiency_ratio=er, vol_expansion_ratio=1.0, momentum_bps=5.0, **kw)
+    kw = {"vol_expansion_ratio": 1.0, "momentum_bps": 5.0, **kw}
+    return _moved(fv(close_ms=t, efficiency_ratio=er, **kw))
 
 
 def cascade(t: int = 1000, **kw: Any) -> FeatureVector:
@@ -49,7 +61,7 @@ def cascade(t: int = 1000, **kw: Any) -> FeatureVector:
         "trade_flow_imbalance": -0.8,
     }
     vals.update(kw)
-    return fv(vals, close_ms=t)
+    return _moved(fv(vals, close_ms=t))
 
 
 # -- raw_call: each label -------------------------------------------------------------------------
@@ -68,6 +80,33 @@ def case(
 
 SHOCK = {"efficiency_ratio": 0.5, "vol_expansion_ratio": 2.5, "momentum_bps": 300.0}
 TREND_MARGIN = (0.5 - 0.4) / 0.6
+NORM = 1e-6
+"""The test coin's norm per-bar variance (1 bps per bar): a 300 bps move over 30 returns is
+z = 0.03 / √(1e-6·30) = 5.48 norm units, large for this coin."""
+SNAP = VolSnapshot((NORM,) * 4, NORM, 1000, 1000, 500)
+MODEL = VolModel(
+    version="test-vol",
+    season=((1.0,) * 24, (1.0,) * 24),
+    half_lives_bars=(1.0, 3.0, 10.0, 30.0),
+    long_half_life_ms=30 * 86_400_000,
+    long_min_bars=300.0,
+    floor=1e-3,
+    flag_enter=1.0,
+    flag_exit=0.9,
+    ladder=(LadderFit(1, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0), 1.0, -1.0, 1.0, 1),),
+)
+HOT = 1.5  # ρ: the next hour's forecast volatility 1.5× the coin's norm: flagged
+FLAG_MARGIN = (1.5 - 1.0) / 1.0
+
+
+def clf_(cfg: RegimeConfig = CFG) -> RegimeClassifier:
+    """A classifier on the rules without a forecast (ρ unknown), its volatility state the test
+    coin's (`SNAP`): the hysteresis tests do not depend on the committed model."""
+    return RegimeClassifier(cfg, vol_model=None, snap=SNAP)
+
+
+def z_of(move_bps: float, n: int = 30) -> float:
+    return abs(move_bps) / 1e4 / math.sqrt(NORM * n)
 
 
 @pytest.mark.parametrize(
@@ -82,9 +121,13 @@ TREND_MARGIN = (0.5 - 0.4) / 0.6
             Rule.TREND,
             min(0.2 / 0.6, (3.0 - 2.0) / 2.0),
         ),
-        # an efficient path that is not significant (a few ticks one way): no trend
+        # an efficient path that is not significant: no rule fires (never a calm default)
         case(
-            "trend_not_significant", {"efficiency_ratio": 0.9, "momentum_z": 1.5}, MR, Rule.HOLD, 0
+            "trend_not_significant",
+            {"efficiency_ratio": 0.9, "momentum_z": 1.5},
+            UNK,
+            Rule.NO_RULE_FIRED,
+            0,
         ),
         case("mean_reverting", {"efficiency_ratio": 0.05}, MR, Rule.MEAN_REVERSION, 0.1 / 0.15),
         case(
@@ -94,8 +137,23 @@ TREND_MARGIN = (0.5 - 0.4) / 0.6
             Rule.MEAN_REVERSION,
             min(0.1 / 0.15, 0.35 / 0.85),
         ),
-        # an inefficient path without negative autocorrelation is a random walk: held, no margin
-        case("random_walk", {"efficiency_ratio": 0.05, "variance_ratio": 1.2}, MR, Rule.HOLD, 0.0),
+        # an inefficient path without negative autocorrelation is a random walk: no rule fired
+        case(
+            "random_walk",
+            {"efficiency_ratio": 0.05, "variance_ratio": 1.2},
+            UNK,
+            Rule.NO_RULE_FIRED,
+            0.0,
+        ),
+        # an inefficient path in a market that is not calm (expansion 1.6 > 1.5): not MR
+        case(
+            "not_calm_no_mr",
+            {"efficiency_ratio": 0.05, "vol_expansion_ratio": 1.6},
+            UNK,
+            Rule.NO_RULE_FIRED,
+            0.0,
+        ),
+        # a volatility spike without direction (no forecast): the expansion flag, CHAOTIC
         case(
             "chaotic",
             {"efficiency_ratio": 0.1, "vol_expansion_ratio": 2.7},
@@ -103,23 +161,10 @@ TREND_MARGIN = (0.5 - 0.4) / 0.6
             Rule.CHAOS,
             (2.7 - 1.8) / 1.8,
         ),
-        # a directionless shock with one-sided flow is chaos, not a cascade (ER < liq_er)
-        case(
-            "chaotic_not_cascade",
-            {
-                "efficiency_ratio": 0.1,
-                "vol_expansion_ratio": 3.5,
-                "momentum_bps": 100.0,
-                "trade_flow_imbalance": 0.9,
-            },
-            CH,
-            Rule.CHAOS,
-            (3.5 - 1.8) / 1.8,
-        ),
-        # the only stress group available (flow) holds
+        # flagged with a one-way move that is large for this coin and one-sided flow: cascade
         case(
             "liq_flow_up",
-            {**SHOCK, "trade_flow_imbalance": 0.7},
+            {**SHOCK, "trade_flow_imbalance": 0.7, "rho": HOT},
             LIQ,
             Rule.CASCADE,
             1.0,
@@ -127,50 +172,51 @@ TREND_MARGIN = (0.5 - 0.4) / 0.6
         ),
         case(
             "liq_flow_down",
-            {**SHOCK, "momentum_bps": -300.0, "trade_flow_imbalance": -0.7},
+            {**SHOCK, "momentum_bps": -300.0, "trade_flow_imbalance": -0.7, "rho": HOT},
             LIQ,
             Rule.CASCADE,
             1.0,
             ("one_sided_flow",),
+        ),
+        # not flagged (ρ below the coin's norm, expansion 2.5 < 3): the same move is a trend
+        case(
+            "unflagged_move_is_trend",
+            {**SHOCK, "trade_flow_imbalance": 0.7, "rho": 0.7},
+            T,
+            Rule.TREND,
+            TREND_MARGIN,
         ),
         # one-sided flow must also be aggressive (a trade-rate burst) when the burst is known
         case(
             "flow_without_burst",
-            {**SHOCK, "trade_flow_imbalance": 0.7, "trade_rate_burst": 1.2},
-            T,
-            Rule.TREND,
-            TREND_MARGIN,
+            {**SHOCK, "trade_flow_imbalance": 0.7, "trade_rate_burst": 1.2, "rho": HOT},
+            CH,
+            Rule.VOL_STATE,
+            FLAG_MARGIN,
         ),
         case(
             "flow_with_burst",
-            {**SHOCK, "trade_flow_imbalance": 0.7, "trade_rate_burst": 2.0},
+            {**SHOCK, "trade_flow_imbalance": 0.7, "trade_rate_burst": 2.0, "rho": HOT},
             LIQ,
             Rule.CASCADE,
             1.0,
             ("one_sided_flow",),
         ),
-        # two groups available (flow, liquidity): both must hold below VER 3
+        # two groups available (flow, liquidity): both must hold below z = 2·liq_move_z
         case(
             "liq_spread_only",
-            {**SHOCK, "trade_flow_imbalance": 0.1, "spread_ratio": 3.5},
-            T,
-            Rule.TREND,
-            TREND_MARGIN,
+            {**SHOCK, "trade_flow_imbalance": 0.1, "spread_ratio": 3.5, "rho": HOT},
+            CH,
+            Rule.VOL_STATE,
+            FLAG_MARGIN,
         ),
         case(
             "liq_flow_and_spread",
-            {**SHOCK, "trade_flow_imbalance": 0.7, "spread_ratio": 3.5},
+            {**SHOCK, "trade_flow_imbalance": 0.7, "spread_ratio": 3.5, "rho": HOT},
             LIQ,
             Rule.CASCADE,
             1.0,
             ("one_sided_flow", "spread_blowout"),
-        ),
-        case(
-            "liq_depth_without_oi_drop",
-            {**SHOCK, "depth_ratio": 0.3, "spread_ratio": 1.0, "oi_change_pct": 0.5},
-            T,
-            Rule.TREND,
-            TREND_MARGIN,
         ),
         case(
             "liq_depth_and_oi",
@@ -180,87 +226,61 @@ TREND_MARGIN = (0.5 - 0.4) / 0.6
                 "depth_ratio": 0.3,
                 "spread_ratio": 1.0,
                 "oi_change_pct": -1.5,
+                "rho": HOT,
             },
             LIQ,
             Rule.CASCADE,
             2 / 3,  # stresses met / stress conditions available
             ("depth_collapse", "oi_drop"),
         ),
-        case(
-            "liq_oi_only_input",
-            {**SHOCK, "momentum_bps": -300.0, "oi_change_pct": -1.5},
-            LIQ,
-            Rule.CASCADE,
-            1.0,
-            ("oi_drop",),
-        ),
-        # a bigger shock (VER >= liq_ver_alone) needs one stress group
+        # a move of 2·liq_move_z norm units needs one stress group
         case(
             "big_shock_one_group",
-            {**SHOCK, "vol_expansion_ratio": 3.2, "trade_flow_imbalance": 0.1, "spread_ratio": 3.5},
+            {
+                **SHOCK,
+                "momentum_bps": 500.0,
+                "trade_flow_imbalance": 0.1,
+                "spread_ratio": 3.5,
+                "rho": HOT,
+            },
             LIQ,
             Rule.CASCADE,
             0.5,
             ("spread_blowout",),
         ),
+        # a move that is small for this coin (z = 1.8 < 4) is no cascade: a few bps is noise
         case(
-            "liq_all_at_thresholds",
-            {
-                "efficiency_ratio": 0.35,
-                "vol_expansion_ratio": 2.0,
-                "momentum_bps": 300.0,
-                "trade_flow_imbalance": 0.6,
-                "trade_rate_burst": 1.5,
-                "spread_ratio": 3.0,
-                "depth_ratio": 0.4,
-                "oi_change_pct": -1.0,
-                "momentum_z": 3.0,
-            },
-            LIQ,
-            Rule.CASCADE,
-            1.0,
-            ("one_sided_flow", "spread_blowout", "depth_collapse", "oi_drop"),
-        ),
-        # a shock that is small against the noise is no cascade; it is a (significant) trend
-        case(
-            "small_z_no_cascade",
-            {**SHOCK, "vol_expansion_ratio": 3.5, "trade_flow_imbalance": 0.9, "momentum_z": 2.5},
-            T,
-            Rule.TREND,
-            min(TREND_MARGIN, 0.25),
+            "small_move_no_cascade",
+            {**SHOCK, "momentum_bps": 100.0, "trade_flow_imbalance": 0.9, "rho": HOT},
+            CH,
+            Rule.VOL_STATE,
+            FLAG_MARGIN,
         ),
         case(
             "flow_against_move",
-            {**SHOCK, "trade_flow_imbalance": -0.7},
-            T,
-            Rule.TREND,
-            TREND_MARGIN,
+            {**SHOCK, "trade_flow_imbalance": -0.7, "rho": HOT},
+            CH,
+            Rule.VOL_STATE,
+            FLAG_MARGIN,
         ),
-        case("no_stress_input_small_ver", dict(SHOCK), T, Rule.TREND, TREND_MARGIN),
+        # no stress input at all (candles): the move alone decides
         case(
-            "no_stress_input_ver_alone",
-            {**SHOCK, "vol_expansion_ratio": 3.2},
+            "no_stress_input",
+            {**SHOCK, "rho": HOT},
             LIQ,
             Rule.CASCADE,
-            (3.2 - 2.0) / 2.0,
+            (z_of(300.0) - 4.0) / 4.0,
         ),
+        # a volatility that has multiplied (expansion 3.6 ≥ 3) flags even with a calm forecast
         case(
-            "stress_inputs_unmet",
-            {**SHOCK, "vol_expansion_ratio": 3.5, "trade_flow_imbalance": 0.2, "spread_ratio": 1.0},
-            T,
-            Rule.TREND,
-            TREND_MARGIN,
+            "multiplied_vol_flags",
+            {"efficiency_ratio": 0.05, "vol_expansion_ratio": 3.6, "rho": 0.5},
+            CH,
+            Rule.CHAOS,
+            0.2,
         ),
-        case(
-            "no_move_no_cascade",
-            {**SHOCK, "vol_expansion_ratio": 3.5, "momentum_bps": 0.0, "trade_flow_imbalance": 0.9},
-            T,
-            Rule.TREND,
-            TREND_MARGIN,
-        ),
-        # between the bands with no label to keep: the range-bound default, no margin
-        case("between_bands", {"efficiency_ratio": 0.3}, MR, Rule.HOLD, 0.0),
-        case("between_bands_low", {"efficiency_ratio": 0.2}, MR, Rule.HOLD, 0.0),
+        # between the bands with no label to keep: no rule fired
+        case("between_bands", {"efficiency_ratio": 0.3}, UNK, Rule.NO_RULE_FIRED, 0.0),
         case("no_efficiency_ratio", {"momentum_bps": 1.0}, UNK, Rule.WARMING_UP, 0.0),
     ],
 )
@@ -272,11 +292,50 @@ def test_raw_call_labels(
     stresses: tuple[str, ...],
 ) -> None:
     vals = {"vol_expansion_ratio": 1.0, "momentum_bps": 1.0, **values}
-    call = raw_call(fv(vals), CFG, UNK)
+    rho = vals.pop("rho", None)
+    f = fv(vals)
+    f.trend_returns = 30
+    call = raw_call(f, CFG, UNK, rho, SNAP, MODEL)
     assert call.label is label
     assert call.rule is rule
     assert call.margin == pytest.approx(margin)
     assert call.stresses == stresses
+
+
+def test_a_volatility_spike_without_direction_is_never_mean_reverting() -> None:
+    """Expansion 6× on an inefficient path, the classifier MEAN_REVERTING: CHAOTIC at once."""
+    clf = clf_()
+    feed(clf, [mean_rev(1000 * k) for k in range(1, 10)])
+    assert clf.label is MR
+    s = clf.update(mean_rev(10_000, vol_expansion_ratio=6.0, variance_ratio=0.5))
+    assert s.label is CH
+    # and a merely not-calm bar (expansion 1.6) leaves MEAN_REVERTING at once too
+    clf2 = clf_()
+    feed(clf2, [mean_rev(1000 * k) for k in range(1, 10)])
+    s = clf2.update(mean_rev(10_000, vol_expansion_ratio=1.6))
+    assert s.label is not MR
+    assert s.rule is Rule.NO_RULE_FIRED
+
+
+def test_a_stall_holds_the_label_and_says_so() -> None:
+    """Bars with no event: the label holds (rule no_new_data, stale), nothing advances."""
+    clf = clf_()
+    feed(clf, [trend(1000 * k) for k in range(1, 10)])
+    before = clf.last
+    assert before is not None
+    assert before.label is T
+    stalled = []
+    for k in range(10, 20):
+        x = mean_rev(1000 * k, momentum_bps=-80.0)  # features drift while nothing arrives
+        x.event_count = 0
+        stalled.append(clf.update(x))
+    assert all(s.label is T and s.stale and s.rule is Rule.NO_NEW_DATA for s in stalled)
+    assert all(s.since_ms == before.since_ms and s.dwell == before.dwell for s in stalled)
+    assert clf.candidate is None
+    # every input stream stale as of the close is no new data either
+    x = trend(100_000)
+    x.streams = {s: StreamClock(1000, None, 5, 1000.0) for s in x.streams}
+    assert clf.update(x).rule is Rule.NO_NEW_DATA
 
 
 def test_raw_call_unknown_while_warming_up_or_without_price() -> None:
@@ -300,16 +359,16 @@ def test_raw_call_unknown_while_warming_up_or_without_price() -> None:
         (MR, {"efficiency_ratio": 0.3}, MR, Rule.MEAN_REVERSION, 0.0),
         (MR, {"efficiency_ratio": 0.25}, MR, Rule.MEAN_REVERSION, (0.30 - 0.25) / 0.30),
         (T, {"efficiency_ratio": 0.39}, T, Rule.TREND, (0.39 - 0.25) / 0.75),
-        (UNK, {"efficiency_ratio": 0.39}, MR, Rule.HOLD, 0.0),
+        (UNK, {"efficiency_ratio": 0.39}, UNK, Rule.NO_RULE_FIRED, 0.0),
         (CH, {"efficiency_ratio": 0.1, "vol_expansion_ratio": 1.5}, CH, Rule.CHAOS, 0.1 / 1.4),
         (T, {"efficiency_ratio": 0.1, "vol_expansion_ratio": 1.5}, MR, Rule.MEAN_REVERSION, 1 / 3),
         # |momentum z|: enter TRENDING from 2, stay while >= 1
         (T, {"efficiency_ratio": 0.5, "momentum_z": 1.2}, T, Rule.TREND, 0.2),
-        (MR, {"efficiency_ratio": 0.5, "momentum_z": 1.2}, MR, Rule.HOLD, 0.0),
-        (T, {"efficiency_ratio": 0.5, "momentum_z": -0.9}, MR, Rule.HOLD, 0.0),
+        (MR, {"efficiency_ratio": 0.5, "momentum_z": 1.2}, UNK, Rule.NO_RULE_FIRED, 0.0),
+        (T, {"efficiency_ratio": 0.5, "momentum_z": -0.9}, UNK, Rule.NO_RULE_FIRED, 0.0),
         # variance ratio: enter MEAN_REVERTING at or below 0.85, stay while <= 1
         (MR, {"efficiency_ratio": 0.05, "variance_ratio": 0.95}, MR, Rule.MEAN_REVERSION, 0.05),
-        (UNK, {"efficiency_ratio": 0.05, "variance_ratio": 0.95}, MR, Rule.HOLD, 0.0),
+        (UNK, {"efficiency_ratio": 0.05, "variance_ratio": 0.95}, UNK, Rule.NO_RULE_FIRED, 0.0),
     ],
 )
 def test_raw_call_enter_exit_bands(
@@ -329,7 +388,7 @@ def feed(clf: RegimeClassifier, fvs: list[FeatureVector]) -> list[RegimeState]:
 
 
 def test_unknown_then_first_label_at_once() -> None:
-    clf = RegimeClassifier()
+    clf = clf_()
     s1 = clf.update(trend(1000, observations=10))  # warming up
     assert (s1.label, s1.rule, s1.confidence, s1.since_ms, s1.dwell) == (
         UNK,
@@ -345,7 +404,7 @@ def test_unknown_then_first_label_at_once() -> None:
 
 
 def test_switch_needs_confirm_consecutive_and_min_dwell() -> None:
-    clf = RegimeClassifier()
+    clf = clf_()
     assert clf.update(trend(1000)).label is T  # dwell 1
     states = feed(clf, [mean_rev(t) for t in range(2000, 7000, 1000)])
     # MR holds from the 2nd evaluation; dwell of TRENDING reaches min_dwell=5 only at the 6th
@@ -367,7 +426,7 @@ def test_switch_needs_confirm_consecutive_and_min_dwell() -> None:
 
 
 def test_candidate_must_hold_consecutively() -> None:
-    clf = RegimeClassifier()
+    clf = clf_()
     feed(clf, [trend(t) for t in range(1000, 11000, 1000)])  # dwell 10
     seq = [mean_rev(11000), mean_rev(12000), trend(13000), mean_rev(14000), mean_rev(15000)]
     states = feed(clf, seq)
@@ -383,7 +442,7 @@ def count_changes(labels: list[RegimeLabel]) -> int:
 
 @pytest.mark.parametrize("run", [1, 2])
 def test_alternating_inputs_do_not_flicker(run: int) -> None:
-    clf = RegimeClassifier()
+    clf = clf_()
     fvs = []
     for i in range(400):
         high = (i // run) % 2 == 0
@@ -397,7 +456,7 @@ def test_alternating_inputs_do_not_flicker(run: int) -> None:
 
 
 def test_inputs_between_exit_and_enter_keep_the_label() -> None:
-    clf = RegimeClassifier()
+    clf = clf_()
     clf.update(trend(1000))
     states = feed(clf, [trend(1000 * k, er=0.3) for k in range(2, 60)])
     assert all(s.label is T and s.candidate is None for s in states)
@@ -409,7 +468,7 @@ def test_inputs_between_exit_and_enter_keep_the_label() -> None:
     assert all(s.label is MR and s.candidate is None for s in states)
     assert all(s.rule is Rule.MEAN_REVERSION for s in states)
     # CHAOTIC is kept while VER >= the exit threshold 1.4
-    clf2 = RegimeClassifier()
+    clf2 = clf_()
     clf2.update(fv(close_ms=1000, efficiency_ratio=0.1, vol_expansion_ratio=2.0, momentum_bps=1.0))
     assert clf2.label is CH
     states = feed(
@@ -423,7 +482,7 @@ def test_inputs_between_exit_and_enter_keep_the_label() -> None:
 
 
 def test_liquidation_risk_enters_at_once_and_exits_after_liq_exit_confirm() -> None:
-    clf = RegimeClassifier()
+    clf = clf_()
     clf.update(trend(1000))
     s = clf.update(cascade(2000))  # the current label's dwell is only 1: no matter
     assert (s.label, s.previous, s.since_ms, s.dwell) == (LIQ, T, 2000, 1)
@@ -441,7 +500,7 @@ def test_liquidation_risk_enters_at_once_and_exits_after_liq_exit_confirm() -> N
 
 
 def test_liquidation_exit_needs_consecutive_non_cascade() -> None:
-    clf = RegimeClassifier(RegimeConfig(liq_exit_confirm=3))
+    clf = clf_(RegimeConfig(liq_exit_confirm=3))
     clf.update(cascade(1000))
     assert clf.label is LIQ
     seq = [trend(2000), trend(3000), cascade(4000), trend(5000), trend(6000), trend(7000)]
@@ -449,7 +508,7 @@ def test_liquidation_exit_needs_consecutive_non_cascade() -> None:
 
 
 def test_no_price_switches_to_unknown_at_once() -> None:
-    clf = RegimeClassifier()
+    clf = clf_()
     feed(clf, [trend(1000 * k) for k in range(1, 4)])
     s = clf.update(trend(4000, mid_px=None, price_source=None))
     assert (s.label, s.previous, s.since_ms, s.rule, s.confidence) == (
@@ -482,7 +541,7 @@ FULL_INPUTS = {
 
 def test_confidence_formula() -> None:
     assert len(DECISION_INPUTS) == 9
-    clf = RegimeClassifier()
+    clf = clf_()
     s = clf.update(trend(1000, **FULL_INPUTS))
     assert s.inputs_used == ("quotes", "book", "trades", "candles", "asset_ctx")
     assert s.inputs_missing == ()
@@ -500,10 +559,8 @@ def test_confidence_formula() -> None:
 
 
 def test_confidence_is_lower_with_fewer_inputs() -> None:
-    full = RegimeClassifier().update(
-        trend(1000, **{k: v for k, v in FULL_INPUTS.items() if k != "momentum_z"})
-    )
-    candle_only = RegimeClassifier().update(
+    full = clf_().update(trend(1000, **{k: v for k, v in FULL_INPUTS.items() if k != "momentum_z"}))
+    candle_only = clf_().update(
         trend(
             1000,
             streams=(Stream.CANDLE,),
@@ -523,7 +580,7 @@ def test_confidence_is_lower_with_fewer_inputs() -> None:
 
 def test_confidence_always_in_unit_interval_and_zero_for_unknown() -> None:
     rng = random.Random(7)
-    clf = RegimeClassifier()
+    clf = clf_()
     for k in range(2000):
         vals = {
             "efficiency_ratio": rng.random(),
@@ -575,9 +632,9 @@ def test_regime_step_classifies_per_coin() -> None:
     ("current", "er", "expected"),
     [
         # past the current label's exit, short of the other's entry: the label has ended, and
-        # without a trend the range-bound default holds
-        (RegimeLabel.TRENDING, 0.20, RegimeLabel.MEAN_REVERTING),
-        (RegimeLabel.MEAN_REVERTING, 0.35, RegimeLabel.MEAN_REVERTING),
+        # no rule fires (no calm default)
+        (RegimeLabel.TRENDING, 0.20, RegimeLabel.UNKNOWN),
+        (RegimeLabel.MEAN_REVERTING, 0.35, RegimeLabel.UNKNOWN),
         # inside the current label's exit band: it holds
         (RegimeLabel.TRENDING, 0.30, RegimeLabel.TRENDING),
         (RegimeLabel.MEAN_REVERTING, 0.25, RegimeLabel.MEAN_REVERTING),

@@ -44,25 +44,34 @@ def sample() -> dict[str, list[dict[str, Any]]]:
 
 
 def test_simulator_truth_agreement(sample: dict[str, list[dict[str, Any]]]) -> None:
+    """Where the flow names a regime it is the scripted one; where no rule holds it says so.
+
+    Since #9 a bar where no rule fires is UNKNOWN (``no_rule_fired``), never a calm default, so
+    agreement is measured over the labelled bars, and the UNKNOWN share is bounded separately.
+    """
     truth = json.loads((REPO / "data" / "sample.truth.json").read_text(encoding="utf-8"))
     per_label: dict[str, list[int]] = {}
-    total = [0, 0]
+    hits = labelled = unknown = total = 0
     lines = []
     for coin, phases in truth["coins"].items():
         for p in phases:
             envs = [e for e in sample[coin] if p["start_ms"] < e["timestamp_ms"] <= p["end_ms"]]
-            hit = sum(e["regime"]["label"] == p["label"] for e in envs)
-            total[0] += hit
-            total[1] += len(envs)
-            settled = [e for e in envs if e["timestamp_ms"] > p["start_ms"] + SETTLE_MS]
+            named = [e for e in envs if e["regime"]["label"] != "UNKNOWN"]
+            hit = sum(e["regime"]["label"] == p["label"] for e in named)
+            hits += hit
+            labelled += len(named)
+            unknown += len(envs) - len(named)
+            total += len(envs)
+            lines.append(f"{coin} {p['label']}: {hit}/{len(named)} labelled of {len(envs)}")
             if p["start_ms"] == truth["start_ms"]:
                 continue  # no history to compare the first phase with (and warm-up)
+            settled = [e for e in named if e["timestamp_ms"] > p["start_ms"] + SETTLE_MS]
             stat = per_label.setdefault(p["label"], [0, 0])
             stat[0] += sum(e["regime"]["label"] == p["label"] for e in settled)
             stat[1] += len(settled)
-            lines.append(f"{coin} {p['label']}: {hit}/{len(envs)}")
     print("\n".join(lines))
-    assert total[0] / total[1] >= 0.75, (total, lines)
+    assert hits / labelled >= 0.85, (hits, labelled, lines)
+    assert unknown / total <= 0.25, (unknown, total)
     for label, (hit, n) in per_label.items():
         assert hit / n >= 0.7, (label, hit, n)
     assert set(per_label) == {"TRENDING", "MEAN_REVERTING", "CHAOTIC", "LIQUIDATION_RISK"}

@@ -1,0 +1,366 @@
+"""Per-coin volatility state and forecast: HAR-style exponential components, seasonally adjusted.
+
+The one thing about the next move that is forecastable is its size. Per coin, from the bar
+returns ``r_t`` only (causal: nothing after the bar), with ``B`` the bar length:
+
+- **Seasonal profile** ``s(d, h)``: the usual share of variance of the UTC hour ``h`` of a weekday
+  (``d = 0``) or weekend day (``d = 1``), mean 1 (Andersen & Bollerslev 1997, intraday
+  periodicity), fitted once on the training data of every coin pooled. ``u_t = r_t² / s(bar)``
+  is the deseasonalised squared return.
+- **Components** ``c_k`` = bias-corrected EWMAs of ``u`` with half-lives of 1, 3, 10 and 30 bars
+  (a HAR-RV cascade of short to long memory in exponential form, the "HExp" of Bollerslev, Hood,
+  Huss & Pedersen 2018), and the coin's **norm** ``L`` = an EWMA of ``u`` with a 30-day half-life
+  (at least 300 bars). An EWMA started from nothing is the plain mean of what it saw
+  (``c = Σ λ^j u / Σ λ^j``), so it is usable from the first bars.
+- **Forecast** of the mean per-bar variance over the next ``H`` bars, log-linear in the ratios
+  (scale-free: no per-coin constant)::
+
+      ln m̂_H = ln L + a_H + Σ_k b_{H,k} ln max(c_k / L, floor) + b_{H,s} ln s̄_H
+
+  with ``s̄_H`` the mean seasonal factor of the ``H`` bars ahead. The forecast variance over the
+  horizon is ``V̂ = H · m̂_H · κ_H`` (``κ_H`` = smearing factor, Duan 1983: the mean of
+  ``exp(residual)`` on the training data, so that ``V̂`` estimates the mean and not the median),
+  ``vol_bps = 1e4·√V̂``; the 10th–90th percentile interval is ``1e4·√(H·m̂_H·e^{q10_H})`` …
+  ``e^{q90_H}``, the training residuals' quantiles. Coefficients come from the nearest (in log)
+  ``H`` of a ladder of 1 … 128 bars, fitted by OLS on the training data before the split date.
+- **Risk ratio** ``ρ = √(m̂_F / L)`` at ``F`` = one hour of bars (at least 6, at most the ladder's
+  longest): the next hour's forecast volatility against the coin's norm, the regime's risk flag;
+  published once the state has folded a day of bars (and at least 100).
+
+The table (`VolModel`) is produced by ``python -m tools.evaluation.vol_fit`` and committed at
+``operators/vol_model.json``; a table of another ``format`` is refused, never read silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+MODEL_FORMAT: Final = "hlsl-vol-model/1"
+DEFAULT_PATH: Final = Path(__file__).resolve().parent / "vol_model.json"
+MS_HOUR: Final = 3_600_000
+MS_DAY: Final = 86_400_000
+FLAG_MIN_BARS: Final = 6
+"""The risk flag looks one hour of bars ahead, at least this many."""
+
+
+@dataclass(frozen=True, slots=True)
+class LadderFit:
+    """Coefficients of one forecast horizon of ``bars`` bars."""
+
+    bars: int
+    coef: tuple[float, ...]
+    """``(a, b_1 … b_K, b_s)``."""
+    smear: float
+    q10: float
+    q90: float
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class VolModel:
+    """A loaded volatility model table."""
+
+    version: str
+    season: tuple[tuple[float, ...], tuple[float, ...]]
+    half_lives_bars: tuple[float, ...]
+    long_half_life_ms: int
+    long_min_bars: float
+    floor: float
+    flag_enter: float
+    flag_exit: float
+    ladder: tuple[LadderFit, ...]
+    fitted_on: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    def fit_for(self, bars: int) -> LadderFit:
+        """The ladder entry nearest ``bars`` in log (ties to the shorter)."""
+        lb = math.log(max(1, bars))
+        return min(self.ladder, key=lambda f: (abs(math.log(f.bars) - lb), f.bars))
+
+    def season_at(self, t_ms: int) -> float:
+        """Seasonal factor of the bar that opens at ``t_ms`` (UTC hour; weekend or not)."""
+        day = t_ms // MS_DAY
+        weekend = 1 if (day + 3) % 7 >= 5 else 0  # 1970-01-01 was a Thursday
+        return self.season[weekend][(t_ms // MS_HOUR) % 24]
+
+    def season_ahead(self, t_ms: int, bars: int, bar_ms: int) -> float:
+        """Mean seasonal factor of the ``bars`` bars opening at ``t_ms``, ``t_ms + bar_ms``, …
+
+        Summed hour by hour (a run of bars inside one UTC hour shares its factor), so the cost is
+        the number of hours covered, not of bars.
+        """
+        total = 0.0
+        j = 0
+        while j < bars:
+            t = t_ms + j * bar_ms
+            hour_end = (t // MS_HOUR + 1) * MS_HOUR
+            k = min(bars - j, max(1, -(-(hour_end - t) // bar_ms)))
+            total += k * self.season_at(t)
+            j += k
+        return total / bars
+
+    def long_lambda(self, bar_ms: int) -> float:
+        """Decay per bar of the norm ``L`` (half-life 30 days, at least ``long_min_bars``)."""
+        hl = max(self.long_min_bars, self.long_half_life_ms / max(1, bar_ms))
+        return math.pow(0.5, 1.0 / hl)
+
+
+@dataclass(frozen=True, slots=True)
+class VolSnapshot:
+    """The volatility state of one coin as of one bar close (immutable; safe to keep)."""
+
+    comps: tuple[float, ...]
+    """``c_k``: deseasonalised per-bar variance at each half-life."""
+    norm: float
+    """``L``: the coin's deseasonalised per-bar variance norm."""
+    close_ms: int
+    bar_ms: int
+    n: int
+    """Returns folded in so far."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """Forecast realised volatility of the bar returns over ``horizon_ms``, bps."""
+
+    horizon_ms: int
+    vol_bps: float
+    vol_p10_bps: float
+    vol_p90_bps: float
+    model: str
+    ratio: float
+    """Forecast volatility over the coin's norm for the same hours: ``√(m̂_H / (L·s̄_H))``."""
+
+
+MIN_RETURNS: Final = 3
+"""Returns a state needs before it forecasts."""
+RISK_MIN_RETURNS: Final = 100
+"""Returns a state needs before its risk ratio is used: this many, and at least a day of bars
+(the norm must have seen a day of the coin; a 35-minute tick capture never gets there, and its
+regime then flags on the volatility expansion alone)."""
+
+
+@dataclass(slots=True)
+class VolState:
+    """Per-coin EWMA sums (numerator, weight) of the components and the norm."""
+
+    model: VolModel
+    sums: list[float] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    n: int = 0
+    last: VolSnapshot | None = None
+    _lams: tuple[float, ...] = ()
+    _long: tuple[int, float] = (0, 0.0)
+
+    def __post_init__(self) -> None:
+        k = len(self.model.half_lives_bars) + 1
+        self.sums = [0.0] * k
+        self.weights = [0.0] * k
+        self._lams = tuple(math.pow(0.5, 1.0 / h) for h in self.model.half_lives_bars)
+
+    def mark(self) -> tuple[object, ...]:
+        """A copy of the (small) state, for `restore`."""
+        return (tuple(self.sums), tuple(self.weights), self.n, self.last)
+
+    def restore(self, m: tuple[object, ...]) -> None:
+        """Back to the state `mark` copied."""
+        sums, weights, self.n, self.last = m  # type: ignore[assignment]
+        self.sums = list(sums)  # type: ignore[call-overload]
+        self.weights = list(weights)  # type: ignore[call-overload]
+
+    def update(self, r: float, open_ms: int, close_ms: int) -> VolSnapshot | None:
+        """Fold one bar return ``r`` (log) of the bar ``[open_ms, close_ms)``."""
+        model = self.model
+        bar_ms = max(1, close_ms - open_ms)
+        u = r * r / model.season_at(open_ms)
+        sums = self.sums
+        weights = self.weights
+        lams = self._lams
+        k = len(lams)
+        for i in range(k):
+            lam = lams[i]
+            sums[i] = lam * sums[i] + (1.0 - lam) * u
+            weights[i] = lam * weights[i] + (1.0 - lam)
+        if self._long[0] != bar_ms:
+            self._long = (bar_ms, model.long_lambda(bar_ms))
+        lam = self._long[1]
+        sums[k] = lam * sums[k] + (1.0 - lam) * u
+        weights[k] = lam * weights[k] + (1.0 - lam)
+        self.n += 1
+        norm = sums[k] / weights[k]
+        if self.n < MIN_RETURNS or not norm > 0.0:
+            self.last = None
+            return None
+        self.last = VolSnapshot(
+            tuple(sums[i] / weights[i] for i in range(k)), norm, close_ms, bar_ms, self.n
+        )
+        return self.last
+
+
+def mean_var(model: VolModel, snap: VolSnapshot, bars: int) -> tuple[float, LadderFit, float]:
+    """``(m̂_H, the ladder entry used, s̄_H)``: forecast mean per-bar variance over ``bars``."""
+    fit = model.fit_for(bars)
+    coef = fit.coef
+    norm = snap.norm
+    floor = model.floor
+    x = coef[0]
+    for i, c in enumerate(snap.comps):
+        ratio = c / norm
+        x += coef[1 + i] * math.log(ratio if ratio > floor else floor)
+    s_ahead = model.season_ahead(snap.close_ms, bars, snap.bar_ms)
+    x += coef[-1] * math.log(s_ahead)
+    if x > 50.0:  # a ratio of e^50 is no forecast; keep the value finite
+        x = 50.0
+    return norm * math.exp(x), fit, s_ahead
+
+
+def forecast(model: VolModel, snap: VolSnapshot, horizon_ms: int) -> Forecast:
+    """The forecast over ``horizon_ms`` (at least one bar) from a snapshot."""
+    bars = max(1, round(horizon_ms / snap.bar_ms))
+    m, fit, s_ahead = mean_var(model, snap, bars)
+    var = bars * m
+    return Forecast(
+        horizon_ms=horizon_ms,
+        vol_bps=round(1e4 * math.sqrt(var * fit.smear), 4),
+        vol_p10_bps=round(1e4 * math.sqrt(var * math.exp(fit.q10)), 4),
+        vol_p90_bps=round(1e4 * math.sqrt(var * math.exp(fit.q90)), 4),
+        model=model.version,
+        ratio=round(math.sqrt(m / (snap.norm * s_ahead)), 4),
+    )
+
+
+def flag_bars(bar_ms: int, model: VolModel) -> int:
+    """The risk flag's horizon in bars: one hour of bars, at least 6, at most the ladder's top."""
+    top = max(f.bars for f in model.ladder)
+    return min(top, max(FLAG_MIN_BARS, -(-MS_HOUR // max(1, bar_ms))))
+
+
+def risk_ratio(model: VolModel, snap: VolSnapshot) -> float | None:
+    """``ρ = √(m̂_F / L)``: the next hour's forecast volatility over the coin's norm (None
+    before `RISK_MIN_RETURNS` returns)."""
+    if snap.n < max(RISK_MIN_RETURNS, MS_DAY // max(1, snap.bar_ms)):
+        return None
+    m, _, _ = mean_var(model, snap, flag_bars(snap.bar_ms, model))
+    return round(math.sqrt(m / snap.norm), 4)
+
+
+# -- the table -------------------------------------------------------------------------------
+
+
+def _num(x: Any, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+        msg = f"volatility model: {what} must be a finite number, got {x!r}"
+        raise ValueError(msg)
+    return float(x)
+
+
+def parse(doc: Any, path: str = "") -> VolModel:
+    """Validate and load a model document. Raises ValueError (also for another format)."""
+    if not isinstance(doc, dict):
+        msg = "volatility model: the document must be an object"
+        raise ValueError(msg)
+    fmt = doc.get("format")
+    if fmt != MODEL_FORMAT:
+        msg = (
+            f"volatility model {path or '(document)'}: format {fmt!r} is not {MODEL_FORMAT!r}; "
+            "refit it with `python -m tools.evaluation.vol_fit`"
+        )
+        raise ValueError(msg)
+    version = doc.get("version")
+    if not isinstance(version, str) or not version:
+        msg = "volatility model: version must be a non-empty id"
+        raise ValueError(msg)
+    season = doc.get("season")
+    if not isinstance(season, dict):
+        msg = "volatility model: season must be an object with weekday and weekend lists"
+        raise ValueError(msg)
+    rows: list[tuple[float, ...]] = []
+    for key in ("weekday", "weekend"):
+        vals = season.get(key)
+        if not isinstance(vals, list) or len(vals) != 24:
+            msg = f"volatility model: season.{key} must list 24 hourly factors"
+            raise ValueError(msg)
+        row = tuple(_num(v, f"season.{key}") for v in vals)
+        if min(row) <= 0:
+            msg = f"volatility model: season.{key} factors must be > 0"
+            raise ValueError(msg)
+        rows.append(row)
+    hls_raw = doc.get("half_lives_bars")
+    if not isinstance(hls_raw, list) or not hls_raw:
+        msg = "volatility model: half_lives_bars must be a non-empty list"
+        raise ValueError(msg)
+    hls = tuple(_num(h, "half_lives_bars") for h in hls_raw)
+    if min(hls) <= 0:
+        msg = "volatility model: half_lives_bars must be > 0"
+        raise ValueError(msg)
+    ladder: list[LadderFit] = []
+    raw_ladder = doc.get("ladder")
+    if not isinstance(raw_ladder, dict) or not raw_ladder:
+        msg = "volatility model: ladder must be a non-empty object"
+        raise ValueError(msg)
+    for key, spec in sorted(raw_ladder.items(), key=lambda kv: int(kv[0])):
+        if not isinstance(spec, dict):
+            msg = f"volatility model: ladder {key!r} must be an object"
+            raise ValueError(msg)
+        coef = spec.get("coef")
+        if not isinstance(coef, list) or len(coef) != len(hls) + 2:
+            msg = f"volatility model: ladder {key}: coef needs {len(hls) + 2} numbers"
+            raise ValueError(msg)
+        fit = LadderFit(
+            bars=int(key),
+            coef=tuple(_num(c, f"ladder {key} coef") for c in coef),
+            smear=_num(spec.get("smear"), f"ladder {key} smear"),
+            q10=_num(spec.get("q10"), f"ladder {key} q10"),
+            q90=_num(spec.get("q90"), f"ladder {key} q90"),
+            n=int(_num(spec.get("n"), f"ladder {key} n")),
+        )
+        if fit.bars < 1 or fit.smear <= 0 or not fit.q10 < fit.q90:
+            msg = f"volatility model: ladder {key}: need bars >= 1, smear > 0, q10 < q90"
+            raise ValueError(msg)
+        ladder.append(fit)
+    flag = doc.get("flag")
+    if not isinstance(flag, dict):
+        msg = "volatility model: flag must be an object with enter and exit"
+        raise ValueError(msg)
+    enter = _num(flag.get("enter"), "flag.enter")
+    leave = _num(flag.get("exit"), "flag.exit")
+    if not 0 < leave <= enter:
+        msg = "volatility model: need 0 < flag.exit <= flag.enter"
+        raise ValueError(msg)
+    fitted = doc.get("fitted_on")
+    return VolModel(
+        version=version,
+        season=(rows[0], rows[1]),
+        half_lives_bars=hls,
+        long_half_life_ms=int(_num(doc.get("long_half_life_ms"), "long_half_life_ms")),
+        long_min_bars=_num(doc.get("long_min_bars"), "long_min_bars"),
+        floor=_num(doc.get("floor"), "floor"),
+        flag_enter=enter,
+        flag_exit=leave,
+        ladder=tuple(ladder),
+        fitted_on=fitted if isinstance(fitted, dict) else {},
+        path=path,
+    )
+
+
+def load(path: str | Path) -> VolModel:
+    """Load a model table file. Raises OSError or ValueError."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_bytes())
+    except json.JSONDecodeError as ex:
+        msg = f"volatility model {p}: not JSON: {ex}"
+        raise ValueError(msg) from None
+    return parse(doc, str(p))
+
+
+def load_default() -> VolModel | None:
+    """The committed table; None when there is none (the regime then has no risk ratio and
+    flags on volatility expansion alone). A malformed or old-format table raises."""
+    if DEFAULT_PATH.is_file():
+        return load(DEFAULT_PATH)
+    return None
