@@ -40,10 +40,11 @@ import os
 import re
 import signal
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from io import TextIOWrapper
@@ -55,11 +56,22 @@ import anyio.to_thread
 import orjson
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
+from mcp.server.fastmcp.tools import Tool
+from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import CallToolResult, Resource, TextContent, ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field
+from mcp.shared.exceptions import McpError
+from mcp.types import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    CallToolResult,
+    ErrorData,
+    Resource,
+    TextContent,
+    ToolAnnotations,
+)
+from pydantic import AnyUrl, BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
@@ -67,8 +79,17 @@ from starlette.types import Receive, Scope, Send
 from api.app import ApiError, check_coin_name, history_json, list_json, no_signal_reason
 from api.app import resolve as app_resolve
 from api.schemas import SignalEnvelope, SignalHistory, SignalList
-from api.store import SignalStore
-from flows.settings import COIN_PATTERN, Settings
+from api.store import RunState, SignalStore
+from api.views import (
+    EDGE_SCORE_MEANING,
+    CompactSignal,
+    View,
+    ViewError,
+    apply_view,
+    check_features,
+    resolve_view,
+)
+from flows.settings import COIN_PATTERN, Settings, code_version
 from operators.freshness import FreshnessStatus
 from operators.regime import RegimeConfig, RegimeLabel, Rule
 
@@ -78,8 +99,15 @@ SERVER_NAME = "hyperliquid-signal-layer"
 URI_PREFIX = "signal://hyperliquid/"
 URI_TEMPLATE = URI_PREFIX + "{coin}"
 HISTORY_LIMIT_MAX = 1000
-HISTORY_LIMIT_DEFAULT = 100
+HISTORY_LIMIT_DEFAULT = 20
 API_TIMEOUT_S = 10.0
+TOKEN_ENV = "HLSL_API_CLIENT_TOKEN"
+TOKEN_FILE_ENV = "HLSL_API_CLIENT_TOKEN_FILE"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]", "*")
+RESOURCE_NOT_FOUND = -32002
+"""MCP's JSON-RPC error code for an unknown resource (the specification's, not in the SDK 1.x)."""
+REPLAY_POLL_S = 0.05
 
 Envelope = dict[str, Any]
 T = TypeVar("T")
@@ -91,10 +119,8 @@ _TRUST = (
     "Do not act on a signal when: freshness.status is 'stale' (its inputs stopped updating; the "
     "server then sets edge.actionable false and appends STALE_INPUT), warmup.warming_up is true, "
     "regime.label is UNKNOWN, edge.actionable is false, or regime.candidate is set (a regime "
-    "change is pending confirmation). edge.score is a heuristic strength in [0, 1], NOT a "
-    "calibrated probability (calibration against forward returns is pending); "
-    "regime.confidence is rule margin x input quality x stability, not a probability either. "
-    "This server never trades."
+    "change is pending confirmation). " + EDGE_SCORE_MEANING + " regime.confidence is rule "
+    "margin x input quality x stability, not a probability. This server never trades."
 )
 
 _FIELDS = (
@@ -104,17 +130,17 @@ _FIELDS = (
     "entered), previous, candidate (pending label) with candidate_count, dwell_bars, rule and "
     "margin 0..1 of this bar's call, stresses, inputs_used/inputs_missing. signals: momentum "
     "(move vs its noise), liquidity (1 = usual for this coin or better), risk (market stress), "
-    "each 0..1 or null without input. edge: score 0..1, actionable, direction, horizon_ms (time "
-    "the feature window spans), explain = stable machine codes, most important first (e.g. "
-    "REGIME_TRENDING, WARMING_UP, STALE_INPUT, LIQUIDITY_POOR, FLOW_CONTRADICTS, "
-    "SCORE_BELOW_THRESHOLD). features: units are in the names (_bps basis points, _px and _usd "
-    "quote currency, _ms milliseconds, _pct percent, _1h hourly fraction, _ann annualised "
-    "fraction; *_ratio = 1 means usual for this coin; *_imbalance in -1..1; volumes in base "
-    "coin); a null feature is never a silent 0, features_missing gives its reason. freshness: "
-    "per stream (trades, l2Book, bbo, candle, allMids, activeAssetCtx) status ok/stale/missing "
-    "with age_ms, judged at call time (as_of_ms) on the source clock; 'missing' = never received. "
-    "warmup: observations vs required. bar: the 1-bar window described. producer: code version "
-    "and settings."
+    "each 0..1 or null without input. edge: score 0..1, p_right, actionable, direction, "
+    "horizon_ms, expected_move_bps, cost_bps, net_edge_bps, explain = stable machine codes, most "
+    "important first (e.g. REGIME_TRENDING, WARMING_UP, STALE_INPUT, LIQUIDITY_POOR, "
+    "NO_DEMONSTRATED_SKILL, COSTS_EXCEED_EDGE). features: units are in the names (_bps basis "
+    "points, _px and _usd quote currency, _ms milliseconds, _pct percent, _1h hourly fraction, "
+    "_ann annualised fraction; *_ratio = 1 means usual for this coin; *_imbalance in -1..1; "
+    "volumes in base coin); a null feature is never a silent 0, features_missing gives its "
+    "reason. freshness: per stream (trades, l2Book, bbo, candle, allMids, activeAssetCtx) "
+    "status ok/stale/missing with age_ms, judged at call time (as_of_ms) on the source clock; "
+    "'missing' = never received. warmup: observations vs required. bar: the 1-bar window "
+    "described. producer: code version and settings."
 )
 
 _COIN_RULE = (
@@ -122,33 +148,42 @@ _COIN_RULE = (
     "case-insensitive match (btc); an unknown coin is an error that lists the coins served."
 )
 
+_VIEW_RULE = (
+    "view: 'compact' (coin, timestamp_ms, direction, regime label/confidence/since_ms/"
+    "candidate/rule, signals, edge without its cost breakdown, freshness status with the "
+    "stale and missing streams, warmup, degraded) or 'full' (the whole envelope). features: "
+    'names of features to add to the compact view, e.g. ["mid_px", "spread_bps"] '
+    "(features alone means compact; an unknown name is an error listing them all)."
+)
+
 INSTRUCTIONS = (
     "Read-only market-structure signals for Hyperliquid perpetuals: per coin a regime, three "
-    "0..1 signals, an edge (direction, score, actionable, explain codes), named features with "
-    "units, and per-stream freshness. Start with list_signals or get_signal; use explain_regime "
-    "to see why a regime was called. " + _TRUST
+    "0..1 signals, an edge (direction, score, p_right, costs, actionable, explain codes), named "
+    "features with units, and per-stream freshness. Start with list_signals (compact) or "
+    "get_signal; use explain_regime to see why a regime was called. Full JSON Schemas: "
+    "resources schema://hyperliquid/signal-envelope and schema://hyperliquid/compact-signal. "
+    + _TRUST
 )
 
 GET_SIGNAL_DOC = (
-    "Latest signal envelope of one coin (one bar close), freshness judged at call time. "
-    + _COIN_RULE
-    + " "
-    + _FIELDS
-    + " "
-    + _TRUST
+    "Latest signal of one coin (one bar close), freshness judged at call time; default view "
+    "full (the REST envelope). " + _COIN_RULE + " " + _VIEW_RULE + " " + _FIELDS + " " + _TRUST
 )
 LIST_SIGNALS_DOC = (
-    "Latest signal envelope of every coin that has one ({data: [...], count}), freshness judged "
-    "at call time; each envelope has the same fields as get_signal. Coins that are tracked but "
-    "have no signal yet are not listed. " + _TRUST
+    "Latest signal of every coin that has one ({data: [...], count}), freshness judged at call "
+    "time; default view compact (fields as in get_signal). Coins that are tracked but have no "
+    "signal yet are not listed. " + _VIEW_RULE + " " + _TRUST
 )
 GET_HISTORY_DOC = (
-    "A coin's stored signal envelopes, oldest first ({coin, data: [...], count}), as they were "
-    "emitted: freshness and actionable are as of each bar close, NOT re-judged now (use "
-    "get_signal for the current state). since_ms: only envelopes with timestamp_ms after this "
-    "exchange time (ms since the Unix epoch). limit: the newest N (1..1000, default 100). "
+    "A coin's stored signals, oldest first ({coin, data: [...], count}), as they were emitted: "
+    "freshness and actionable are as of each bar close, NOT re-judged now (use get_signal for "
+    "the current state). since_ms: only signals with timestamp_ms after this exchange time (ms "
+    f"since the Unix epoch). limit: the newest N (1..{HISTORY_LIMIT_MAX}, default "
+    f"{HISTORY_LIMIT_DEFAULT}); default view compact. "
     + _COIN_RULE
-    + " Envelope fields as in get_signal. "
+    + " "
+    + _VIEW_RULE
+    + " "
     + _TRUST
 )
 EXPLAIN_REGIME_DOC = (
@@ -178,6 +213,14 @@ SinceArg = Annotated[
 LimitArg = Annotated[
     int,
     Field(ge=1, le=HISTORY_LIMIT_MAX, description="the newest N envelopes (1..1000)"),
+]
+ViewArg = Annotated[
+    View | None,
+    Field(description="compact or full (default: full for get_signal, else compact)"),
+]
+FeaturesArg = Annotated[
+    list[str] | None,
+    Field(max_length=64, description="feature names to add to the compact view"),
 ]
 
 READ_ONLY = ToolAnnotations(
@@ -276,7 +319,41 @@ _MARGIN_MEANING = {
     Rule.TREND: "(efficiency_ratio - threshold) / (1 - threshold), clamped to 0..1",
     Rule.MEAN_REVERSION: "(threshold - efficiency_ratio) / threshold, clamped to 0..1",
     Rule.HOLD: "0: the label is held, not freshly called",
+    Rule.STEP_ERROR: "0: no call",
+    Rule.NO_RULE_FIRED: "0: no call",
 }
+_RULE_MEANING[Rule.STEP_ERROR] = (
+    "a step of the flow failed for this bar and there was no earlier call to hold (see degraded)"
+)
+_RULE_MEANING[Rule.NO_RULE_FIRED] = (
+    "no rule held this bar: the raw call is UNKNOWN (a published label changes only through the "
+    "usual confirmation)"
+)
+# Rules the regime classifier may add (operators.regime.Rule only gains values).
+for _name, _rule_words, _margin_words in (
+    (
+        "VOL_STATE",
+        "the risk flag without a cascade: forecast volatility at or above the coin's norm, or "
+        "the volatility expansion past its flag threshold",
+        "how far volatility is past its threshold, clamped to 0..1",
+    ),
+    (
+        "NO_NEW_DATA",
+        "the bar brought no new event (or every input is stale): the label is held as it was",
+        "0: the label is held, not freshly called",
+    ),
+):
+    if hasattr(Rule, _name):
+        _RULE_MEANING[Rule[_name]] = _rule_words
+        _MARGIN_MEANING[Rule[_name]] = _margin_words
+
+
+def _rule_meaning(rule: Rule) -> str:
+    return _RULE_MEANING.get(rule, f"rule {rule} (see DESIGN.md, regime rules)")
+
+
+def _margin_meaning(rule: Rule) -> str:
+    return _MARGIN_MEANING.get(rule, "how far past its threshold the rule held, 0..1")
 
 
 def _utc(ms: int) -> str:
@@ -420,8 +497,8 @@ def explain_envelope(env: Envelope, config: RegimeConfig | None = None) -> Regim
         + f"; as of the bar closing {_utc(env['timestamp_ms'])}."
     ]
     words.append(
-        f"This bar's call: rule {rule} — {_RULE_MEANING[rule]}; margin {reg['margin']:.2f} "
-        f"({_MARGIN_MEANING[rule]})."
+        f"This bar's call: rule {rule} — {_rule_meaning(rule)}; margin {reg['margin']:.2f} "
+        f"({_margin_meaning(rule)})."
     )
     er, ver = features.efficiency_ratio, features.vol_expansion_ratio
     words.append(
@@ -446,9 +523,9 @@ def explain_envelope(env: Envelope, config: RegimeConfig | None = None) -> Regim
         candidate=candidate,
         candidate_count=reg["candidate_count"],
         rule=rule,
-        rule_meaning=_RULE_MEANING[rule],
+        rule_meaning=_rule_meaning(rule),
         margin=reg["margin"],
-        margin_meaning=_MARGIN_MEANING[rule],
+        margin_meaning=_margin_meaning(rule),
         stresses=list(reg["stresses"]),
         inputs_used=list(reg["inputs_used"]),
         inputs_missing=list(reg["inputs_missing"]),
@@ -505,27 +582,74 @@ class SignalSource(Protocol):
         """Coins that have a signal (for the resource listing)."""
         ...
 
+    async def wait_ready(self) -> None:
+        """Wait (bounded) until answers are worth giving, e.g. for an in-process replay."""
+        ...
+
 
 class StoreSource:
     """Signals from an in-process `SignalStore`, with the REST API's rules.
 
+    While a replay runs (the store's mode is ``replay`` and the flow is starting or running), a
+    tool first waits up to ``wait_for_replay_s`` for it to finish (`wait_ready`, on the event
+    loop: no thread is held), then answers from where the replay has got to; an error then says
+    so (``replay in progress (...)``), and an unknown coin is a 503 (it may still appear).
+
     Args:
         store: the store the flow writes.
+        wait_for_replay_s: how long a call waits for a running replay (0: not at all).
     """
 
-    def __init__(self, store: SignalStore) -> None:
+    def __init__(self, store: SignalStore, wait_for_replay_s: float = 0.0) -> None:
         self.store = store
+        self.wait_for_replay_s = wait_for_replay_s
+
+    def replaying(self) -> bool:
+        """Whether a replay is still feeding the store."""
+        s = self.store
+        return s.mode == "replay" and s.state in (RunState.STARTING, RunState.RUNNING)
+
+    async def wait_ready(self) -> None:
+        """Wait up to ``wait_for_replay_s`` for a running replay to finish."""
+        if self.wait_for_replay_s <= 0 or not self.replaying():
+            return
+        deadline = time.monotonic() + self.wait_for_replay_s
+        # The flow's thread sets the store's state; there is no event to await across threads.
+        while self.replaying() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await anyio.sleep(REPLAY_POLL_S)
+
+    def progress(self) -> str:
+        """How far a running replay has got, in words."""
+        info = self.store.source_info() or {}
+        parts = [f"{int(info.get('lines_read') or 0):,} lines read"]
+        files = info.get("files") or []
+        if len(files) > 1:
+            parts.append(f"{len(files)} captures")
+        latest = info.get("latest_event_ms")
+        if isinstance(latest, int):
+            parts.append(f"events up to {_utc(latest)}")
+        parts.append(f"{self.store.signals_emitted:,} signals so far")
+        return f"replay in progress ({', '.join(parts)})"
+
+    def _during_replay(self, ex: SignalQueryError) -> SignalQueryError:
+        if not self.replaying():
+            return ex
+        # An unknown coin or no signal yet may just be early: 503, "ask again shortly".
+        status = 503 if ex.status in (404, 503) else ex.status
+        detail = f"{self.progress()}: {ex.detail}; ask again shortly"
+        return SignalQueryError(status, detail, ex.coins)
 
     def resolve(self, name: str) -> str:
         """The served coin ``name`` designates, as ``GET /v1/signal/{coin}`` resolves it.
 
         Raises:
-            SignalQueryError: 422 not a coin name; 404 unknown or ambiguous (with the coins).
+            SignalQueryError: 422 not a coin name; 404 unknown or ambiguous (with the coins);
+                during a replay, 503 with its progress for a coin not seen yet.
         """
         try:
             return app_resolve(self.store, name)
         except ApiError as ex:
-            raise SignalQueryError(ex.status, ex.detail, ex.coins) from None
+            raise self._during_replay(SignalQueryError(ex.status, ex.detail, ex.coins)) from None
 
     def signal(self, coin: str) -> Envelope:
         """A coin's latest envelope, freshness judged now.
@@ -536,7 +660,7 @@ class StoreSource:
         name = self.resolve(coin)
         rec = self.store.record(name)
         if rec is None:
-            raise SignalQueryError(503, no_signal_reason(self.store, name))
+            raise self._during_replay(SignalQueryError(503, no_signal_reason(self.store, name)))
         out: Envelope = orjson.loads(rec.json_at(self.store.now_ms()))
         return out
 
@@ -571,24 +695,34 @@ class ApiSource:
     Args:
         base_url: the API's root, e.g. ``http://127.0.0.1:8000``.
         timeout_s: per-request timeout.
+        token: bearer token the API requires (``HLSL_API_TOKEN`` there; here see
+            `client_token`), sent as ``Authorization: Bearer ...``.
 
     Raises:
         ValueError: the URL is not http(s).
     """
 
-    def __init__(self, base_url: str, timeout_s: float = API_TIMEOUT_S) -> None:
+    def __init__(
+        self, base_url: str, timeout_s: float = API_TIMEOUT_S, token: str | None = None
+    ) -> None:
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             msg = f"--api-url must be an http(s) URL, got {base_url!r}"
             raise ValueError(msg)
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self._headers = {"Accept": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+
+    async def wait_ready(self) -> None:
+        """Nothing to wait for: the server answers for itself."""
 
     def _get(self, path: str, query: dict[str, int] | None = None) -> Any:
         url = self.base_url + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
-        req = urllib.request.Request(url, headers={"Accept": "application/json"})
+        req = urllib.request.Request(url, headers=self._headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 return json.loads(resp.read())
@@ -601,9 +735,10 @@ class ApiSource:
                 ex.close()
             detail = body.get("detail") if isinstance(body, dict) else None
             coins = body.get("coins") if isinstance(body, dict) else None
-            raise SignalQueryError(
-                ex.code, str(detail or f"HTTP {ex.code} from {url}"), coins
-            ) from None
+            text = str(detail or f"HTTP {ex.code} from {url}")
+            if ex.code == 401:
+                text += f" (the API needs a token: set {TOKEN_ENV} or {TOKEN_FILE_ENV})"
+            raise SignalQueryError(ex.code, text, coins) from None
         except (urllib.error.URLError, OSError, ValueError) as ex:
             reason = getattr(ex, "reason", ex)
             msg = f"cannot read the signal API at {self.base_url}: {reason}"
@@ -644,7 +779,67 @@ def _check_coin_name(name: str) -> None:
         raise SignalQueryError(ex.status, ex.detail) from None
 
 
+def client_token(environ: Mapping[str, str] | None = None) -> str | None:
+    """The bearer token for ``--api-url``: ``HLSL_API_CLIENT_TOKEN``, or the first line of the
+    file ``HLSL_API_CLIENT_TOKEN_FILE`` names (never a command-line flag: a flag is visible to
+    every user in the process list).
+
+    Raises:
+        ValueError: both are set, or the file cannot be read or is empty (one line).
+    """
+    env = os.environ if environ is None else environ
+    token = env.get(TOKEN_ENV, "").strip()
+    path = env.get(TOKEN_FILE_ENV, "").strip()
+    if token and path:
+        msg = f"{TOKEN_ENV} and {TOKEN_FILE_ENV} are both set: set one of them"
+        raise ValueError(msg)
+    if not path:
+        return token or None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.readline().strip()
+    except (OSError, UnicodeDecodeError) as ex:
+        reason = ex.strerror if isinstance(ex, OSError) else "not UTF-8 text"
+        msg = f"{TOKEN_FILE_ENV} = {path}: cannot read it ({reason})"
+        raise ValueError(msg) from None
+    if not token:
+        msg = f"{TOKEN_FILE_ENV} = {path}: the file is empty (expected the token on line 1)"
+        raise ValueError(msg)
+    return token
+
+
 # -- the server ----------------------------------------------------------------------------------
+
+_FULL_MODELS: dict[str, type[BaseModel]] = {
+    "signal": SignalEnvelope,
+    "list": SignalList,
+    "history": SignalHistory,
+}
+
+
+def _view_result(
+    kind: str,
+    fetch: Callable[..., Any],
+    args: tuple[Any, ...],
+    view: View | None,
+    features: list[str] | None,
+    default: View,
+) -> CallToolResult:
+    """``fetch(*args)`` (an envelope, list or history document) in the view asked for, checked
+    by its model, as structured content and as JSON text."""
+    names = None if features is None else check_features(features)
+    chosen = resolve_view(view, names, default)
+    doc = fetch(*args)
+    if chosen == "full":
+        _FULL_MODELS[kind].model_validate(doc)
+    else:
+        doc = apply_view(doc, chosen, names)
+        for env in doc["data"] if kind != "signal" else [doc]:
+            CompactSignal.model_validate(env)
+    return CallToolResult(
+        content=[TextContent(type="text", text=orjson.dumps(doc).decode())],
+        structuredContent=doc,
+    )
 
 
 def _result(model: type[BaseModel], fetch: Callable[..., Any], *args: Any) -> CallToolResult:
@@ -660,26 +855,265 @@ async def _call(fn: Callable[..., T], *args: Any) -> T:
     """Run a blocking call off the event loop; a query error becomes a tool error."""
     try:
         return await anyio.to_thread.run_sync(fn, *args)
-    except SignalQueryError as ex:
+    except (SignalQueryError, ViewError) as ex:
         raise ToolError(str(ex)) from ex
 
 
+def _shallow(model: type[BaseModel], title: str, description: str) -> dict[str, Any]:
+    """A small output schema for ``model``: its top-level properties with their types (a nested
+    model becomes ``object`` with its description), no ``$defs``. The full schemas are served as
+    resources; this keeps ``tools/list`` small."""
+    full = model.model_json_schema()
+    defs: dict[str, Any] = full.get("$defs", {})
+    props: dict[str, Any] = {}
+    for name, prop in full["properties"].items():
+        options = prop.get("anyOf", [prop])
+        kinds: list[Any] = []
+        out: dict[str, Any] = {}
+        for opt in options:
+            ref = opt.get("$ref")
+            target = defs[ref.rsplit("/", 1)[-1]] if ref else opt
+            if "properties" in target or target.get("type") == "object":
+                kinds.append("object")
+                out.setdefault("description", target.get("description"))
+            elif "enum" in target or "const" in target:
+                out.update({k: target[k] for k in ("enum", "const") if k in target})
+                kinds.append(target.get("type", "string"))
+            elif "type" in target:
+                kinds.append(target["type"])
+        if prop.get("description"):
+            out["description"] = prop["description"]
+        if out.get("description") is None:
+            out.pop("description", None)
+        unique = list(dict.fromkeys(kinds))
+        if unique:
+            out["type"] = unique[0] if len(unique) == 1 else unique
+        if "enum" in out and "null" in unique:
+            out["enum"] = [*out["enum"], None]
+        props[name] = out
+    return {
+        "type": "object",
+        "title": title,
+        "description": description,
+        "properties": props,
+        "required": list(full.get("required", [])),
+    }
+
+
+def _signal_schema() -> dict[str, Any]:
+    """One signal in either view: the compact view's fields are the ones every view has."""
+    compact = _shallow(CompactSignal, "Signal", "")
+    full = _shallow(SignalEnvelope, "Signal", "")
+    return {
+        "type": "object",
+        "title": "Signal",
+        "description": "view full: SignalEnvelope (schema://hyperliquid/signal-envelope); view "
+        "compact: CompactSignal (schema://hyperliquid/compact-signal)",
+        "properties": _merge(full["properties"], compact["properties"]),
+        "required": [k for k in compact["required"] if k in full["required"]],
+    }
+
+
+def _merge(full: dict[str, Any], compact: dict[str, Any]) -> dict[str, Any]:
+    """Properties of either view: the full view's descriptions, the types of both."""
+    out = {**compact, **full}
+    for name in full.keys() & compact.keys():
+        kinds: list[Any] = []
+        for prop in (full[name], compact[name]):
+            kind = prop.get("type")
+            kinds += kind if isinstance(kind, list) else [kind] if kind else []
+        unique = list(dict.fromkeys(kinds))
+        if unique:
+            out[name] = {**full[name], "type": unique[0] if len(unique) == 1 else unique}
+    return out
+
+
+def _list_schema(title: str, with_coin: bool) -> dict[str, Any]:
+    item = _signal_schema()
+    item.pop("title")
+    props: dict[str, Any] = {
+        "data": {"type": "array", "items": item},
+        "count": {"type": "integer"},
+    }
+    if with_coin:
+        props = {"coin": {"type": "string"}, **props}
+    return {
+        "type": "object",
+        "title": title,
+        "properties": props,
+        "required": list(props),
+    }
+
+
+class _AnyObject(BaseModel):
+    """Output model of the signal tools: the tool checks its documents with the exact model of
+    the view (`SignalEnvelope`, `CompactSignal`, ...); the SDK checks the (shallow) schema."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _strict_tool(
+    fn: Callable[..., Any],
+    title: str,
+    description: str,
+    output_schema: dict[str, Any],
+    output_model: type[BaseModel],
+) -> Tool:
+    """A `Tool` whose arguments are validated strictly (``"5"`` is not an integer, an unknown
+    argument is an error) and whose output schema is ``output_schema``."""
+    tool = Tool.from_function(
+        fn, title=title, description=description, annotations=READ_ONLY, structured_output=True
+    )
+    meta = tool.fn_metadata
+    strict: type[BaseModel] = type(
+        f"{tool.name}Arguments",
+        (meta.arg_model,),
+        {
+            "model_config": ConfigDict(strict=True, extra="forbid"),
+            "__module__": __name__,
+            "__doc__": f"Arguments of {tool.name}.",
+        },
+    )
+    schema = strict.model_json_schema(by_alias=True)
+    schema.pop("description", None)
+    meta = meta.model_copy(
+        update={"arg_model": strict, "output_schema": output_schema, "output_model": output_model}
+    )
+    return tool.model_copy(update={"fn_metadata": meta, "parameters": schema})
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, BaseModel) else value.model_dump_json()
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_ARG_KINDS = {
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "string_type": "must be a string",
+    "list_type": "must be a list of strings",
+    "bool_type": "must be true or false",
+}
+
+
+def argument_error(tool: str, ex: ValidationError, fields: list[str]) -> str:
+    """One line for invalid tool arguments: each argument, its value and what is allowed."""
+    parts = []
+    for err in ex.errors(include_url=False):
+        loc = [str(x) for x in err.get("loc", ())]
+        name = loc[0] if loc else "?"
+        where = name + "".join(f"[{x}]" for x in loc[1:])
+        kind = str(err.get("type"))
+        ctx = err.get("ctx") or {}
+        if kind == "extra_forbidden":
+            parts.append(f"unknown argument {name!r} ({tool} takes {', '.join(fields)})")
+            continue
+        if kind == "missing":
+            parts.append(f"missing argument {name!r}")
+            continue
+        if kind in _ARG_KINDS:
+            allowed = _ARG_KINDS[kind]
+            if isinstance(err.get("input"), str) and kind.startswith("int"):
+                allowed += " (a JSON number, not a string)"
+        elif kind == "literal_error":
+            allowed = f"must be one of {ctx.get('expected', '')}"
+        elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+            op = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">"}
+            key = {"greater_than_equal": "ge", "less_than_equal": "le", "greater_than": "gt"}
+            allowed = f"must be {op.get(kind, '<')} {ctx.get(key.get(kind, 'lt'))}"
+        elif kind == "too_long":
+            allowed = f"at most {ctx.get('max_length')} items"
+        else:
+            msg = str(err.get("msg", "not allowed"))
+            allowed = msg[:1].lower() + msg[1:]
+        parts.append(f"{where} = {_shown(err.get('input'))}: {allowed}")
+    return f"{tool}: invalid arguments: " + "; ".join(parts)
+
+
+def _rpc_code(status: int) -> int:
+    """The JSON-RPC error code for a REST status."""
+    if status == 404:
+        return RESOURCE_NOT_FOUND
+    if status in (400, 422):
+        return INVALID_PARAMS
+    return INTERNAL_ERROR
+
+
 class SignalServer(FastMCP[Any]):
-    """`FastMCP` whose resource listing names one ``signal://hyperliquid/{coin}`` per coin.
+    """`FastMCP` with this layer's rules on top.
+
+    - ``serverInfo.version`` is this package's version (`flows.settings.code_version`);
+    - tool arguments are validated strictly and an invalid one is one clean line naming it;
+    - ``signal://hyperliquid/{coin}`` is read here: an error is a JSON-RPC error with a proper
+      code (-32002 unknown coin, -32602 not a coin name, -32603 no signal yet) and the
+      REST API's message once;
+    - the resource listing names one ``signal://hyperliquid/{coin}`` per coin.
 
     Args:
         source: where signals come from.
+        strict_tools: the tools (`_strict_tool`).
         **kwargs: passed to `FastMCP`.
     """
 
-    def __init__(self, source: SignalSource, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, source: SignalSource, strict_tools: list[Tool], **kwargs: Any) -> None:
+        super().__init__(tools=strict_tools, **kwargs)
         self.source = source
+        self._strict = {t.name: t for t in strict_tools}
+        # The SDK reports its own version unless told (no FastMCP parameter in 1.x).
+        self._mcp_server.version = code_version()
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
+        """Check the arguments strictly, then call the tool; errors are one clean line."""
+        tool = self._strict.get(name)
+        if tool is None:
+            msg = f"unknown tool {name!r} (tools: {', '.join(self._strict)})"
+            raise ToolError(msg)
+        meta = tool.fn_metadata
+        try:
+            meta.arg_model.model_validate(meta.pre_parse_json(arguments))
+        except ValidationError as ex:
+            fields = list(meta.arg_model.model_fields)
+            raise ToolError(argument_error(name, ex, fields)) from None
+        if isinstance(arguments.get("features"), list):
+            try:
+                check_features(arguments["features"])
+            except ViewError as ex:
+                msg = f"{name}: invalid arguments: features: {ex}"
+                raise ToolError(msg) from None
+        try:
+            return await super().call_tool(name, arguments)
+        except ToolError as ex:
+            if isinstance(ex.__cause__, ToolError):  # ours, wrapped "Error executing tool ..."
+                raise ex.__cause__ from None
+            raise
+
+    async def read_resource(self, uri: AnyUrl | str) -> list[ReadResourceContents]:
+        """Read a resource; an error is a JSON-RPC error (code and one clean message)."""
+        text = str(uri)
+        if text.startswith(URI_PREFIX):
+            coin = urllib.parse.unquote(text[len(URI_PREFIX) :])
+            await self.source.wait_ready()
+            try:
+                env = await anyio.to_thread.run_sync(self.source.signal, coin)
+            except SignalQueryError as ex:
+                data = {"status": ex.status, "coins": ex.coins}
+                error = ErrorData(code=_rpc_code(ex.status), message=str(ex), data=data)
+                raise McpError(error) from None
+            body = SignalEnvelope.model_validate(env).model_dump_json()
+            return [ReadResourceContents(content=body, mime_type="application/json")]
+        try:
+            return list(await super().read_resource(uri))
+        except Exception as ex:
+            known = ", ".join([URI_TEMPLATE, *SCHEMA_RESOURCES])
+            msg = f"unknown resource {text[:200]!r} (resources: {known})"
+            raise McpError(ErrorData(code=RESOURCE_NOT_FOUND, message=msg)) from ex
 
     async def list_resources(self) -> list[Resource]:
         """Static resources plus the latest signal of every coin that has one."""
         listed = await super().list_resources()
         try:
+            await self.source.wait_ready()
             coins = await anyio.to_thread.run_sync(self.source.coins_with_signal)
         except SignalQueryError as ex:
             log.warning("cannot list coins: %s", ex)
@@ -699,6 +1133,14 @@ class SignalServer(FastMCP[Any]):
         ]
 
 
+SCHEMA_RESOURCES: dict[str, tuple[str, type[BaseModel]]] = {
+    "schema://hyperliquid/signal-envelope": ("SignalEnvelope", SignalEnvelope),
+    "schema://hyperliquid/compact-signal": ("CompactSignal", CompactSignal),
+    "schema://hyperliquid/regime-explanation": ("RegimeExplanation", RegimeExplanation),
+}
+"""JSON Schemas served as resources (the tools' output schemas are shallow)."""
+
+
 def build_server(
     source: SignalSource,
     *,
@@ -711,16 +1153,83 @@ def build_server(
         source: `StoreSource` (in-process) or `ApiSource` (a running REST API).
         regime_config: thresholds shown by ``explain_regime`` (default: the flow's).
         transport_security: DNS-rebinding protection of the HTTP transport (default: the SDK's
-            for a localhost server: Host must be 127.0.0.1, localhost or [::1], any port).
+            for a localhost server: Host must be 127.0.0.1, localhost or [::1], any port; see
+            `transport_security_for`).
 
     Returns:
         The server; run it with `run_stdio` or serve it with `McpHttpApp`.
     """
     cfg = regime_config if regime_config is not None else RegimeConfig()
+
+    # Each tool returns a CallToolResult built off the event loop: structured content checked by
+    # the exact model of its view, plus the same JSON (compact) as text. The output schemas are
+    # shallow (top-level fields and types); the full ones are resources.
+    async def get_signal(
+        coin: CoinArg, view: ViewArg = None, features: FeaturesArg = None
+    ) -> CallToolResult:
+        await source.wait_ready()
+        return await _call(_view_result, "signal", source.signal, (coin,), view, features, "full")
+
+    async def list_signals(view: ViewArg = None, features: FeaturesArg = None) -> CallToolResult:
+        await source.wait_ready()
+        return await _call(_view_result, "list", source.signals, (), view, features, "compact")
+
+    async def get_history(
+        coin: CoinArg,
+        since_ms: SinceArg = None,
+        limit: LimitArg = HISTORY_LIMIT_DEFAULT,
+        view: ViewArg = None,
+        features: FeaturesArg = None,
+    ) -> CallToolResult:
+        await source.wait_ready()
+        args = (coin, since_ms, limit)
+        return await _call(_view_result, "history", source.history, args, view, features, "compact")
+
+    def explain(coin: str) -> RegimeExplanation:
+        env = SignalEnvelope.model_validate(source.signal(coin)).model_dump(mode="json")
+        return explain_envelope(env, cfg)
+
+    async def explain_regime(coin: CoinArg) -> CallToolResult:
+        await source.wait_ready()
+        return await _call(_result, RegimeExplanation, explain, coin)
+
+    signal_schema = _signal_schema()
+    tools = [
+        _strict_tool(
+            get_signal, "Latest signal of a coin", GET_SIGNAL_DOC, signal_schema, _AnyObject
+        ),
+        _strict_tool(
+            list_signals,
+            "Latest signal of every coin",
+            LIST_SIGNALS_DOC,
+            _list_schema("SignalList", with_coin=False),
+            _AnyObject,
+        ),
+        _strict_tool(
+            get_history,
+            "Stored signals of a coin",
+            GET_HISTORY_DOC,
+            _list_schema("SignalHistory", with_coin=True),
+            _AnyObject,
+        ),
+        _strict_tool(
+            explain_regime,
+            "Why a coin's regime is what it is",
+            EXPLAIN_REGIME_DOC,
+            _shallow(
+                RegimeExplanation,
+                "RegimeExplanation",
+                "full JSON Schema: resource schema://hyperliquid/regime-explanation",
+            ),
+            RegimeExplanation,
+        ),
+    ]
+
     root = logging.getLogger()
     root_level, root_handlers = root.level, list(root.handlers)
     server = SignalServer(
         source,
+        tools,
         name=SERVER_NAME,
         instructions=INSTRUCTIONS,
         # HTTP: the app is mounted (its own path is "/"); read-only tools need no session, so
@@ -734,39 +1243,7 @@ def build_server(
     root.setLevel(root_level)
     root.handlers[:] = root_handlers
 
-    # Each tool returns a CallToolResult built off the event loop: structured content checked by
-    # the API's Pydantic model, plus the same JSON (compact) as text. The output schema comes
-    # from the Annotated model; the SDK validates the structured content against that model.
-    async def get_signal(coin: CoinArg) -> Annotated[CallToolResult, SignalEnvelope]:
-        return await _call(_result, SignalEnvelope, source.signal, coin)
-
-    async def list_signals() -> Annotated[CallToolResult, SignalList]:
-        return await _call(_result, SignalList, source.signals)
-
-    async def get_history(
-        coin: CoinArg, since_ms: SinceArg = None, limit: LimitArg = HISTORY_LIMIT_DEFAULT
-    ) -> Annotated[CallToolResult, SignalHistory]:
-        return await _call(_result, SignalHistory, source.history, coin, since_ms, limit)
-
-    def explain(coin: str) -> RegimeExplanation:
-        env = SignalEnvelope.model_validate(source.signal(coin)).model_dump(mode="json")
-        return explain_envelope(env, cfg)
-
-    async def explain_regime(coin: CoinArg) -> Annotated[CallToolResult, RegimeExplanation]:
-        return await _call(_result, RegimeExplanation, explain, coin)
-
-    tools: list[tuple[Callable[..., Any], str, str]] = [
-        (get_signal, "Latest signal of a coin", GET_SIGNAL_DOC),
-        (list_signals, "Latest signal of every coin", LIST_SIGNALS_DOC),
-        (get_history, "Stored signals of a coin", GET_HISTORY_DOC),
-        (explain_regime, "Why a coin's regime is what it is", EXPLAIN_REGIME_DOC),
-    ]
-    for fn, title, doc in tools:
-        server.add_tool(
-            fn, title=title, description=doc, annotations=READ_ONLY, structured_output=True
-        )
-
-    async def read_signal(coin: str) -> str:
+    async def read_signal(coin: str) -> str:  # listed as the template; read by SignalServer
         env = await _call(source.signal, coin)
         return SignalEnvelope.model_validate(env).model_dump_json()
 
@@ -775,10 +1252,72 @@ def build_server(
         name="signal",
         title="Latest signal of a coin",
         description="The latest signal envelope of a coin as JSON (schema: SignalEnvelope), "
-        "freshness judged on read. " + _COIN_RULE + " " + _TRUST,
+        "freshness judged on read. " + _COIN_RULE,
         mime_type="application/json",
     )(read_signal)
+
+    for uri, (name, model) in SCHEMA_RESOURCES.items():
+        server.resource(
+            uri,
+            name=f"schema-{name}",
+            title=f"JSON Schema of {name}",
+            description=f"The JSON Schema of {name} (the tools' output schemas are shallow).",
+            mime_type="application/schema+json",
+        )(_schema_text(model))
     return server
+
+
+def _schema_text(model: type[BaseModel]) -> Callable[[], str]:
+    def schema_text() -> str:
+        return json.dumps(model.model_json_schema(), separators=(",", ":"))
+
+    return schema_text
+
+
+def transport_security_for(settings: Settings) -> TransportSecuritySettings:
+    """DNS-rebinding protection for MCP over HTTP from the settings.
+
+    Allowed Host values: 127.0.0.1, localhost and [::1] (as the SDK allows by default), the
+    bound ``--host`` unless it is a wildcard (0.0.0.0, ::), and ``--mcp-allowed-hosts``. An entry
+    without a port allows any port. Origins (sent by browsers only): ``http://`` and
+    ``https://`` of those hosts, and ``--mcp-allowed-origins``.
+    """
+    bound = settings.host.strip()
+    hosts = list(LOCAL_HOSTS)
+    if bound not in WILDCARD_HOSTS:
+        hosts.append(f"[{bound}]" if ":" in bound and not bound.startswith("[") else bound)
+    extra = list(settings.mcp_allowed_hosts)
+    allowed_hosts: list[str] = []
+    for host in [*hosts, *extra]:
+        allowed_hosts += [host] if _has_port(host) else [host, f"{host}:*"]
+    allowed_origins: list[str] = []
+    for host in hosts:
+        for scheme in ("http", "https"):
+            allowed_origins += [f"{scheme}://{host}", f"{scheme}://{host}:*"]
+    for origin in settings.mcp_allowed_origins:
+        origin = origin.rstrip("/")
+        netloc = origin.split("://", 1)[-1]
+        allowed_origins += [origin] if _has_port(netloc) else [origin, f"{origin}:*"]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=list(dict.fromkeys(allowed_hosts)),
+        allowed_origins=list(dict.fromkeys(allowed_origins)),
+    )
+
+
+def _has_port(host: str) -> bool:
+    if host.startswith("["):
+        return "]:" in host
+    return ":" in host
+
+
+def replay_wait_s(settings: Settings) -> float:
+    """How long MCP tools wait for an in-process replay: ``HLSL_MCP_WAIT_FOR_REPLAY_S`` for a
+    full-speed replay; a paced one (``--speed`` > 0) plays like live data and is answered as it
+    goes."""
+    if not settings.replay or settings.speed > 0:
+        return 0.0
+    return settings.mcp_wait_for_replay_s
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
@@ -853,7 +1392,10 @@ class McpHttpApp:
 
 
 def mcp_http_app(
-    store: SignalStore, *, transport_security: TransportSecuritySettings | None = None
+    store: SignalStore,
+    *,
+    transport_security: TransportSecuritySettings | None = None,
+    settings: Settings | None = None,
 ) -> McpHttpApp:
     """The MCP streamable HTTP transport over ``store``, to mount in the FastAPI app.
 
@@ -862,15 +1404,29 @@ def mcp_http_app(
 
     Args:
         store: the store the flow writes (the same one the REST API reads).
-        transport_security: DNS-rebinding protection; the default accepts Host 127.0.0.1,
-            localhost and [::1] (any port). Serving on another address needs e.g.
-            ``TransportSecuritySettings(allowed_hosts=["myhost:*"],
-            allowed_origins=["https://myhost"])``.
+        transport_security: DNS-rebinding protection; by default `transport_security_for`
+            ``settings``, and without settings the SDK's localhost default (Host 127.0.0.1,
+            localhost and [::1], any port).
+        settings: the server's settings: allowed hosts and origins (``--mcp-allowed-hosts``,
+            ``--mcp-allowed-origins``, the bound ``--host``) and the replay wait
+            (``--mcp-wait-for-replay-s``).
 
     Returns:
         The ASGI app.
     """
-    return McpHttpApp(StoreSource(store), transport_security)
+    wait_s = 0.0
+    if settings is not None:
+        wait_s = replay_wait_s(settings)
+        if transport_security is None:
+            transport_security = transport_security_for(settings)
+            if settings.host.strip() in WILDCARD_HOSTS and not settings.mcp_allowed_hosts:
+                log.warning(
+                    "MCP over HTTP accepts only Host %s (and --host %s is a wildcard): set "
+                    "--mcp-allowed-hosts / HLSL_MCP_ALLOWED_HOSTS to the names clients use",
+                    ", ".join(LOCAL_HOSTS),
+                    settings.host,
+                )
+    return McpHttpApp(StoreSource(store, wait_s), transport_security)
 
 
 # -- stdio ---------------------------------------------------------------------------------------
@@ -963,12 +1519,12 @@ def main(argv: list[str] | None = None) -> int:
     source: SignalSource
     try:
         if api_url:
-            source = ApiSource(api_url, timeout_s)
+            source = ApiSource(api_url, timeout_s, client_token())
         else:
             pipeline = build_pipeline(settings)
             tune_gc()
             runner = FlowThread(pipeline)
-            source = StoreSource(pipeline.store)
+            source = StoreSource(pipeline.store, replay_wait_s(settings))
     except (ValueError, FileNotFoundError, FeedError) as ex:
         log.error("cannot start: %s", ex)
         return 2
@@ -991,9 +1547,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``hlsl-mcp`` console script (``python -m api.mcp``): `main`, then exit at once."""
     code = main()
     logging.shutdown()
     sys.stderr.flush()
     # A worker thread may still block on stdin (after SIGTERM): do not wait for it.
     os._exit(code)
+
+
+if __name__ == "__main__":
+    cli()

@@ -95,7 +95,7 @@ def build_app(pipeline: Pipeline, *, run_flow: bool = True) -> FastAPI:
     """
     settings = pipeline.settings
     runner = FlowThread(pipeline) if run_flow else None
-    mcp = mcp_http_app(pipeline.store) if settings.mcp else None
+    mcp = mcp_http_app(pipeline.store, settings=settings) if settings.mcp else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -241,6 +241,19 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         action="store_false",
         default=None,
         help="do not serve MCP over HTTP at /mcp/",
+    )
+    ap.add_argument(
+        "--mcp-allowed-hosts",
+        help="more Host values MCP over HTTP accepts, comma-separated host[:port] (default: "
+        "127.0.0.1, localhost, [::1] and --host unless a wildcard)",
+    )
+    ap.add_argument(
+        "--mcp-allowed-origins",
+        help="more browser Origins MCP over HTTP accepts, comma-separated scheme://host[:port]",
+    )
+    ap.add_argument(
+        "--mcp-wait-for-replay-s",
+        help="MCP tools wait this long for a full-speed replay to finish (30; 0: answer at once)",
     )
     ap.add_argument(
         "--start-timeout-s",

@@ -28,6 +28,7 @@ OTHER_VARIABLES: Final = frozenset(
         # HLSL_* variables read outside `Settings` (tests, the MCP proxy client); not typos.
         "HLSL_DASHBOARD_SCREENSHOT",
         "HLSL_API_CLIENT_TOKEN",
+        "HLSL_API_CLIENT_TOKEN_FILE",
         "HLSL_MCP_ALLOWED_HOSTS",
         "HLSL_MCP_ALLOWED_ORIGINS",
     }
@@ -124,6 +125,49 @@ class Settings(BaseSettings):
         le=86_400,
         description="live start: how long to retry an unreachable exchange before giving up",
     )
+    # -- MCP (api.mcp): who may call MCP over HTTP, and how long a tool waits for a replay --
+    mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host values MCP over HTTP accepts besides 127.0.0.1, localhost, [::1] "
+        "and the bound --host (comma-separated host or host:port; host alone: any port)",
+    )
+    mcp_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="browser Origins MCP over HTTP accepts besides the local ones "
+        "(comma-separated scheme://host[:port]; no port: any port)",
+    )
+    mcp_wait_for_replay_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="MCP tools wait up to this long for a full-speed replay to finish "
+        "(0: answer at once, saying how far the replay has got)",
+    )
+
+    @field_validator("mcp_allowed_hosts", "mcp_allowed_origins", mode="before")
+    @classmethod
+    def _mcp_comma_list(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("mcp_allowed_hosts")
+    @classmethod
+    def _valid_mcp_hosts(cls, value: list[str]) -> list[str]:
+        bad = [h for h in value if "/" in h or " " in h or h.startswith(":")]
+        if bad:
+            msg = f"not host names: {bad!r} (expected host or host:port, e.g. myhost:8000)"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("mcp_allowed_origins")
+    @classmethod
+    def _valid_mcp_origins(cls, value: list[str]) -> list[str]:
+        import re
+
+        bad = [o for o in value if not re.fullmatch(r"https?://[^/\s]+/?", o)]
+        if bad:
+            msg = f"not origins: {bad!r} (expected scheme://host[:port], e.g. https://myhost)"
+            raise ValueError(msg)
+        return value
 
     @classmethod
     def load(

@@ -43,7 +43,10 @@ from pydantic import AnyUrl, BaseModel
 
 from api.app import create_app, refresh
 from api.mcp import (
+    HISTORY_LIMIT_DEFAULT,
     HISTORY_LIMIT_MAX,
+    INSTRUCTIONS,
+    RESOURCE_NOT_FOUND,
     ApiSource,
     RegimeExplanation,
     SignalQueryError,
@@ -53,14 +56,15 @@ from api.mcp import (
 )
 from api.schemas import SignalEnvelope, SignalHistory, SignalList
 from api.store import RunState, SignalStore
-from flows.settings import Settings
+from api.views import EDGE_SCORE_MEANING, CompactSignal, compact_envelope
+from flows.settings import Settings, code_version
 from flows.signal import Pipeline, build_pipeline, run_pipeline
 from operators.regime import RegimeLabel, Rule
 from tests.conftest import REPO, SAMPLE
 
 Envelope = dict[str, Any]
 
-TIMEOUT_S = 20.0
+TIMEOUT_S = 45.0
 COINS = ["BTC", "ETH", "SOL"]
 TOOLS: dict[str, type[BaseModel]] = {
     "get_signal": SignalEnvelope,
@@ -68,6 +72,17 @@ TOOLS: dict[str, type[BaseModel]] = {
     "get_history": SignalHistory,
     "explain_regime": RegimeExplanation,
 }
+SCHEMAS = [
+    "schema://hyperliquid/signal-envelope",
+    "schema://hyperliquid/compact-signal",
+    "schema://hyperliquid/regime-explanation",
+]
+MAX_HISTORY_DEFAULT_BYTES = 64 * 1024
+"""get_history with default arguments, text + structured content (was ~740 KB)."""
+MAX_TOOLS_LIST_BYTES = 32 * 1024
+"""tools/list (was ~88 KB: a full envelope schema in three output schemas)."""
+MAX_COMPACT_PER_COIN_BYTES = 2 * 1024
+"""list_signals (compact, the default) per coin, text + structured (full: ~7.5 KB)."""
 
 
 # -- the reference ---------------------------------------------------------------------------------
@@ -107,11 +122,17 @@ class Session:
     """What a client saw in one session (filled by `_exercise`)."""
 
     tools: dict[str, Any] = field(default_factory=dict)
+    tools_list_bytes: int = 0
+    server_version: str = ""
+    instructions: str = ""
+    first_call: CallToolResult | None = None
     calls: dict[str, CallToolResult] = field(default_factory=dict)
     resources: list[str] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)
     resource_text: str = ""
     resource_error: str = ""
+    resource_error_code: int = 0
+    schema_text: str = ""
     stderr: str = ""
 
 
@@ -119,24 +140,41 @@ CALLS: dict[str, tuple[str, dict[str, Any]]] = {
     "signal_btc": ("get_signal", {"coin": "BTC"}),
     "signal_lower": ("get_signal", {"coin": "eth"}),
     "signals": ("list_signals", {}),
-    "history": ("get_history", {"coin": "SOL", "limit": 5}),
-    "history_since": ("get_history", {"coin": "BTC", "since_ms": 1767226190000, "limit": 1000}),
+    "signals_full": ("list_signals", {"view": "full"}),
+    "signal_compact": ("get_signal", {"coin": "BTC", "features": ["mid_px", "spread_bps"]}),
+    "history": ("get_history", {"coin": "SOL", "limit": 5, "view": "full"}),
+    "history_compact": ("get_history", {"coin": "SOL", "limit": 5}),
+    "history_default": ("get_history", {"coin": "BTC"}),
+    "history_since": (
+        "get_history",
+        {"coin": "BTC", "since_ms": 1767226190000, "limit": 1000, "view": "full"},
+    ),
     "explain": ("explain_regime", {"coin": "btc"}),
     "unknown": ("get_signal", {"coin": "DOGE"}),
     "unknown_explain": ("explain_regime", {"coin": "DOGE"}),
     "not_a_coin": ("get_signal", {"coin": "../etc"}),
     "limit_too_big": ("get_history", {"coin": "BTC", "limit": HISTORY_LIMIT_MAX + 1}),
+    "limit_string": ("get_history", {"coin": "BTC", "limit": "5"}),
+    "unknown_argument": ("get_signal", {"coin": "BTC", "coins": "ETH"}),
+    "bad_view": ("list_signals", {"view": "tiny"}),
+    "bad_feature": ("get_signal", {"coin": "BTC", "features": ["mid_px", "midpx"]}),
+    "missing_coin": ("get_history", {}),
 }
 
 
 async def _exercise(s: ClientSession, final_ms: int) -> Session:
     """List, call every tool (once the flow has reached ``final_ms``) and read a resource."""
     out = Session()
-    await s.initialize()
+    init = await s.initialize()
+    out.server_version = init.serverInfo.version
+    out.instructions = init.instructions or ""
     listed = await s.list_tools()  # also lets the client validate structured results
     out.tools = {t.name: t for t in listed.tools}
+    out.tools_list_bytes = _nbytes(listed)
     while True:  # the subprocess replays the capture: wait for its last bar
         r = await s.call_tool("get_signal", {"coin": "BTC"})
+        if out.first_call is None:
+            out.first_call = r
         if r.isError:  # only "no signal yet" is worth waiting for; anything else fails now
             text = _error_text(r)
             assert "unknown coin" in text or "starting" in text or "closed yet" in text, text
@@ -153,8 +191,16 @@ async def _exercise(s: ClientSession, final_ms: int) -> Session:
     try:
         await s.read_resource(AnyUrl("signal://hyperliquid/DOGE"))
     except McpError as ex:
-        out.resource_error = str(ex)
+        out.resource_error = ex.error.message
+        out.resource_error_code = ex.error.code
+    schema = await s.read_resource(AnyUrl(SCHEMAS[1]))
+    out.schema_text = getattr(schema.contents[0], "text", "")
     return out
+
+
+def _nbytes(result: BaseModel) -> int:
+    """A result's size as the client receives it (JSON; a tool result: text + structured)."""
+    return len(result.model_dump_json(by_alias=True, exclude_none=True))
 
 
 def _stdio_session(args: list[str], env: dict[str, str], final_ms: int) -> Session:
@@ -180,9 +226,11 @@ def _stdio_session(args: list[str], env: dict[str, str], final_ms: int) -> Sessi
 
 @pytest.fixture(scope="module")
 def stdio(store: SignalStore) -> Session:
-    """One stdio session against ``HLSL_REPLAY=data/sample.ndjson.gz python -m api.mcp``."""
+    """One stdio session against ``HLSL_REPLAY=data/sample.ndjson.gz python -m api.mcp``; tools
+    wait for the replay to finish (``HLSL_MCP_WAIT_FOR_REPLAY_S``)."""
     final_ms = _expected(store, "BTC")["timestamp_ms"]
-    return _stdio_session([], _env(HLSL_REPLAY=str(SAMPLE)), final_ms)
+    env = _env(HLSL_REPLAY=str(SAMPLE), HLSL_MCP_WAIT_FOR_REPLAY_S=str(TIMEOUT_S))
+    return _stdio_session([], env, final_ms)
 
 
 def _structured(r: CallToolResult, model: type[BaseModel]) -> Envelope:
@@ -208,22 +256,36 @@ def _error_text(r: CallToolResult) -> str:
 # -- stdio: tools ----------------------------------------------------------------------------------
 
 
-def test_tools_are_listed_with_the_api_output_schemas(stdio: Session) -> None:
+def test_tools_are_listed_with_small_output_schemas(stdio: Session) -> None:
     assert set(stdio.tools) == set(TOOLS)
-    committed = json.loads((REPO / "api" / "signal_envelope.schema.json").read_text())
-    assert stdio.tools["get_signal"].outputSchema == committed
+    assert stdio.tools_list_bytes < MAX_TOOLS_LIST_BYTES, stdio.tools_list_bytes
+    full_required = set(SignalEnvelope.model_json_schema()["required"])
+    compact_required = set(CompactSignal.model_json_schema()["required"])
     for name, model in TOOLS.items():
         tool = stdio.tools[name]
-        assert tool.outputSchema == model.model_json_schema(), name
+        out = tool.outputSchema
+        assert out["type"] == "object", name
+        assert "$defs" not in out, name  # shallow: the full schemas are resources
+        assert set(out["properties"]) >= set(model.model_json_schema()["properties"]), name
+        assert tool.inputSchema["additionalProperties"] is False, name
         assert tool.annotations.readOnlyHint is True, name
         assert tool.annotations.idempotentHint is True, name
         assert tool.annotations.destructiveHint is False, name
+    # every signal (either view) has what both views have
+    required = set(stdio.tools["get_signal"].outputSchema["required"])
+    assert required == full_required & compact_required
     assert set(stdio.tools["get_history"].inputSchema["properties"]) == {
         "coin",
         "since_ms",
         "limit",
+        "view",
+        "features",
     }
     assert stdio.tools["get_history"].inputSchema["required"] == ["coin"]
+    assert stdio.tools["get_history"].inputSchema["properties"]["limit"]["default"] == (
+        HISTORY_LIMIT_DEFAULT
+    )
+    assert json.loads(stdio.schema_text) == CompactSignal.model_json_schema()
 
 
 def test_tool_descriptions_say_what_not_to_trust(stdio: Session) -> None:
@@ -233,14 +295,23 @@ def test_tool_descriptions_say_what_not_to_trust(stdio: Session) -> None:
         "warming_up",
         "UNKNOWN",
         "actionable",
-        "NOT a calibrated probability",
         "_bps",
         "features_missing",
         "case-insensitive",
+        "view",
     ):
         assert words in doc, words
     for name in TOOLS:
-        assert "calibrated probability" in stdio.tools[name].description, name
+        assert "heuristic" not in stdio.tools[name].description, name
+        assert "calibration pending" not in stdio.tools[name].description, name
+    for name in ("get_signal", "list_signals", "get_history"):
+        assert EDGE_SCORE_MEANING in stdio.tools[name].description, name
+    assert EDGE_SCORE_MEANING in stdio.instructions
+    assert stdio.instructions == INSTRUCTIONS
+
+
+def test_server_info_version_is_this_package(stdio: Session) -> None:
+    assert stdio.server_version == code_version()
 
 
 def test_get_signal_is_the_rest_answer(stdio: Session, store: SignalStore) -> None:
@@ -249,18 +320,41 @@ def test_get_signal_is_the_rest_answer(stdio: Session, store: SignalStore) -> No
     lower = _structured(stdio.calls["signal_lower"], SignalEnvelope)
     assert lower["coin"] == "ETH"
     assert lower == _expected(store, "ETH")
+    compact = _structured(stdio.calls["signal_compact"], CompactSignal)
+    assert compact == compact_envelope(_expected(store, "BTC"), ["mid_px", "spread_bps"])
+    assert set(compact["features"]) == {"mid_px", "spread_bps"}
+
+
+def test_the_replay_is_waited_for(stdio: Session, store: SignalStore) -> None:
+    """A one-shot client's first call is answered once the replay has finished."""
+    assert stdio.first_call is not None
+    assert _structured(stdio.first_call, SignalEnvelope) == _expected(store, "BTC")
 
 
 def test_list_signals_and_history(stdio: Session, store: SignalStore) -> None:
-    listed = _structured(stdio.calls["signals"], SignalList)
+    listed = _structured(stdio.calls["signals_full"], SignalList)
     assert listed == {"data": [_expected(store, c) for c in COINS], "count": 3}
+    compact = stdio.calls["signals"]  # the default view
+    body = _compact_list(compact)
+    assert body == {"data": [compact_envelope(_expected(store, c)) for c in COINS], "count": 3}
+    assert _nbytes(compact) < MAX_COMPACT_PER_COIN_BYTES * len(COINS), _nbytes(compact)
 
     hist = _structured(stdio.calls["history"], SignalHistory)
     assert hist == {"coin": "SOL", "data": store.history("SOL", limit=5), "count": 5}
+    hist_compact = _compact_list(stdio.calls["history_compact"])
+    assert hist_compact["data"] == [compact_envelope(e) for e in store.history("SOL", limit=5)]
     since = _structured(stdio.calls["history_since"], SignalHistory)
     assert since["data"] == store.history("BTC", since_ms=1767226190000)
     assert since["count"] == len(since["data"]) > 0
     assert all(e["timestamp_ms"] > 1767226190000 for e in since["data"])
+
+
+def test_history_defaults_fit_a_context(stdio: Session, store: SignalStore) -> None:
+    r = stdio.calls["history_default"]
+    body = _compact_list(r)
+    assert body["count"] == HISTORY_LIMIT_DEFAULT
+    assert body["data"][-1]["timestamp_ms"] == _expected(store, "BTC")["timestamp_ms"]
+    assert _nbytes(r) < MAX_HISTORY_DEFAULT_BYTES, _nbytes(r)
 
 
 def test_explain_regime(stdio: Session, store: SignalStore) -> None:
@@ -283,25 +377,55 @@ def test_explain_regime(stdio: Session, store: SignalStore) -> None:
 def test_unknown_coin_is_a_tool_error_naming_the_coins(stdio: Session) -> None:
     for key in ("unknown", "unknown_explain"):
         text = _error_text(stdio.calls[key])
-        assert "unknown coin 'DOGE'" in text, text
-        assert "BTC, ETH, SOL" in text, text
+        assert text == "unknown coin 'DOGE'; coins served: BTC, ETH, SOL", text
     assert "is not a coin name" in _error_text(stdio.calls["not_a_coin"])
     assert "limit" in _error_text(stdio.calls["limit_too_big"])
 
 
+def test_arguments_are_checked_strictly_in_one_clean_line(stdio: Session) -> None:
+    expected = {
+        "limit_string": 'get_history: invalid arguments: limit = "5": must be an integer',
+        "unknown_argument": "get_signal: invalid arguments: unknown argument 'coins'",
+        "bad_view": 'list_signals: invalid arguments: view = "tiny": must be one of',
+        "bad_feature": "get_signal: invalid arguments: features: unknown feature 'midpx'",
+        "missing_coin": "get_history: invalid arguments: missing argument 'coin'",
+        "limit_too_big": "get_history: invalid arguments: limit = 1001: must be <= 1000",
+    }
+    for key, start in expected.items():
+        text = _error_text(stdio.calls[key])
+        assert text.startswith(start), (key, text)
+        assert "\n" not in text, text
+        assert "pydantic" not in text, text
+        assert "http" not in text, text
+        assert "Error executing tool" not in text, text
+
+
 def test_resources(stdio: Session, store: SignalStore) -> None:
     assert stdio.templates == ["signal://hyperliquid/{coin}"]
-    assert stdio.resources == [f"signal://hyperliquid/{c}" for c in COINS]
+    assert stdio.resources == [*SCHEMAS, *(f"signal://hyperliquid/{c}" for c in COINS)]
     body = json.loads(stdio.resource_text)
     SignalEnvelope.model_validate(body)
     assert body == _expected(store, "ETH")
-    assert "unknown coin 'DOGE'" in stdio.resource_error
-    assert "BTC, ETH, SOL" in stdio.resource_error
+    assert stdio.resource_error == "unknown coin 'DOGE'; coins served: BTC, ETH, SOL"
+    assert stdio.resource_error_code == RESOURCE_NOT_FOUND
 
 
 def test_stdio_logs_go_to_stderr(stdio: Session) -> None:
     assert "MCP server on stdio" in stdio.stderr
     assert "signal flow ended (finished)" in stdio.stderr
+
+
+def _compact_list(r: CallToolResult) -> Envelope:
+    """A list or history result in the compact view (each envelope valid for CompactSignal)."""
+    assert not r.isError, r.content
+    body = r.structuredContent
+    assert body is not None
+    for env in body["data"]:
+        CompactSignal.model_validate(env)
+    text = r.content[0]
+    assert isinstance(text, TextContent)
+    assert json.loads(text.text) == body
+    return body
 
 
 # -- stdio: nothing but protocol on stdout ---------------------------------------------------------
@@ -525,11 +649,15 @@ def test_http_transport_mounted(served: Served, store: SignalStore, path: str) -
     seen: Session = _http_session(served.url + path, lambda s: _exercise(s, final_ms))
     assert set(seen.tools) == set(TOOLS)
     assert _structured(seen.calls["signal_lower"], SignalEnvelope) == _expected(store, "ETH")
-    assert _structured(seen.calls["signals"], SignalList)["count"] == 3
+    assert _structured(seen.calls["signals_full"], SignalList)["count"] == 3
+    assert _compact_list(seen.calls["signals"])["count"] == 3
     _structured(seen.calls["explain"], RegimeExplanation)
     assert "BTC, ETH, SOL" in _error_text(seen.calls["unknown"])
+    assert _error_text(seen.calls["limit_string"]).startswith("get_history: invalid arguments")
     assert json.loads(seen.resource_text) == _expected(store, "ETH")
-    assert seen.resources == [f"signal://hyperliquid/{c}" for c in COINS]
+    assert seen.resources == [*SCHEMAS, *(f"signal://hyperliquid/{c}" for c in COINS)]
+    assert seen.resource_error_code == RESOURCE_NOT_FOUND
+    assert seen.server_version == code_version()
 
 
 def test_http_mount_keeps_the_rest_api(served: Served, store: SignalStore) -> None:
@@ -573,10 +701,14 @@ def test_stdio_proxy_reads_a_running_server(served: Served, store: SignalStore) 
     final_ms = _expected(store, "BTC")["timestamp_ms"]
     seen = _stdio_session(["--api-url", served.url], _env(), final_ms)
     assert _structured(seen.calls["signal_btc"], SignalEnvelope) == _expected(store, "BTC")
-    assert _structured(seen.calls["signals"], SignalList) == {
+    assert _structured(seen.calls["signals_full"], SignalList) == {
         "data": [_expected(store, c) for c in COINS],
         "count": 3,
     }
+    assert _compact_list(seen.calls["signals"])["data"] == [
+        compact_envelope(_expected(store, c)) for c in COINS
+    ]
+    assert _nbytes(seen.calls["history_default"]) < MAX_HISTORY_DEFAULT_BYTES
     hist = _structured(seen.calls["history"], SignalHistory)
     assert hist["data"] == store.history("SOL", limit=5)
     explained = _structured(seen.calls["explain"], RegimeExplanation)
@@ -586,8 +718,9 @@ def test_stdio_proxy_reads_a_running_server(served: Served, store: SignalStore) 
         assert "unknown coin 'DOGE'" in text, text
         assert "BTC, ETH, SOL" in text, text
     assert "is not a coin name" in _error_text(seen.calls["not_a_coin"])
-    assert seen.resources == [f"signal://hyperliquid/{c}" for c in COINS]
+    assert seen.resources == [*SCHEMAS, *(f"signal://hyperliquid/{c}" for c in COINS)]
     assert json.loads(seen.resource_text) == _expected(store, "ETH")
+    assert seen.resource_error == "unknown coin 'DOGE'; coins served: BTC, ETH, SOL"
 
 
 def test_api_source_errors() -> None:
