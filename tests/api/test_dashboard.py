@@ -1,14 +1,19 @@
 """Tests for the dashboard (`api.dashboard`): the page as served, then the page in a real browser.
 
-The browser test runs the real server (``python -m api.server --replay data/sample.ndjson.gz
---speed 1``, through a launcher that only adds `dashboard_router` when the app does not serve
-``/`` yet) and drives headless Chromium with chromedriver's W3C WebDriver HTTP API, using only
-the stdlib (urllib + json). It waits until every coin's card shows a regime label and its chart
-has drawn, with updates arriving over the SSE stream, then saves a screenshot (default
-``/tmp/dashboard.png``, or ``HLSL_DASHBOARD_SCREENSHOT``). Chromium's resolver maps every host
-but 127.0.0.1 to nothing, so the page must work offline. Skipped with a reason when
-``/usr/bin/chromium`` or ``/usr/bin/chromedriver`` is absent (Debian: ``chromium
-chromium-driver``).
+The browser tests read what a person sees after the page's JavaScript ran: the health pill, the
+problems banner and live connections, the unknown-coin message, each card's trade figures and
+explain codes (with their meanings), the legend of every explain code, and a card's feature drill-
+down once clicked open. Most run the real server (``python -m api.server --replay
+data/sample.ndjson.gz --speed 1``, through a launcher that only adds `dashboard_router` when the
+app does not serve ``/`` yet) and drives headless Chromium with chromedriver's W3C WebDriver HTTP
+API, using only the stdlib (urllib + json). It waits until every coin's card shows a regime label
+and its chart has drawn, with updates arriving over the SSE stream; the drill-down test saves a
+full-page screenshot (default ``/tmp/dashboard.png``, or ``HLSL_DASHBOARD_SCREENSHOT``: the
+README's ``docs/dashboard.png`` is made so). An unhealthy live service (every coin stale, a
+connection down with its last error) and a finished replay are served in-process from hand-set
+stores. Chromium's resolver maps every host but 127.0.0.1 to nothing, so the page must work
+offline. Skipped with a reason when ``/usr/bin/chromium`` or ``/usr/bin/chromedriver`` is absent
+(Debian: ``chromium chromium-driver``).
 """
 
 from __future__ import annotations
@@ -34,9 +39,23 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.dashboard import CONTENT_SECURITY_POLICY, PAGE, dashboard_router
+from api.dashboard import (
+    CONTENT_SECURITY_POLICY,
+    DOCS_PLACEHOLDER,
+    EXPLAIN_DOCS,
+    PAGE,
+    dashboard_router,
+    page_docs,
+    render_page,
+)
+from api.schemas import Features
 from api.security import OPEN_PATHS
-from api.store import SignalStore
+from api.store import RunState, SignalStore
+from flows.settings import Settings
+from flows.signal import Pipeline, build_pipeline, run_pipeline
+from operators.edge import Explain
+from tests.api.test_metrics import _conn, _live_store
+from tests.api.test_stream import serve
 from tests.conftest import REPO, SAMPLE
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -103,12 +122,25 @@ const cards = [...document.querySelectorAll('.card')].map((c) => {
     warming: !c.querySelector('.warm').hidden, ts: Number(c.dataset.ts || 0),
     points: Number(cv.dataset.points || 0), drawn: Number(cv.dataset.drawn || 0),
     inked, area: cv.width * cv.height,
+    trade: Object.fromEntries([...c.querySelectorAll('.kv')].map(
+      (k) => [k.dataset.k, k.querySelector('.v').textContent])),
+    titles: [...c.querySelectorAll('.explain .code')].map((e) => e.title),
+    updated: text('.updated'), drillOpen: c.querySelector('details.drill').open,
+    drillRows: [...c.querySelectorAll('.frow')].map((r) => [r.dataset.feature,
+      r.querySelector('.fv').textContent]),
   };
 });
 const h = window.hlsl || {};
+const el = (id) => document.getElementById(id) || {};
 return {mode: h.mode, reason: h.reason, events: h.events, polls: h.polls, lastId: h.lastId,
         errors: h.errors || ['no window.hlsl'], csp: h.csp || [],
-        conn: (document.getElementById('conn') || {}).textContent, cards};
+        conn: el('conn').textContent, health: el('health').textContent,
+        healthClass: el('health').className, problems: el('problems').innerText || '',
+        conns: [...document.querySelectorAll('#conns .cx')].map((e) => e.textContent),
+        unknown: el('unknown').textContent,
+        glossary: [...document.querySelectorAll('#glossary .gl')].map(
+          (g) => [g.dataset.code, g.querySelector('span:last-child').textContent]),
+        cards};
 """
 
 Page = dict[str, Any]
@@ -129,21 +161,36 @@ def test_root_serves_the_dashboard() -> None:
     assert r.headers["content-type"].startswith("text/html")
     assert r.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
     assert "connect-src 'self'" in CONTENT_SECURITY_POLICY
-    assert r.text == PAGE.read_text(encoding="utf-8")
+    assert r.text == render_page()
+    assert DOCS_PLACEHOLDER in PAGE.read_text(encoding="utf-8")
+    assert DOCS_PLACEHOLDER not in r.text
     assert "<title>Hyperliquid Signal Layer</title>" in r.text
     assert TestClient(_app()).head("/").status_code == 200
 
 
 def test_page_is_self_contained() -> None:
     """No build step, no external scripts, styles, fonts or fetches: it must work offline."""
-    html = PAGE.read_text(encoding="utf-8")
+    html = render_page()  # the docs put in: meanings must not smuggle URLs in either
     assert not re.search(r"<script[^>]+src=", html), "scripts are inline"
     assert not re.search(r"<link[^>]+stylesheet", html), "styles are inline"
     assert not re.search(r"@import|url\(", html), "no imported CSS or fonts"
     assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", html, re.I), "no external URLs"
     assert "new EventSource(url)" in html
-    for path in ("'/v1/stream'", "'/v1/signals'", "'/v1/state'", "/history?"):
+    for path in ("'/v1/stream'", "'/v1/signals?view=full'", "'/v1/state'", "/history?"):
         assert path in html
+
+
+def test_the_page_carries_the_legend_and_feature_docs() -> None:
+    """Every explain code has a meaning and a tone; every feature its description."""
+    assert set(EXPLAIN_DOCS) == {e.value for e in Explain}, "describe each explain code"
+    docs = page_docs()
+    for code, doc in docs["explain"].items():
+        assert doc["tone"] in ("good", "info", "warn", "bad"), code
+        assert len(doc["text"]) > 10, code
+    assert set(docs["features"]) == set(Features.model_fields)
+    html = render_page()
+    blob = html.split('<script id="hlsl-docs" type="application/json">', 1)[1].split("</script>")[0]
+    assert json.loads(blob) == docs
 
 
 def test_router_serves_only_the_page() -> None:
@@ -347,6 +394,14 @@ def _check_cards(page: Page) -> None:
         assert 0.0 <= float(c["score"]) <= 1.0, c
         assert c["actionable"] in ("ACTIONABLE", "NOT ACTIONABLE"), c
         assert c["explain"], f"{c['coin']}: no explain codes shown"
+        assert all(c["titles"]), f"{c['coin']}: an explain code without its meaning"
+        assert set(c["trade"]) == {
+            "p_right", "move", "cost", "net", "spread", "depth", "funding", "vol"
+        }, c["trade"]  # fmt: skip
+        assert c["trade"]["spread"].endswith(" bps"), c["trade"]
+        assert c["trade"]["cost"].endswith(" bps"), c["trade"]
+        assert c["trade"]["depth"].startswith("$"), c["trade"]
+        assert c["trade"]["funding"].endswith("%"), c["trade"]
         assert c["freshness"] in ("ok", "stale", "missing"), c
         assert any(s.startswith("bbo ") for s in c["streams"]), c["streams"]
         assert c["drawn"] == c["ts"], f"{c['coin']}: the chart lags the card"
@@ -390,10 +445,13 @@ def test_cards_fill_from_the_stream(browser: WebDriver, server: str) -> None:
 
     page = _wait_page(browser, "updates over the SSE stream", streamed, 20)
     _check_cards(page)
-    assert page["conn"].startswith("live"), page["conn"]
+    # a replay in progress streams, but is not "live"
+    assert page["conn"] == "streaming a replay", page["conn"]
+    assert page["health"] == "healthy", page["health"]
+    assert page["problems"] == "", page["problems"]
     assert page["lastId"] is not None, "signal events carry an id"
-    browser.screenshot(SCREENSHOT)
-    assert SCREENSHOT.stat().st_size > 20_000, "the screenshot looks blank"
+    for c in page["cards"]:
+        assert c["updated"].startswith("replayed, received "), c["updated"]
 
 
 def test_token_falls_back_to_polling(browser: WebDriver, server: str) -> None:
@@ -433,3 +491,167 @@ def test_token_protected_api(browser: WebDriver, tmp_path: Path) -> None:
 
         page = _wait_page(browser, "the cards to fill in with the token", polled, 20)
         _check_cards(page)
+
+
+def _element(browser: WebDriver, css: str) -> str:
+    found = browser._cmd("POST", "/element", {"using": "css selector", "value": css})
+    return str(next(iter(found.values())))
+
+
+def test_unknown_coin_is_named_and_the_others_stream(browser: WebDriver, server: str) -> None:
+    """``?coins=BTC,FOO``: FOO is named as unknown; BTC still streams (no silent polling)."""
+    browser.get(server + "/?coins=btc,FOO")
+
+    def shown(page: Page) -> bool:
+        coins = {c["coin"] for c in page["cards"]}
+        return page["mode"] == "sse" and coins == {"BTC"} and "FOO" in page["unknown"]
+
+    page = _wait_page(browser, "the unknown coin message and the BTC card", shown, 20)
+    assert page["unknown"].startswith("Unknown coin FOO in ?coins=: not served here"), page
+    assert "BTC, ETH, SOL" in page["unknown"], page["unknown"]
+    assert "btc" not in page["unknown"].split("(")[0], "btc resolves to BTC: not unknown"
+    page = _wait_page(browser, "BTC updates over the stream", lambda p: p["events"] >= 2, 20)
+    assert page["errors"] == [], page
+    assert page["csp"] == [], page
+
+
+def test_legend_and_feature_drill_down(browser: WebDriver, server: str) -> None:
+    """The legend lists every explain code with its meaning; a card's drill-down opens on a
+    click and lists every feature of the coin's latest signal. Saves the README screenshot."""
+    browser.get(server + "/")
+    _wait_page(browser, "the cards to fill in", lambda p: _filled(p, 8), 25)
+    page = browser.run(READ_PAGE)
+    glossary = dict(page["glossary"])
+    assert set(glossary) == {e.value for e in Explain}
+    assert glossary["STALE_INPUT"] == EXPLAIN_DOCS["STALE_INPUT"][1]
+    assert not any(c["drillOpen"] for c in page["cards"])
+
+    browser._cmd(
+        "POST",
+        f"/element/{_element(browser, '.card[data-coin=BTC] details.drill summary')}/click",
+        {},
+    )
+
+    def opened(page: Page) -> bool:
+        btc = next(c for c in page["cards"] if c["coin"] == "BTC")
+        return bool(btc["drillOpen"] and btc["drillRows"])
+
+    page = _wait_page(browser, "the BTC drill-down to open", opened, 10)
+    btc = next(c for c in page["cards"] if c["coin"] == "BTC")
+    names = [name for name, _ in btc["drillRows"]]
+    status, env = _http("GET", server + "/v1/signal/BTC")
+    assert status == 200
+    assert set(names) == set(env["features"]), "every feature of the envelope"
+    rows = dict(btc["drillRows"])
+    assert rows["mid_px"] not in ("", "—"), rows["mid_px"]
+    assert all(not c["drillOpen"] for c in page["cards"] if c["coin"] != "BTC")
+
+    # The README's screenshot: the whole page, the BTC drill-down open, preferably once the
+    # replay is past warm-up and streaming (not a condition of the test: at most 60 s more).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        page = browser.run(READ_PAGE)
+        if page["events"] >= 6 and not any(c["warming"] for c in page["cards"]):
+            break
+        time.sleep(0.5)
+    height = 1080
+    for _ in range(3):  # the window's height is the viewport's plus whatever chrome it has
+        missing = int(
+            browser.run("return document.documentElement.scrollHeight - window.innerHeight")
+        )
+        if missing <= 0 or height >= 3200:
+            break
+        height = min(height + missing, 3200)
+        browser._cmd("POST", "/window/rect", {"width": 1400, "height": height})
+    try:
+        _wait_page(browser, "the charts to redraw", lambda p: _filled(p, 8), 10)
+        browser.run("window.scrollTo(0, 0)")
+        browser.screenshot(SCREENSHOT)
+    finally:
+        browser._cmd("POST", "/window/rect", {"width": 1400, "height": 1080})
+    assert SCREENSHOT.stat().st_size > 20_000, "the screenshot looks blank"
+
+
+# -- health the page must not hide: in-process servers over hand-set stores -----------------------
+
+
+@pytest.fixture(scope="module")
+def replayed() -> Pipeline:
+    pipeline = build_pipeline(Settings(replay=[str(SAMPLE)], api=False), collect=True)
+    run_pipeline(pipeline)
+    assert pipeline.store.state is RunState.FINISHED
+    return pipeline
+
+
+def _dashboard_app(store: SignalStore) -> FastAPI:
+    return create_app(store, token=None, extra_routers=[dashboard_router()])
+
+
+def test_unhealthy_service_shows_health_connections_and_last_error(
+    browser: WebDriver, replayed: Pipeline
+) -> None:
+    """``/health`` ok false (every coin stale, a connection down, an error): the header says so."""
+    last = dict(replayed.collected or [])
+    store = _live_store(
+        [(c, last[c]) for c in ("BTC", "ETH")], {"BTC": 3_600_000, "ETH": 3_600_000}
+    )
+    error = "ws-1: ConnectionClosedError: no close frame received"
+    store.error = error
+    info = {
+        "kind": "live",
+        "files": [],
+        "lines_read": 0,
+        "frames_by_channel": {"trades": 7},
+        "control_frames": {},
+        "lines_skipped": {},
+        "duplicate_trades": 0,
+        "ignored_coin_events": 0,
+        "errors": [error],
+        "finished": False,
+        "latest_event_ms": None,
+        "connections": [
+            _conn("ws-0", connected=True, reconnects=0),
+            _conn("ws-1", connected=False, reconnects=4) | {"last_error": error},
+        ],
+    }
+    store.source_info = lambda: info
+    app = _dashboard_app(store)
+    with serve(app) as base:
+        assert TestClient(app).get("/health").json()["ok"] is False
+        browser.get(base + "/")
+
+        def told(page: Page) -> bool:
+            return "UNHEALTHY" in page["health"] and len(page["cards"]) == 2
+
+        page = _wait_page(browser, "the health pill to say unhealthy", told, 20)
+        assert page["health"] == "UNHEALTHY · every coin's latest signal is stale", page["health"]
+        assert "bad" in page["healthClass"]
+        problems = page["problems"]
+        assert "last error: " + error in problems, problems
+        assert "stale: BTC, ETH" in problems, problems
+        assert "ws-1: disconnected, reconnect pending (4 reconnects so far)" in problems, problems
+        assert any(c.startswith("ws-1 down") and error in c for c in page["conns"]), page["conns"]
+        assert any(c.startswith("ws-0 connected") for c in page["conns"]), page["conns"]
+        assert "live" not in page["conn"], page["conn"]
+        assert page["errors"] == [], page
+        assert page["csp"] == [], page
+        browser.get("about:blank")
+
+
+def test_a_finished_replay_does_not_look_live(browser: WebDriver, replayed: Pipeline) -> None:
+    app = _dashboard_app(replayed.store)
+    with serve(app) as base:
+        browser.get(base + "/")
+
+        def done(page: Page) -> bool:
+            return page["health"] == "replay finished" and _filled(page, 8)
+
+        page = _wait_page(browser, "the page to show the finished replay", done, 20)
+        _check_cards(page)
+        assert page["conn"] == "stream open · replay finished, no new signals", page["conn"]
+        assert "live" not in page["conn"]
+        for c in page["cards"]:
+            assert c["updated"] == "replay finished · no new signals", c["updated"]
+            assert "ago" not in c["updated"]
+        assert page["problems"] == "", page["problems"]
+        browser.get("about:blank")
