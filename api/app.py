@@ -65,7 +65,9 @@ from api.security import (
     token_from_env,
 )
 from api.store import RunState, SignalStore, StoredEnvelope
-from api.stream import DEFAULT_KEEPALIVE_S, DEFAULT_QUEUE_SIZE, Broadcaster
+from api.stream import DEFAULT_KEEPALIVE_S, DEFAULT_QUEUE_SIZE, Broadcaster, with_retry
+from api.views import FeaturesQuery, ViewQuery
+from api.views import render as render_view
 from connectors.events import Stream
 from flows.settings import COIN_PATTERN
 from operators.edge import Explain
@@ -447,19 +449,21 @@ def create_app(
         )
 
     @app.get("/v1/signals", response_model=SignalList, tags=["signals"])
-    def signals(s: StoreDep) -> Response:
+    def signals(s: StoreDep, view: ViewQuery = None, features: FeaturesQuery = None) -> Response:
         """The latest signal of every coin that has one (freshness judged now)."""
         # Spliced from the stored bytes (no Pydantic pass, as GET /v1/signal/{coin}).
         now = s.now_ms()
         latest = s.records()
         body = list_json((latest[c] for c in s.coins() if c in latest), now)
-        return Response(body, media_type="application/json")
+        return Response(render_view(body, view, features), media_type="application/json")
 
     # coin -> its last body (one per coin: bounded by the coins served)
     rendered: dict[str, tuple[StoredEnvelope, int | None, bytes]] = {}
 
     @app.get("/v1/signal/{coin}", response_model=SignalEnvelope, tags=["signals"])
-    async def signal(coin: CoinParam, s: StoreDep) -> Response:
+    async def signal(
+        coin: CoinParam, s: StoreDep, view: ViewQuery = None, features: FeaturesQuery = None
+    ) -> Response:
         """A coin's latest signal (freshness judged now; stale means not actionable)."""
         # The hot path. async: a few microseconds under the store's lock, so no thread-pool
         # hops (the list, state and history routes, whose work grows with coins, stay in the
@@ -479,6 +483,8 @@ def create_app(
         else:
             body = rec.json_at(now)
             rendered[name] = (rec, now, body)
+        if view is not None or features is not None:
+            body = render_view(body, view, features)
         return Response(body, media_type="application/json")
 
     @app.get("/v1/signal/{coin}/history", response_model=SignalHistory, tags=["signals"])
@@ -489,11 +495,14 @@ def create_app(
         since_ms: Annotated[
             int | None, Query(ge=0, description="only envelopes after this exchange time")
         ] = None,
+        view: ViewQuery = None,
+        features: FeaturesQuery = None,
     ) -> Response:
         """A coin's stored signals, oldest first, as they were emitted (freshness as of then)."""
         name = resolve(s, coin)
         recs = s.record_history(name, limit=limit, since_ms=since_ms)
-        return Response(history_json(name, recs), media_type="application/json")
+        body = render_view(history_json(name, recs), view, features)
+        return Response(body, media_type="application/json")
 
     @app.get(
         "/v1/stream",
@@ -532,7 +541,7 @@ def create_app(
                 raise ApiError(422, f"coins: at most {MAX_STREAM_COINS} coins")
             wanted = frozenset(resolve(s, n) for n in names)
         last = _parse_last_event_id(last_event_id)
-        events = streams.events(wanted, changes_only=on == "change", last_id=last)
+        events = with_retry(streams.events(wanted, changes_only=on == "change", last_id=last))
         return EventSourceResponse(
             events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )

@@ -43,7 +43,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from types import FrameType
 from typing import Any, Final, Protocol
 
@@ -445,7 +445,7 @@ class Broadcaster:
 
 
 async def with_retry(
-    events: AsyncGenerator[bytes, None], retry_ms: int = RETRY_MS
+    events: AsyncIterator[bytes], retry_ms: int = RETRY_MS
 ) -> AsyncIterator[bytes]:
     """``events`` (`Broadcaster.events`) preceded by one ``retry: <ms>`` field: the delay a
     client waits before it reconnects (with ``Last-Event-ID``). Its own block, so no event is
@@ -455,7 +455,9 @@ async def with_retry(
         async for chunk in events:
             yield chunk
     finally:
-        await events.aclose()
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
 
 
 class _ExitHandling(Protocol):

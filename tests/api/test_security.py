@@ -14,6 +14,7 @@ from starlette.responses import PlainTextResponse
 from api.app import create_app
 from api.security import TOKEN_ENV, TokenBuckets, token_from_env
 from api.store import SignalStore
+from api.stream import RETRY_MS
 from flows.settings import Settings
 from tests.api.test_stream import serve, subscribers
 
@@ -85,7 +86,10 @@ def test_the_stream_needs_the_token_and_streams_with_it() -> None:
         with client.stream("GET", "/v1/stream", headers=AUTH) as r:
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
-            assert next(r.iter_lines()) == ": ping"
+            lines = r.iter_lines()
+            assert next(lines) == f"retry: {RETRY_MS}"
+            assert next(lines) == ""
+            assert next(lines) == ": ping"
 
 
 def test_the_token_covers_mounted_apps_and_extra_routers() -> None:

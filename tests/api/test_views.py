@@ -1,0 +1,47 @@
+"""The REST ``?view=`` and ``?features=`` (`api.views`), as the MCP tools' views."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.store import RunState, SignalStore
+from api.views import CompactSignal, compact_envelope
+from flows.settings import Settings
+from flows.signal import build_pipeline, run_pipeline
+from tests.conftest import SAMPLE
+
+
+@pytest.fixture(scope="module")
+def store() -> SignalStore:
+    pipeline = build_pipeline(Settings(replay=[str(SAMPLE)], api=False))
+    run_pipeline(pipeline)
+    assert pipeline.store.state is RunState.FINISHED, pipeline.store.error
+    return pipeline.store
+
+
+def test_rest_view_and_features(store: SignalStore) -> None:
+    client = TestClient(create_app(store, token=None))
+    full = client.get("/v1/signal/BTC").json()  # the default stays full
+    assert "features_missing" in full
+    compact = client.get("/v1/signal/BTC", params={"view": "compact"}).json()
+    CompactSignal.model_validate(compact)
+    assert compact == compact_envelope(full)
+    picked = client.get("/v1/signal/btc", params={"features": "mid_px,spread_bps"}).json()
+    assert picked == compact_envelope(full, ["mid_px", "spread_bps"])
+    assert client.get("/v1/signal/BTC", params={"view": "full", "features": "mid_px"}).json() == (
+        full
+    )
+    listed = client.get("/v1/signals", params={"view": "compact"}).json()
+    assert listed["count"] == 3
+    assert all(e["view"] == "compact" for e in listed["data"])
+    assert "features_missing" in client.get("/v1/signals").json()["data"][0]
+    hist = client.get("/v1/signal/SOL/history", params={"limit": 3, "view": "compact"}).json()
+    for env in hist["data"]:
+        CompactSignal.model_validate(env)
+    assert [e["coin"] for e in hist["data"]] == ["SOL"] * 3
+    bad = client.get("/v1/signal/BTC", params={"features": "mid_px,midpx"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"].startswith("features: unknown feature 'midpx'; features: mid_px")
+    assert client.get("/v1/signals", params={"view": "tiny"}).status_code == 422
