@@ -78,6 +78,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.app import ApiError, check_coin_name, history_json, list_json, no_signal_reason
 from api.app import resolve as app_resolve
+from api.metrics import mcp_tool_call
 from api.schemas import SignalEnvelope, SignalHistory, SignalList
 from api.store import RunState, SignalStore
 from api.views import (
@@ -1064,7 +1065,13 @@ class SignalServer(FastMCP[Any]):
         self._mcp_server.version = code_version()
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
-        """Check the arguments strictly, then call the tool; errors are one clean line."""
+        """Check the arguments strictly, then call the tool; errors are one clean line.
+
+        Every call is counted in ``hlsl_mcp_tool_calls_total{tool,outcome}``."""
+        with mcp_tool_call(name if name in self._strict else "other"):
+            return await self._call_tool(name, arguments)
+
+    async def _call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
         tool = self._strict.get(name)
         if tool is None:
             msg = f"unknown tool {name!r} (tools: {', '.join(self._strict)})"

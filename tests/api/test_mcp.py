@@ -54,6 +54,7 @@ from api.mcp import (
     explain_envelope,
     mcp_http_app,
 )
+from api.metrics import MCP_TOOL_CALLS
 from api.schemas import SignalEnvelope, SignalHistory, SignalList
 from api.store import RunState, SignalStore
 from api.views import EDGE_SCORE_MEANING, CompactSignal, compact_envelope
@@ -658,6 +659,20 @@ def test_http_transport_mounted(served: Served, store: SignalStore, path: str) -
     assert seen.resources == [*SCHEMAS, *(f"signal://hyperliquid/{c}" for c in COINS)]
     assert seen.resource_error_code == RESOURCE_NOT_FOUND
     assert seen.server_version == code_version()
+
+
+def test_tool_calls_are_counted_for_metrics(served: Served) -> None:
+    before = MCP_TOOL_CALLS.snapshot()
+
+    async def calls(session: ClientSession) -> None:
+        await session.initialize()
+        await session.call_tool("get_signal", {"coin": "BTC"})
+        await session.call_tool("get_signal", {"coin": "NOPE"})
+
+    _http_session(served.url + "/mcp/", calls)
+    after = MCP_TOOL_CALLS.snapshot()
+    assert after.get(("get_signal", "ok"), 0) - before.get(("get_signal", "ok"), 0) == 1
+    assert after.get(("get_signal", "error"), 0) - before.get(("get_signal", "error"), 0) == 1
 
 
 def test_http_mount_keeps_the_rest_api(served: Served, store: SignalStore) -> None:
