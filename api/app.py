@@ -37,12 +37,15 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from api.metrics import HttpMetrics, ServiceCollector, make_registry, metrics_response
+from api.openapi import DOCS_PATHS, DOCS_PREFIX
+from api.openapi import install as install_openapi
 from api.schemas import (
     CoinState,
     ErrorBody,
@@ -57,6 +60,7 @@ from api.security import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_RATE_PER_S,
+    OPEN_PATHS,
     AccessCounters,
     BearerAuth,
     BodyGuard,
@@ -306,7 +310,8 @@ def create_app(
         yield
 
     api_token = token_from_env() if isinstance(token, FromEnv) else token
-    app = FastAPI(
+    # Swagger UI and ReDoc from the installed fastapi-offline package: /docs works offline.
+    app = FastAPIOffline(
         title="Hyperliquid Signal Layer",
         version="1.0",
         summary="Agent-readable regime, edge and market-structure signals for Hyperliquid perps.",
@@ -318,6 +323,7 @@ def create_app(
             503: {"model": ErrorBody, "description": "no signal yet, or the flow failed"},
         },
     )
+    install_openapi(app, bearer=api_token is not None, rate_limited=rate_limit_per_s > 0)
     streams = Broadcaster(store, keepalive_s=sse_keepalive_s, queue_size=sse_queue_size)
     access = AccessCounters()
     app.state.store = store
@@ -341,7 +347,10 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, ex: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": str(ex.detail)}, status_code=ex.status_code)
+        # Keep the exception's headers: a 405 must say which methods are allowed (Allow).
+        return JSONResponse(
+            {"detail": str(ex.detail)}, status_code=ex.status_code, headers=ex.headers
+        )
 
     @app.exception_handler(Exception)
     async def _crash(_req: Request, ex: Exception) -> JSONResponse:
@@ -565,7 +574,13 @@ def create_app(
     # the app (mounts included): a body is read only once the request is authorised.
     app.add_middleware(BodyGuard, max_body_bytes=max_body_bytes, max_json_depth=max_json_depth)
     if api_token is not None:
-        app.add_middleware(BearerAuth, token=api_token, counters=access)
+        app.add_middleware(
+            BearerAuth,
+            token=api_token,
+            counters=access,
+            open_paths=OPEN_PATHS | DOCS_PATHS,
+            open_prefixes=(DOCS_PREFIX,),
+        )
     if rate_limit_per_s > 0:
         burst = rate_limit_burst if rate_limit_burst is not None else 2 * rate_limit_per_s
         app.add_middleware(

@@ -110,6 +110,7 @@ class BearerAuth:
         token: the shared secret.
         counters: where refusals are counted.
         open_paths: paths that need no token.
+        open_prefixes: path prefixes that need no token (static documentation assets).
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class BearerAuth:
         token: str,
         counters: AccessCounters,
         open_paths: frozenset[str] = OPEN_PATHS,
+        open_prefixes: tuple[str, ...] = (),
     ) -> None:
         if not token:
             msg = "the API token must not be empty"
@@ -126,9 +128,15 @@ class BearerAuth:
         self._token = token.encode()
         self.counters = counters
         self.open_paths = open_paths
+        self.open_prefixes = open_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths:
+        path = scope.get("path", "")
+        if (
+            scope["type"] not in ("http", "websocket")
+            or path in self.open_paths
+            or (self.open_prefixes and path.startswith(self.open_prefixes))
+        ):
             await self.app(scope, receive, send)
             return
         presented = _bearer(scope)
