@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
     for problem in pipeline.problems:
         print(f"error: {problem}", file=sys.stderr)
-    if pipeline.problems:
-        return 2
-    return 1 if s["errors"] else 0
+    if s["errors"]:  # a corrupt capture is the more specific failure: it wins over "nothing"
+        return 1
+    return 2 if pipeline.problems else 0
 
 
 if __name__ == "__main__":

@@ -296,7 +296,7 @@ def test_recorder_refuses_an_unknown_coin(exchange: FakeExchange, tmp_path: Path
     assert exchange.stats.connections_opened == 0
 
 
-def test_two_workers_never_open_a_socket_twice(exchange: FakeExchange) -> None:
+def test_two_workers_never_open_a_socket_twice(exchange: FakeExchange, tmp_path: Path) -> None:
     """`bytewax.run -w 2`: one partition per connection, so each socket opens once."""
     import os
     import signal
@@ -312,6 +312,8 @@ def test_two_workers_never_open_a_socket_twice(exchange: FakeExchange) -> None:
         HLSL_INFO_URL=exchange.info_url,
         HLSL_API="0",
         HLSL_WARM_START="0",
+        # with no API, an output is required (a flow whose results go nowhere is refused)
+        HLSL_SIGNALS_OUT=str(tmp_path / "signals.ndjson"),
     )
     env.pop("HLSL_REPLAY", None)
     proc = subprocess.Popen(
