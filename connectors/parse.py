@@ -71,8 +71,10 @@ ACTIVATE_CHANNEL: Final = "hlsl.activate"
 _LOCAL_CHANNELS: Final = frozenset({GAP_CHANNEL, ACTIVATE_CHANNEL})
 _MAX_CANDLE_MS: Final = 31 * 86_400_000
 """The longest candle the exchange serves (1M)."""
-DEDUPE_CAPACITY: Final = 100_000
-"""How many recent trade keys are remembered for de-duplication (the replay is 30 per coin)."""
+DEDUPE_CAPACITY: Final = 1024
+"""How many recent trade keys are remembered per coin for de-duplication (the exchange replays
+the last 30 on a subscribe; a coin over capacity keeps its newest half, in a new dict so the
+memory is given back)."""
 
 _DAY_CACHE: dict[str, int] = {}
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -344,7 +346,7 @@ class FrameParser:
         self.guard = PriceGuard(
             self.config.max_price_jump, confirm_first=self.config.confirm_first_price
         )
-        self._dedupe: dict[tuple[str, int, int], None] = {}
+        self._dedupe: dict[str, dict[tuple[int, int], None]] = {}
         # (coin, interval) -> (open t, fields) of the candle still open; closed bucket starts.
         self._open_candles: dict[tuple[str, str], Candle] = {}
         self._closed_t: dict[tuple[str, str], int] = {}
@@ -580,21 +582,23 @@ class FrameParser:
                 raise FrameError("bad_trades", f"unknown side {side!r} (expected 'B' or 'A')")
             checked.append((coin, t, tid, s, px, sz))
         groups: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
-        dedupe = self._dedupe
         for coin, t, tid, s, px, sz in checked:
-            key = (coin, tid, t)
+            dedupe = self._dedupe.get(coin)
+            if dedupe is None:
+                dedupe = self._dedupe[coin] = {}
+            key = (tid, t)
             if key in dedupe:
                 self.duplicates += 1
                 continue
             dedupe[key] = None
+            if len(dedupe) > DEDUPE_CAPACITY:
+                keep = list(dedupe)[len(dedupe) - DEDUPE_CAPACITY // 2 :]
+                dedupe = self._dedupe[coin] = dict.fromkeys(keep)
             g = groups.get((coin, t))
             if g is None:
                 groups[(coin, t)] = [(px, sz, s)]
             else:
                 g.append((px, sz, s))
-        if len(dedupe) > DEDUPE_CAPACITY:
-            for old in list(dedupe)[: len(dedupe) - DEDUPE_CAPACITY // 2]:
-                del dedupe[old]
         out: list[Event] = []
         for (coin, t), prints in groups.items():
             self._see(t)

@@ -487,6 +487,10 @@ def test_dedupe_memory_is_bounded_and_keeps_recent_keys(monkeypatch: pytest.Monk
     assert parser.parse(_trades_frame(_trade("BTC", "B", "1", "1", 4, 4))) == []
     assert parser.duplicates == 2
     assert len(parser.parse(_trades_frame(_trade("BTC", "B", "1", "1", 1, 1)))) == 1
+    # Per coin: another coin's keys neither evict BTC's nor count against them.
+    for tid in range(10, 14):
+        assert len(parser.parse(_trades_frame(_trade("ETH", "B", "1", "1", tid, tid)))) == 1
+    assert parser.parse(_trades_frame(_trade("BTC", "B", "1", "1", 1, 1))) == []
 
 
 def test_events_survive_pickling() -> None:
