@@ -13,6 +13,20 @@ from pathlib import Path
 from typing import Final
 
 CAPTURE_SUFFIXES: Final = (".ndjson", ".jsonl", ".txt", ".gz", ".lz4")
+SAMPLE_NAME: Final = "sample"
+"""``--replay sample`` names the shipped demo capture, wherever the package is installed."""
+SAMPLE_PATH: Final = "data/sample.ndjson.gz"
+"""Where the demo capture sits in a source checkout (the README's commands name it)."""
+
+
+def sample_capture() -> Path:
+    """The shipped demo capture: inside the installed package (the wheel carries it as
+    ``connectors/sample/sample.ndjson.gz``), else ``data/sample.ndjson.gz`` of the checkout."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "sample" / "sample.ndjson.gz"
+    if packaged.is_file():
+        return packaged
+    return here.parent / SAMPLE_PATH
 
 
 def is_capture_name(name: str) -> bool:
@@ -41,6 +55,9 @@ def expand_captures(paths: Sequence[str | Path]) -> list[str]:
             out.extend(str(f) for f in found)
         elif p.is_file():
             out.append(str(p))
+        elif str(raw) in (SAMPLE_NAME, SAMPLE_PATH) and sample_capture().is_file():
+            # The demo capture, also from an installed package run outside the checkout.
+            out.append(str(sample_capture()))
         else:
             msg = f"capture file `{p}` does not exist"
             raise FileNotFoundError(msg)

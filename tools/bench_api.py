@@ -43,8 +43,10 @@ from typing import Any
 
 import orjson
 
+from connectors.captures import sample_capture
+
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CAPTURE = REPO / "data" / "sample.ndjson.gz"
+DEFAULT_CAPTURE = sample_capture()  # the shipped demo capture (packaged in the wheel)
 HOST = "127.0.0.1"
 TOKEN = "bench-token-0123456789abcdef"
 READY_TIMEOUT_S = 60.0
