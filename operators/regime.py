@@ -88,7 +88,7 @@ class RegimeConfig:
     liq_ver_alone: float = 3.0
     confirm: int = 3
     min_dwell: int = 5
-    liq_exit_confirm: int = 10
+    liq_exit_confirm: int = 6
     liq_move_z: float = 4.0
     flag_ver: float = 3.0
     calm_max_ratio: float = 0.8
@@ -102,7 +102,9 @@ class RegimeConfig:
             volatility has multiplied is never calm), besides the forecast risk ratio ρ.
         calm_max_ratio / calm_max_ver: MEAN_REVERTING needs a calm market: ρ at most this and
             volatility expansion at most this.
-        risk_exit_confirm: consecutive unflagged evaluations before CHAOTIC is left.
+        risk_exit_confirm: consecutive unflagged evaluations before CHAOTIC is left when the
+            flag comes from the expansion rule alone (no forecast risk ratio yet); with a risk
+            ratio its enter/exit band is the hysteresis and CHAOTIC is left at once below it.
     """
 
 
@@ -559,11 +561,12 @@ class RegimeClassifier:
                     self.label is RegimeLabel.LIQUIDATION_RISK and call.rule is not Rule.CASCADE
                 ):
                     self.off_cascade += 1
-                exit_n = (
-                    cfg.liq_exit_confirm
-                    if self.label is RegimeLabel.LIQUIDATION_RISK
-                    else cfg.risk_exit_confirm
-                )
+                # CHAOTIC on the forecast has its own band (enter/exit): left at once below it;
+                # on the expansion rule alone (no forecast yet) it needs risk_exit_confirm
+                if self.label is RegimeLabel.LIQUIDATION_RISK:
+                    exit_n = cfg.liq_exit_confirm
+                else:
+                    exit_n = 1 if rho is not None else cfg.risk_exit_confirm
                 switch = self.off_cascade >= exit_n
             else:
                 switch = self.candidate_count >= cfg.confirm and self.dwell >= cfg.min_dwell

@@ -59,6 +59,10 @@ from connectors.events import Candle, Kind, Trades
 from connectors.files import read_events
 from flows.settings import Settings, code_version
 from flows.signal import build_pipeline, run_pipeline, tune_gc
+from operators.calibration import TABLE_FORMAT
+from tools.evaluation import science
+from tools.evaluation.series import CANDLE_SPLIT_MS, SPLIT_TEXT
+from tools.evaluation.skill import add_skill
 from tools.replay import sorted_envelopes
 
 F64 = npt.NDArray[np.float64]
@@ -79,8 +83,8 @@ TICK_HORIZONS_MS: Final = (1_000, 5_000, 15_000, 30_000, 60_000, 120_000)
 CANDLE_LADDER_MS: Final = (60_000, 300_000, 900_000, 3_600_000, 14_400_000, 86_400_000)
 TICK_WINDOW_OBS: Final = 60
 TICK_WARMUP_OBS: Final = 30
-CANDLE_WINDOW_OBS: Final = 24
-CANDLE_WARMUP_OBS: Final = 24
+CANDLE_WINDOW_OBS: Final = 60  # #9: one window rule at every bar length, the server's default
+CANDLE_WARMUP_OBS: Final = 30
 SERVER_WINDOW_SPAN_MS: Final = 60_000  # the server's default: 60 observations of 1 s bars
 FOLDS: Final = 5  # time folds of the walk-forward IC view
 MIN_BIN_EFF: Final = 50.0  # effective observations behind each calibration bin
@@ -1099,7 +1103,9 @@ def analyse(
     for env in envelopes:
         inputs.setdefault(str(env["coin"]), set()).update(env["regime"].get("inputs_used", []))
     warm_ts = rows.ts[rows.warm]
-    if warm_ts.size:
+    if spec.kind != "tick":
+        split_ms = CANDLE_SPLIT_MS  # #9: one split date for every candle dataset
+    elif warm_ts.size:
         lo, hi = int(warm_ts.min()), int(warm_ts.max())
         split_ms = lo + round((hi - lo) * split / spec.bar_ms) * spec.bar_ms
     else:
@@ -1332,8 +1338,10 @@ def validate_calibration(doc: Any) -> list[str]:
     errs: list[str] = []
     if not isinstance(doc, dict):
         return ["not an object"]
-    if set(doc) != {"version", "fitted_on", "horizons", "default_horizon_ms"}:
+    if set(doc) != {"format", "version", "fitted_on", "horizons", "default_horizon_ms"}:
         errs.append(f"top-level keys {sorted(doc)}")
+    if doc.get("format") != TABLE_FORMAT:  # #9: format 2 carries the skill verdicts
+        errs.append(f"format must be {TABLE_FORMAT!r}")
     if not isinstance(doc.get("version"), str) or not doc.get("version"):
         errs.append("version must be a non-empty string")
     fo = doc.get("fitted_on")
@@ -1363,10 +1371,18 @@ def validate_calibration(doc: Any) -> list[str]:
         if not key.isdigit() or int(key) <= 0:
             errs.append(f"horizon key {key!r} is not a positive integer (ms)")
         if not isinstance(val, dict) or not (
-            {"bins", "mean_abs_move_bps"} <= set(val) <= {"bins", "mean_abs_move_bps", "coins"}
+            {"bins", "mean_abs_move_bps", "skill"}
+            <= set(val)
+            <= {"bins", "mean_abs_move_bps", "coins", "skill"}
         ):
-            errs.append(f"horizons[{key}] must have bins, mean_abs_move_bps (and optional coins)")
+            errs.append(
+                f"horizons[{key}] must have bins, mean_abs_move_bps, skill (and optional coins)"
+            )
             continue
+        if not isinstance(val["skill"], dict) or not isinstance(
+            val["skill"].get("demonstrated"), bool
+        ):
+            errs.append(f"horizons[{key}].skill must be an object with demonstrated (bool)")
         coins = val.get("coins", {})
         if not isinstance(coins, dict) or not all(
             isinstance(c, dict)
@@ -1808,8 +1824,8 @@ def summary_paragraph(ev: Evaluation) -> str:
     head = (
         "Replaying the data through the production flow and scoring every envelope against the "
         "coin's own later price (`python -m tools.evaluate`; IC = Spearman of direction × score "
-        "vs the forward log return, 95 % CIs by block bootstrap; all figures on the held-out last "
-        f"{1 - ev.datasets[0].split_frac:.0%} of each series, which the calibration never saw): "
+        "vs the forward log return, 95 % CIs by block bootstrap; all figures out-of-sample: "
+        f"{SPLIT_TEXT}, which no fit ever saw): "
     )
     tail = (
         f" {verdict} Calibration table `operators/calibration/edge_calibration.json` version "
@@ -2046,7 +2062,8 @@ def render_report(ev: Evaluation) -> str:
         "",
         "Everything else is the flow's default (lateness 1 s, depth band 10 bps, regime and edge "
         "thresholds as in DESIGN.md). Candle files replay with one bar per candle; the window is "
-        f"{CANDLE_WINDOW_OBS} candles (2 h of 5m candles, 1 day of 1h candles).",
+        f"{CANDLE_WINDOW_OBS} candles (5 h of 5m candles, 60 h of 1h candles), the server's "
+        "default window at every bar length.",
         "",
         "- **Forward return** `R(t,h) = ln P(t+h) − ln P(t)`, computed offline per coin from the "
         "envelopes' own `features.mid_px` (the candle close or last trade for coins without "
@@ -2068,8 +2085,8 @@ def render_report(ev: Evaluation) -> str:
         "CIs by the same block bootstrap.",
         "- **Calibration** (`--fit-calibration`): per horizon, an isotonic (pool-adjacent-"
         f"violators) step function from the raw edge strength (`{ev.datasets[0].rows.raw_field}` "
-        "here) to P(direction right), fitted on the **in-sample** part only: the first "
-        f"{ev.datasets[0].split_frac:.0%} of each dataset's time span, purged so that `t + h` also "
+        "here) to P(direction right), fitted on the **in-sample** part only "
+        f"({SPLIT_TEXT}), purged so that `t + h` also "
         "lies before the split. A block of the fit is pooled with a neighbour until it holds at "
         f"least {ev.min_bin_eff:g} *effective* observations (a row "
         "weighs `bar / max(h, window span)`: rows closer than that share their signal and most "
@@ -2372,6 +2389,7 @@ class EvalConfig:
     seed: int = 0
     min_bin_eff: float = MIN_BIN_EFF
     fit_calibration: Path | None = None
+    frozen: bool = False
     truth: Path | None = None
     coins: tuple[str, ...] = ()
     plots: bool = True
@@ -2404,10 +2422,12 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
         raise ValueError(msg)
     truth = load_truth(cfg.truth) if cfg.truth is not None else None
     results: list[DatasetResult] = []
+    extras: list[science.Extra] = []
     for i, spec in enumerate(specs, 1):
         prefix = f"[{i}/{len(specs)}] {spec.name}:"
         envs, frames, errors, replay_s = replay_dataset(spec, cfg.coins, progress, prefix)
         progress.update(f"{prefix} {len(envs):,} envelopes, measuring")
+        extras.append(science.extract(envs))
         mine = [s for s in scans if s.path in spec.files]
         res = analyse(
             spec,
@@ -2424,17 +2444,26 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
         del envs
         results.append(res)
         progress.done(f"{prefix} {len(res.rows.ts):,} envelopes, replay {replay_s:.1f} s")
-    progress.update("fitting the calibration")
-    calibration = fit_calibration(results, min_bin_eff=cfg.min_bin_eff)
+    if cfg.frozen:  # #9: score the shipped table as it is, no refit
+        progress.update("scoring the shipped calibration (frozen)")
+        from operators.calibration import DEFAULT_PATH
+
+        calibration = orjson.loads(DEFAULT_PATH.read_bytes())
+    else:
+        progress.update("fitting the calibration")
+        calibration = add_skill(results, fit_calibration(results, min_bin_eff=cfg.min_bin_eff))
     for res in results:
         check_calibration(res, calibration)
     ev = Evaluation(results, calibration, 0.0, cfg.command, min_bin_eff=cfg.min_bin_eff)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    if cfg.fit_calibration is not None:
-        problems = validate_calibration(calibration)
-        if problems:
-            msg = f"fitted calibration is malformed: {problems}"
-            raise ValueError(msg)
+    if cfg.fit_calibration is not None and not cfg.frozen:
+        from operators.calibration import parse as parse_calibration
+
+        try:  # the loader the server uses is the validator (#9: format 2 with skill verdicts)
+            parse_calibration(calibration)
+        except ValueError as ex:
+            msg = f"fitted calibration is malformed: {ex}"
+            raise ValueError(msg) from None
         cfg.fit_calibration.parent.mkdir(parents=True, exist_ok=True)
         cfg.fit_calibration.write_text(dump_calibration(calibration), encoding="utf-8")
         ev.calibration_path = cfg.fit_calibration
@@ -2452,7 +2481,10 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
             ev.charts.append(cfg.out / name)
     ev.elapsed_s = time.perf_counter() - t_start
     ev.report_path = cfg.out / "report.md"
-    ev.report_path.write_text(render_report(ev), encoding="utf-8")
+    sciences = [science.dataset_science(r, x) for r, x in zip(results, extras, strict=True)]
+    ev.report_path.write_text(
+        render_report(ev) + science.render(sciences, calibration, cfg.frozen), encoding="utf-8"
+    )
     progress.done(f"wrote {ev.report_path} in {ev.elapsed_s:.0f} s")
     return ev
 
@@ -2468,6 +2500,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="report folder (report.md + PNGs)")
     ap.add_argument("--fit-calibration", type=Path, help="write the fitted calibration JSON here")
     ap.add_argument(
+        "--frozen",
+        action="store_true",
+        help="score the shipped calibration and volatility model as they are (no refit)",
+    )
+    ap.add_argument(
         "--horizons", help="comma-separated, e.g. 1s,5s,1m or 5m,1h,4h (default: by data kind)"
     )
     ap.add_argument(
@@ -2478,10 +2515,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--window-obs",
         type=int,
-        help="feature window in observations (default: 60 tick, 24 candles)",
+        help="feature window in observations (default: 60, the server's, at every bar length)",
     )
     ap.add_argument(
-        "--warmup-obs", type=int, help="warm-up observations (default: 30 tick, 24 candles)"
+        "--warmup-obs", type=int, help="warm-up observations (default: 30, the server's)"
     )
     ap.add_argument(
         "--split",
@@ -2519,6 +2556,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=ns.seed,
             min_bin_eff=ns.min_bin_eff,
             fit_calibration=ns.fit_calibration,
+            frozen=ns.frozen,
             truth=ns.truth,
             coins=tuple(c.strip() for c in (ns.coins or "").split(",") if c.strip()),
             plots=not ns.no_plots,

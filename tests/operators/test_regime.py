@@ -482,7 +482,7 @@ def test_inputs_between_exit_and_enter_keep_the_label() -> None:
 
 
 def test_liquidation_risk_enters_at_once_and_exits_after_liq_exit_confirm() -> None:
-    clf = clf_()
+    clf = clf_(RegimeConfig(liq_exit_confirm=10))
     clf.update(trend(1000))
     s = clf.update(cascade(2000))  # the current label's dwell is only 1: no matter
     assert (s.label, s.previous, s.since_ms, s.dwell) == (LIQ, T, 2000, 1)

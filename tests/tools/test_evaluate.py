@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 import pytest
 
+from operators.calibration import TABLE_FORMAT
 from tools.evaluate import (
     DatasetSpec,
     EvalConfig,
@@ -35,6 +36,7 @@ from tools.evaluate import (
     spells,
     validate_calibration,
 )
+from tools.evaluation.skill import add_skill
 from tools.simulate import CHAOTIC, LIQUIDATION_RISK, MEAN_REVERTING, Phase, SimConfig, truth
 from tools.simulate import write_capture as write_sim
 
@@ -209,8 +211,9 @@ def test_ic_and_hit_rate_on_hand_made_envelopes() -> None:
                 assert res.shares[part]["FLAT"] == pytest.approx(flat)
     # the split is purged: no in-sample row's window reaches past it
     assert res.split_ms == ts[0] + round((ts[-1] - ts[0]) * 0.5 / 1000) * 1000
-    cal = fit_calibration([res], min_bin_eff=5)
+    cal = add_skill([res], fit_calibration([res], min_bin_eff=5))
     assert validate_calibration(cal) == []
+    assert all(isinstance(h["skill"]["demonstrated"], bool) for h in cal["horizons"].values())
     assert cal["fitted_on"]["n"] == int(((ts + 1000 <= res.split_ms) & (sign != 0)).sum())
 
 
@@ -219,6 +222,7 @@ def test_ic_and_hit_rate_on_hand_made_envelopes() -> None:
 
 def _doc() -> dict[str, Any]:
     return {
+        "format": TABLE_FORMAT,
         "version": "abc-20250101-20250102",
         "fitted_on": {
             "files": ["a.ndjson.gz"],
@@ -229,6 +233,7 @@ def _doc() -> dict[str, Any]:
             "60000": {
                 "bins": [[0.0, 0.5, 0.45, 4], [0.5, 1.0, 0.6, 6]],
                 "mean_abs_move_bps": 3.2,
+                "skill": {"demonstrated": False, "bss": 0.0, "bss_lo": -0.01},
             }
         },
         "default_horizon_ms": 60000,
@@ -252,6 +257,13 @@ def test_validate_calibration_shape() -> None:
     assert validate_calibration(bad)
     bad = _doc()
     del bad["fitted_on"]["n"]
+    assert validate_calibration(bad)
+    # #9: a table without the format (and skill verdicts) is refused
+    bad = _doc()
+    del bad["format"]
+    assert validate_calibration(bad)
+    bad = _doc()
+    del bad["horizons"]["60000"]["skill"]
     assert validate_calibration(bad)
 
 
@@ -347,3 +359,50 @@ def test_cli(simulated: tuple[Path, Path], tmp_path: Path) -> None:
     assert (out / "report.md").is_file()
     assert not list(out.glob("*.png"))
     assert main([str(tmp_path / "missing.ndjson"), "--out", str(out)]) == 2
+
+
+# ------------------------------------------------------------------ #9: forecast and flag scoring
+
+
+def test_qlike_and_dm_by_hand() -> None:
+    from tools.evaluation.vol_eval import dm_test, hour_bars, qlike, roll_sum
+
+    rv = np.array([1.0, 2.0, 0.0])
+    f = np.array([1.0, 1.0, 1.0])
+    q = qlike(rv, f)
+    assert q[0] == pytest.approx(0.0)
+    assert q[1] == pytest.approx(2.0 - math.log(2.0) - 1.0)
+    assert math.isnan(q[2])  # no move at all: left out
+    d = np.array([-1.0, -0.5, -1.5, -1.0] * 10)
+    stat, p = dm_test(d, 1)
+    assert stat < 0
+    assert p < 0.01
+    assert (hour_bars(300_000), hour_bars(3_600_000), hour_bars(1000)) == (12, 6, 3600)
+    assert list(roll_sum(np.arange(5.0), 2)[1:]) == [1.0, 3.0, 5.0, 7.0]
+
+
+def test_one_line_rule_windows() -> None:
+    from tools.evaluation.vol_eval import one_line_rule
+
+    r = np.full(400, 0.001)
+    r[-1] = 0.01
+    rule = one_line_rule(r, 3_600_000)  # 6 and 144 bars on hourly candles
+    assert np.isnan(rule[:143]).all()  # the median needs 144 bars (NaN RVs are skipped)
+    assert np.isfinite(rule[143])
+    assert rule[-2] == pytest.approx(1.0)
+    expected = math.sqrt(5 * 1e-6 + 1e-4) / math.sqrt(6 * 1e-6)
+    assert rule[-1] == pytest.approx(expected)
+
+
+def test_flag_score_at_equal_rate() -> None:
+    from tools.evaluation.vol_eval import score_flag
+
+    rng = np.random.default_rng(1)
+    fwd = rng.gamma(2.0, 1.0, 2000)
+    good = fwd + rng.normal(0, 0.3, 2000)  # informative score
+    rule = rng.normal(0, 1, 2000)  # uninformative rule
+    mask = np.ones(2000, dtype=bool)
+    s = score_flag(None, good, rule, fwd, mask, 0.10)
+    assert s.rate == 0.10
+    assert s.ratio > s.rule_ratio
+    assert s.auc > s.rule_auc

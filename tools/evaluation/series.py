@@ -25,6 +25,10 @@ CANDLE_SPLIT_MS: Final = int(datetime(2025, 6, 1, tzinfo=UTC).timestamp() * 1000
 their forward window also before it); rows at or after it are out-of-sample."""
 TICK_SPLIT_SHARE: Final = 0.6
 """Tick captures: the first 60 % of the capture's time span is in-sample, the rest out-of-sample."""
+SPLIT_TEXT: Final = (
+    "candles (every interval) from 2025-06-01 00:00 UTC on; tick captures their last 40 %"
+)
+"""The out-of-sample periods in one phrase (the report says it wherever it names them)."""
 CRASH_WINDOW_MS: Final = (
     int(datetime(2025, 4, 6, 12, tzinfo=UTC).timestamp() * 1000),
     int(datetime(2025, 4, 8, tzinfo=UTC).timestamp() * 1000),

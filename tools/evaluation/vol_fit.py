@@ -40,9 +40,9 @@ Y_FLOOR: Final = 1e-6
 SKIP_BARS: Final = 300
 """Rows of a series' first bars are not fitted (its norm is still settling)."""
 FLAG_ENTER: Final = 1.0
-FLAG_EXIT: Final = 0.9
+FLAG_EXIT: Final = 0.95
 """Risk flag: enter when the next hour's forecast vol reaches the coin's norm (ρ ≥ 1.0; in the
-training data of the 5m and 1h candles about the top 20 % of bars), leave below 0.9."""
+training data of the 5m and 1h candles about the top 20 % of bars), leave below 0.95."""
 
 
 def season_profile(series: Sequence[CandleSeries]) -> np.ndarray[Any, np.dtype[np.float64]]:
