@@ -161,7 +161,9 @@ def refresh(env: dict[str, Any], now_ms: int | None) -> dict[str, Any]:
         "status": str(status),
         "streams": streams,
     }
-    if any_stale and env["edge"]["actionable"]:
+    if any_stale and (
+        env["edge"]["actionable"] or Explain.STALE_INPUT.value not in env["edge"]["explain"]
+    ):
         edge = dict(env["edge"])
         edge["actionable"] = False
         if Explain.STALE_INPUT.value not in edge["explain"]:

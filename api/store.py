@@ -325,9 +325,13 @@ class StoredEnvelope:
         fresh, stale = judged
         fs, fe, a0, a1, close, flags = _SPANS.unpack_from(self._meta)
         block = _dumps(fresh)
-        if not (stale and self.actionable and a0 >= 0):
+        if not (stale and a0 >= 0):
             return b"".join((raw[:fs], block, raw[fe:]))
-        edits = [(fs, fe, block), (a0, a1, b"false")]
+        # Stale now: STALE_INPUT is listed whether or not the bar was actionable, and an
+        # actionable bar is not any more.
+        edits = [(fs, fe, block)]
+        if self.actionable:
+            edits.append((a0, a1, b"false"))
         if not flags & _STALE_LISTED:
             edits.append(
                 (close, close, _STALE_ITEM if flags & _EXPLAIN_EMPTY else b"," + _STALE_ITEM)

@@ -99,6 +99,25 @@ def test_stale_actionable_splices_edge(envelopes: list[Envelope]) -> None:
         assert out["edge"]["explain"].count("STALE_INPUT") == 1
 
 
+def test_stale_now_lists_stale_input_even_when_the_bar_was_not_actionable(
+    envelopes: list[Envelope],
+) -> None:
+    # README: "a signal whose inputs went stale is served with actionable: false and STALE_INPUT"
+    # -- whatever the bar said (before #10 the code was added only to actionable bars).
+    env = next(e for e in envelopes if not e["edge"]["actionable"] and e["freshness"]["streams"])
+    assert "STALE_INPUT" not in env["edge"]["explain"]
+    late = env["timestamp_ms"] + 3_600_000
+    rec = StoredEnvelope(env)
+    out = orjson.loads(rec.json_at(late))
+    assert out == refresh(env, late)
+    assert out["freshness"]["status"] == "stale"
+    assert out["edge"]["actionable"] is False
+    assert out["edge"]["explain"][-1] == "STALE_INPUT"
+    assert out["edge"]["explain"][:-1] == env["edge"]["explain"]
+    fresh_now = orjson.loads(rec.json_at(env["timestamp_ms"]))
+    assert "STALE_INPUT" not in fresh_now["edge"]["explain"]
+
+
 def test_envelope_is_stored_generically(envelopes: list[Envelope]) -> None:
     env = copy.deepcopy(_actionable(envelopes)[0])
     env["degraded"] = {"step": "features", "reason": "ZeroDivisionError"}  # a future field
