@@ -92,7 +92,7 @@ from api.views import (
 )
 from flows.settings import COIN_PATTERN, Settings, code_version
 from operators.freshness import FreshnessStatus
-from operators.regime import RegimeConfig, RegimeLabel, Rule
+from operators.regime import VOL_MODEL, RegimeConfig, RegimeLabel, Rule
 
 log = logging.getLogger("api.mcp")  # not "__main__" under python -m
 
@@ -252,6 +252,12 @@ class RegimeFeatures(_Model):
     spread_ratio: float | None = Field(description="spread over its rolling median (1 = usual)")
     depth_ratio: float | None = Field(description="band depth over its rolling median (1 = usual)")
     oi_change_pct: float | None = Field(description="open-interest change over the window, percent")
+    momentum_z: float | None = Field(
+        default=None, description="momentum over its rolling standard deviation (trend rule)"
+    )
+    variance_ratio: float | None = Field(
+        default=None, description="Lo-MacKinlay variance ratio (mean-reversion rule; < 1 reverts)"
+    )
 
 
 class RegimeCheck(_Model):
@@ -374,8 +380,11 @@ def _check(rule: Rule, feature: str, op: str, value: float | None, thr: float) -
     )
 
 
-def _checks(f: RegimeFeatures, before: RegimeLabel, cfg: RegimeConfig) -> list[RegimeCheck]:
-    """Every rule condition, with the enter/stay band that applied given the label before."""
+def _checks(
+    f: RegimeFeatures, before: RegimeLabel, cfg: RegimeConfig, rho: float | None = None
+) -> list[RegimeCheck]:
+    """Every rule condition, as `operators.regime.raw_call` applies it, with the enter/stay
+    band that applied given the label before (``rho``: the envelope's ``regime.risk_ratio``)."""
     ver, er, mom = f.vol_expansion_ratio, f.efficiency_ratio, f.momentum_bps
     flow = None
     if f.trade_flow_imbalance is not None and mom:
@@ -423,15 +432,33 @@ def _checks(f: RegimeFeatures, before: RegimeLabel, cfg: RegimeConfig) -> list[R
                 cfg.liq_ver_alone,
             )
         )
-    chaos = cfg.chaos_exit_ver if before is RegimeLabel.CHAOTIC else cfg.chaos_enter_ver
-    trend = cfg.trend_exit_er if before is RegimeLabel.TRENDING else cfg.trend_enter_er
-    mr = cfg.mr_exit_er if before is RegimeLabel.MEAN_REVERTING else cfg.mr_enter_er
-    out += [
-        _check(Rule.CHAOS, "vol_expansion_ratio", ">=", ver, chaos),
-        _check(Rule.CHAOS, "efficiency_ratio", "<", er, cfg.chaos_max_er),
-        _check(Rule.TREND, "efficiency_ratio", ">=", er, trend),
-        _check(Rule.MEAN_REVERSION, "efficiency_ratio", "<=", er, mr),
-    ]
+    # The risk flag, as operators.regime.raw_call raises it (enter band, or stay band when the
+    # label before was already a risk label).
+    flagged = before in (RegimeLabel.LIQUIDATION_RISK, RegimeLabel.CHAOTIC)
+    if rho is not None and VOL_MODEL is not None:
+        limit = VOL_MODEL.flag_exit if flagged else VOL_MODEL.flag_enter
+        out.append(_check(Rule.VOL_STATE, "risk_ratio", ">=", rho, limit))
+    ver_limit = cfg.flag_ver
+    if rho is None and er is not None and er < cfg.chaos_max_er:
+        ver_limit = cfg.chaos_exit_ver if flagged else cfg.chaos_enter_ver
+    out.append(_check(Rule.CHAOS, "vol_expansion_ratio", ">=", ver, ver_limit))
+    is_trend = before is RegimeLabel.TRENDING
+    trend = cfg.trend_exit_er if is_trend else cfg.trend_enter_er
+    out.append(_check(Rule.TREND, "efficiency_ratio", ">=", er, trend))
+    if f.momentum_z is not None:
+        trend_z = cfg.trend_exit_z if is_trend else cfg.trend_enter_z
+        out.append(_check(Rule.TREND, "|momentum_z|", ">=", abs(f.momentum_z), trend_z))
+    # Mean reversion only in a calm market.
+    if rho is not None:
+        out.append(_check(Rule.MEAN_REVERSION, "risk_ratio", "<=", rho, cfg.calm_max_ratio))
+    if ver is not None:
+        out.append(_check(Rule.MEAN_REVERSION, "vol_expansion_ratio", "<=", ver, cfg.calm_max_ver))
+    is_mr = before is RegimeLabel.MEAN_REVERTING
+    mr = cfg.mr_exit_er if is_mr else cfg.mr_enter_er
+    out.append(_check(Rule.MEAN_REVERSION, "efficiency_ratio", "<=", er, mr))
+    if f.variance_ratio is not None:
+        mr_vr = cfg.mr_exit_vr if is_mr else cfg.mr_enter_vr
+        out.append(_check(Rule.MEAN_REVERSION, "variance_ratio", "<=", f.variance_ratio, mr_vr))
     return out
 
 
@@ -533,7 +560,7 @@ def explain_envelope(env: Envelope, config: RegimeConfig | None = None) -> Regim
         features=features,
         features_missing={k: v for k, v in missing_all.items() if k in RegimeFeatures.model_fields},
         thresholds=dataclasses.asdict(cfg),
-        checks=_checks(features, before, cfg),
+        checks=_checks(features, before, cfg, reg.get("risk_ratio")),
         freshness_status=FreshnessStatus(fresh["status"]),
         warming_up=warm["warming_up"],
         actionable=env["edge"]["actionable"],

@@ -567,7 +567,7 @@ def test_explanations_agree_with_the_flows_calls(replayed: Pipeline) -> None:
         RegimeExplanation.model_validate(ex.model_dump(mode="json"))
         rule = Rule(ex.rule)
         checks = [c for c in ex.checks if c.rule == rule]
-        if rule in (Rule.TREND, Rule.MEAN_REVERSION, Rule.CHAOS):
+        if rule in (Rule.TREND, Rule.MEAN_REVERSION, Rule.CHAOS, Rule.VOL_STATE):
             assert checks
             assert all(c.met for c in checks), (env["timestamp_ms"], ex.checks)
             fired.add(rule)
