@@ -221,10 +221,10 @@ def build_envelope(
     Values are not checked here: the envelope step runs `check_envelope` on the result (a
     non-finite or out-of-range value makes the bar a step error, never a published null).
     """
-    features = fv.values
+    features = publish_features(fv.values, fv.px_decimals)
     missing = fv.missing
     n = fv.observations
-    return {
+    env = {
         "schema_version": SCHEMA_VERSION,
         "timestamp_ms": fv.close_ms,
         "coin": fv.coin,
@@ -298,6 +298,72 @@ def build_envelope(
         if degraded is None
         else {"step": degraded.step, "reason": degraded.reason},
     }
+    publish_round(env)
+    return env
+
+
+_FOUR: Final = 4
+"""Decimals of published bps, ratios, z-scores, probabilities and other unit-free numbers."""
+_USD: Final = 2
+_SIGNIFICANT: Final = 10
+"""Significant digits of every other published float (sizes, rates as fractions, OFI in coins):
+enough for any wire value, and no float noise (``3469.8500000000004``)."""
+_FOUR_SUFFIXES: Final = ("_bps", "_ratio", "_z", "_zscore", "_ann", "_pct", "_per_s", "_burst")
+_FOUR_NAMES: Final = frozenset({"vpin", "ofi_norm", "efficiency_ratio"})
+
+
+def _clean(x: float) -> float:
+    return x + 0.0  # -0.0 -> 0.0
+
+
+def round_feature(name: str, x: float, px_decimals: int) -> float:
+    """One feature rounded for publishing: prices to one decimal more than the coin's wire
+    prices show, bps and ratios to 4 decimals, USD to 2, anything else to 10 significant
+    digits. Internal state is never rounded."""
+    if name.endswith("_px"):
+        r = round(x, px_decimals + 1)
+        # a price finer than any wire price seen (a derived one, or a coin's first bar) keeps
+        # its significant digits instead of rounding to 0
+        return _clean(r if r != 0.0 or x == 0.0 else float(f"{x:.{_SIGNIFICANT}g}"))
+    if name.endswith("_usd"):
+        return _clean(round(x, _USD))
+    if name.endswith(_FOUR_SUFFIXES) or "imbalance" in name or name in _FOUR_NAMES:
+        return _clean(round(x, _FOUR))
+    return _clean(float(f"{x:.{_SIGNIFICANT}g}"))
+
+
+def publish_features(values: dict[str, float | None], px_decimals: int) -> dict[str, Any]:
+    """A new dict of the features, rounded for publishing (`round_feature`)."""
+    return {
+        k: v if type(v) is not float else round_feature(k, v, px_decimals)
+        for k, v in values.items()
+    }
+
+
+def _round4(block: dict[str, Any] | None, keys: tuple[str, ...]) -> None:
+    if block is None:
+        return
+    for k in keys:
+        v = block.get(k)
+        if type(v) is float:
+            block[k] = _clean(round(v, _FOUR))
+
+
+def publish_round(env: dict[str, Any]) -> None:
+    """Round the envelope's scores, probabilities, bps and USD in place (features are rounded
+    by `publish_features`), so published numbers carry no float noise; deterministic."""
+    _round4(env["regime"], ("confidence", "margin", "risk_ratio"))
+    _round4(env["signals"], ("momentum", "liquidity", "risk"))
+    _round4(env.get("forecast"), ("vol_bps", "vol_p10_bps", "vol_p90_bps"))
+    edge = env["edge"]
+    _round4(
+        edge,
+        ("score", "raw_score", "p_right", "expected_move_bps", "cost_bps", "net_edge_bps"),
+    )
+    _round4(edge["costs"], ("fee_bps", "half_spread_bps", "slippage_bps"))
+    size = edge.get("size_usd")
+    if type(size) is float:
+        edge["size_usd"] = _clean(round(size, _USD))
 
 
 def degraded_block(d: Degraded) -> dict[str, str]:

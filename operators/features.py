@@ -280,6 +280,21 @@ class FeatureConfig:
         return max(2, min(self.vr_q, self.window_obs // 3))
 
 
+def price_decimals(x: float) -> int:
+    """Decimals of a wire price as its shortest repr shows them (``109741.0`` → 0, ``0.004411``
+    → 6, ``1e-07`` → 7), at most `MAX_PX_DECIMALS`."""
+    r = repr(x)
+    mant, e, exp = r.partition("e")
+    i = mant.find(".")
+    frac = 0 if i < 0 or mant[i + 1 :] == "0" else len(mant) - i - 1
+    if e:
+        frac -= int(exp)
+    return min(max(frac, 0), MAX_PX_DECIMALS)
+
+
+MAX_PX_DECIMALS: Final = 12
+
+
 @dataclass(slots=True)
 class FeatureVector:
     """Features of one coin as of one bar close (exchange time)."""
@@ -312,6 +327,9 @@ class FeatureVector:
     the first one after an input gap): what the volatility state (`operators.forecast`) folds."""
     trend_returns: int = 0
     """Returns in the trend window behind ``momentum_bps`` (``min(R, observations − 1)``)."""
+    px_decimals: int = 0
+    """The most decimals seen in the coin's wire prices so far: published prices are rounded to
+    one more (`operators.envelope.publish_round`)."""
 
     @property
     def warming_up(self) -> bool:
@@ -380,6 +398,8 @@ class FeatureState:
     price_source: str | None = None
     total_obs: int = 0
     after_gap: bool = False
+    px_decimals: int = 0
+    """The most decimals seen in this coin's wire prices (publish-time rounding)."""
     _q: int = field(init=False, default=2)
     _r: int = field(init=False, default=2)
     _clocks: dict[Stream, StreamClock] = field(init=False, default_factory=dict)
@@ -477,6 +497,7 @@ class FeatureState:
         if bar.gaps:
             self._gap(bar)
         self._track_streams(bar)
+        self._see_decimals(bar)
         values: dict[str, float | None] = dict.fromkeys(FEATURE_NAMES)
         missing: dict[str, str] = {}
         ofi_bar, touch_sum, states = self._absorb_quotes(bar)
@@ -548,7 +569,33 @@ class FeatureState:
             window_obs=len(self.obs),
             bar_return=bar_return,
             trend_returns=min(r_obs, len(self.obs) - 1) if self.obs else 0,
+            px_decimals=self.px_decimals,
         )
+
+    def _see_decimals(self, bar: Bar) -> None:
+        """Fold the decimals of this bar's wire prices (last quote, book top, trades, candle,
+        mid, mark) into `px_decimals`."""
+        d = self.px_decimals
+        pxs: list[float | None] = [bar.first_trade_px, bar.last_trade_px]
+        if bar.bbos:
+            q = bar.bbos[-1]
+            pxs += (q.bid_px, q.ask_px)
+        if bar.books:
+            b = bar.books[-1]
+            pxs += (b.bid_px[:1] or (None,))[0], (b.ask_px[:1] or (None,))[0]
+        if bar.candles:
+            pxs.append(bar.candles[-1].c)
+        if bar.mids:
+            pxs.append(bar.mids[-1].mid_px)
+        if bar.ctxs:
+            c = bar.ctxs[-1]
+            pxs += (c.mark_px, c.oracle_px)
+        for x in pxs:
+            if x is not None:
+                k = price_decimals(x)
+                if k > d:
+                    d = k
+        self.px_decimals = d
 
     def degraded_vector(self, bar: Bar, degraded: Degraded) -> FeatureVector:
         """The vector of a bar whose update failed: every value None (``step_error``), the
@@ -629,6 +676,7 @@ class FeatureState:
             self.after_gap,
             dict(self._clocks),
             self._depth_of,
+            self.px_decimals,
         )
 
     def restore(self, m: tuple[Any, ...]) -> None:
@@ -677,6 +725,7 @@ class FeatureState:
             self.after_gap,
             self._clocks,
             self._depth_of,
+            self.px_decimals,
         ) = m
         self.short_r2.undo(short_r2)
         self.long_r2.undo(long_r2)
