@@ -12,6 +12,7 @@ freshness block; ``"...": "..."`` marks what was left out). The block sits betwe
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -75,10 +76,25 @@ def abridge(env: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def render(env: dict[str, Any]) -> str:
+    """JSON with the top two levels one key a line and deeper values compact (readable, short)."""
+
+    def compact(v: Any) -> str:
+        return json.dumps(v, separators=(", ", ": "), ensure_ascii=False)
+
+    lines = []
+    for k, v in env.items():
+        if isinstance(v, dict) and v:
+            inner = ",\n".join(f'    "{k2}": {compact(v2)}' for k2, v2 in v.items())
+            lines.append(f'  "{k}": {{\n{inner}\n  }}')
+        else:
+            lines.append(f'  "{k}": {compact(v)}')
+    return "{\n" + ",\n".join(lines) + "\n}"
+
+
 def block(env: dict[str, Any]) -> str:
-    """The README block: markers around a fenced, indented JSON rendering."""
-    body = orjson.dumps(abridge(env), option=orjson.OPT_INDENT_2).decode()
-    return f"{BEGIN}\n```json\n{body}\n```\n{END}"
+    """The README block: markers around a fenced JSON rendering."""
+    return f"{BEGIN}\n```json\n{render(abridge(env))}\n```\n{END}"
 
 
 def rewrite(readme: str, new_block: str) -> str:
