@@ -2085,8 +2085,8 @@ def render_report(ev: Evaluation) -> str:
         "CIs by the same block bootstrap.",
         "- **Calibration** (`--fit-calibration`): per horizon, an isotonic (pool-adjacent-"
         f"violators) step function from the raw edge strength (`{ev.datasets[0].rows.raw_field}` "
-        "here) to P(direction right), fitted on the **in-sample** part only "
-        f"({SPLIT_TEXT}), purged so that `t + h` also "
+        "here) to P(direction right), fitted on the **in-sample** part only (everything "
+        f"before the out-of-sample part: {SPLIT_TEXT}), purged so that `t + h` also "
         "lies before the split. A block of the fit is pooled with a neighbour until it holds at "
         f"least {ev.min_bin_eff:g} *effective* observations (a row "
         "weighs `bar / max(h, window span)`: rows closer than that share their signal and most "
