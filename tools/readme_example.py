@@ -1,12 +1,13 @@
 """The README's example envelope, generated from the shipped demo so it stays true.
 
-    python -m tools.readme_example            # rewrite the block in README.md
+    python -m tools.readme_example            # rewrite the generated blocks in README.md
     python -m tools.readme_example --check    # exit 1 if README.md's block is out of date
 
 Replays ``data/sample.ndjson.gz`` and takes BTC's envelope at `EXAMPLE_MS` (a warmed-up bar of
 the demo), abridged to the fields a reader needs first (a few features and one stream of the
 freshness block; ``"...": "..."`` marks what was left out). The block sits between the markers
-`BEGIN` and `END` in README.md.
+`BEGIN` and `END` in README.md. It also copies the evaluation report's "Summary for the README"
+into the README's evidence section, so the summary is the report's, not a hand-written one.
 """
 
 from __future__ import annotations
@@ -104,6 +105,31 @@ def rewrite(readme: str, new_block: str) -> str:
     return readme[:start] + new_block + readme[end:]
 
 
+REPORT: Final = README.parent / "docs" / "evaluation" / "report.md"
+EVIDENCE_BEGIN: Final = "<!-- report-summary: copied from docs/evaluation/report.md -->"
+EVIDENCE_END: Final = "<!-- /report-summary -->"
+
+
+def report_summary(report: str) -> str:
+    """The report's "Summary for the README" section, verbatim (without its heading)."""
+    head = "## Summary for the README\n"
+    start = report.index(head) + len(head)
+    end = report.index("\n## ", start)
+    return report[start:end].strip()
+
+
+def evidence_block(report: str) -> str:
+    """The README block holding the report's summary between its markers."""
+    return f"{EVIDENCE_BEGIN}\n{report_summary(report)}\n{EVIDENCE_END}"
+
+
+def rewrite_evidence(readme: str, report: str) -> str:
+    """``readme`` with the report-summary block replaced by the report's current summary."""
+    start = readme.index(EVIDENCE_BEGIN)
+    end = readme.index(EVIDENCE_END, start) + len(EVIDENCE_END)
+    return readme[:start] + evidence_block(report) + readme[end:]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tools.readme_example``."""
     ap = argparse.ArgumentParser(prog="python -m tools.readme_example", description=__doc__)
@@ -114,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {README} has no example-envelope markers", file=sys.stderr)
         return 2
     new = rewrite(text, block(envelope()))
+    if EVIDENCE_BEGIN in new:
+        new = rewrite_evidence(new, REPORT.read_text())
     if ns.check:
         if new != text:
             print("README.md's example envelope is out of date: run python -m tools.readme_example")
