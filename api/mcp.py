@@ -49,7 +49,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from io import TextIOWrapper
 from types import FrameType
-from typing import Annotated, Any, BinaryIO, Protocol, TypeVar
+from typing import Annotated, Any, BinaryIO, Final, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -371,10 +371,22 @@ def _num(x: float | None) -> str:
     return "null" if x is None else f"{x:.4g}"
 
 
+_PUBLISHED_TOL: Final = 5e-5
+"""Half a unit of the 4 decimals ratios are published with: a condition the flow evaluated on the
+full-precision value is judged met when the published value is within this of the threshold."""
+
+
 def _check(rule: Rule, feature: str, op: str, value: float | None, thr: float) -> RegimeCheck:
     met: bool | None = None
     if value is not None:
-        met = value >= thr if op == ">=" else value <= thr if op == "<=" else value < thr
+        tol = _PUBLISHED_TOL
+        met = (
+            value >= thr - tol
+            if op == ">="
+            else value <= thr + tol
+            if op == "<="
+            else value < thr + tol
+        )
     return RegimeCheck(
         rule=rule, condition=f"{feature} {op} {thr:g}", value=value, threshold=thr, met=met
     )
@@ -439,7 +451,7 @@ def _checks(
         limit = VOL_MODEL.flag_exit if flagged else VOL_MODEL.flag_enter
         out.append(_check(Rule.VOL_STATE, "risk_ratio", ">=", rho, limit))
     ver_limit = cfg.flag_ver
-    if rho is None and er is not None and er < cfg.chaos_max_er:
+    if rho is None and er is not None and er < cfg.chaos_max_er + _PUBLISHED_TOL:
         ver_limit = cfg.chaos_exit_ver if flagged else cfg.chaos_enter_ver
     out.append(_check(Rule.CHAOS, "vol_expansion_ratio", ">=", ver, ver_limit))
     is_trend = before is RegimeLabel.TRENDING
