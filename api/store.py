@@ -12,7 +12,7 @@ block and of ``edge.actionable`` / ``edge.explain`` inside those bytes. The API 
 the JSON: it re-judges freshness from the typed fields, encodes only the new freshness block and
 splices it (and, when the inputs went stale, ``false`` and ``"STALE_INPUT"``) into the stored
 bytes. Once a newer envelope of the same coin arrives, the older one keeps only its bytes
-compressed (zlib level 1, ~1.6 KB): history is served as emitted, so it is only ever
+compressed (an LZ4 block, ~1.8x smaller): history is served as emitted, so it is only ever
 decompressed, never re-judged. The store treats the envelope generically: whatever dict it is
 given is stored (an envelope without a well-formed freshness block is served exactly as stored).
 
@@ -34,7 +34,6 @@ import struct
 import sys
 import threading
 import time
-import zlib
 from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +42,7 @@ from enum import StrEnum
 from itertools import islice
 from typing import Any, Final
 
+import lz4.block
 import orjson
 
 from connectors.events import Stream
@@ -59,7 +59,7 @@ LAG_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.
 """Upper bounds of the end-to-end lag histogram, seconds (``+Inf`` is implied)."""
 
 COMPRESS_LEVEL: Final = 1
-"""zlib level of superseded envelopes (level 1: ~20 us each, ~2.3x smaller than the JSON)."""
+"""Kept for callers that named it; superseded envelopes are LZ4 blocks now (see `compact`)."""
 
 _STREAM_OF: Final = {s.value: s for s in Stream}
 _STALE_ITEM: Final = orjson.dumps(Explain.STALE_INPUT.value)
@@ -96,7 +96,46 @@ def _encode_object(d: dict[Any, Any]) -> tuple[bytes, dict[str, tuple[int, int]]
     return b"{" + b",".join(parts) + b"}", spans
 
 
+def _value_span(raw: bytes, key: bytes, value: bytes, start: int = 0) -> tuple[int, int] | None:
+    """The span of ``"key":value`` in ``raw`` (the first occurrence whose value bytes match)."""
+    needle = b'"' + key + b'":'
+    i = raw.find(needle, start)
+    while i >= 0:
+        s = i + len(needle)
+        if raw.startswith(value, s):
+            return s, s + len(value)
+        i = raw.find(needle, i + 1)
+    return None
+
+
 def _encode(
+    env: dict[Any, Any],
+) -> tuple[bytes, tuple[int, int] | None, dict[str, tuple[int, int]]]:
+    """The envelope's bytes (``orjson.dumps(env)``) and the spans `_encode_members` finds, by
+    one encoding and three C-speed searches (a JSON key cannot occur inside a string, whose
+    quotes are escaped; each span is checked against its value's own bytes), falling back to
+    the member-by-member build when a search is ambiguous."""
+    # A copy: orjson's own result keeps the ~16 KB buffer it grew into, 4x the JSON.
+    raw = memoryview(_dumps(env)).tobytes()
+    fresh = env.get("freshness")
+    edge = env.get("edge")
+    if fresh is None or not isinstance(edge, dict) or not isinstance(edge.get("explain"), list):
+        return _encode_members(env)
+    f = _value_span(raw, b"freshness", _dumps(fresh))
+    e = _value_span(raw, b"edge", _dumps(edge))
+    if f is None or e is None:
+        return _encode_members(env)
+    edge_raw = raw[e[0] : e[1]]
+    a = _value_span(edge_raw, b"actionable", _dumps(edge.get("actionable")))
+    x = _value_span(edge_raw, b"explain", _dumps(edge["explain"]))
+    if a is None or x is None or "actionable" not in edge:
+        return _encode_members(env)
+    base = e[0]
+    spans = {"actionable": (base + a[0], base + a[1]), "explain": (base + x[0], base + x[1])}
+    return raw, f, spans
+
+
+def _encode_members(
     env: dict[Any, Any],
 ) -> tuple[bytes, tuple[int, int] | None, dict[str, tuple[int, int]]]:
     """The envelope's bytes (``orjson.dumps(env)``), the span of its ``freshness`` value and the
@@ -236,7 +275,8 @@ class StoredEnvelope:
         raw = self._raw
         if raw is None:
             assert self._z is not None
-            return zlib.decompress(self._z)
+            out: bytes = lz4.block.decompress(self._z)
+            return out
         return raw
 
     @property
@@ -248,7 +288,9 @@ class StoredEnvelope:
         """Keep only the compressed bytes (called once a newer envelope of the coin arrived)."""
         raw = self._raw
         if raw is not None:
-            self._z = zlib.compress(raw, COMPRESS_LEVEL)
+            # LZ4, not zlib: ~7 us instead of ~44 us an envelope on the per-bar path, for
+            # ~1.8x instead of ~2.5x smaller
+            self._z = lz4.block.compress(raw)
             self._raw = None  # after _z is set: a reader sees one or the other
 
     def envelope(self) -> Envelope:

@@ -316,28 +316,72 @@ def _clean(x: float) -> float:
     return x + 0.0  # -0.0 -> 0.0
 
 
+_PX, _USD_KIND, _FOUR_KIND, _SIG = 1, 2, 3, 4
+_KIND: dict[str, int] = {}
+"""Feature name -> its rounding kind (names are few and fixed: computed once each)."""
+
+
+def _kind(name: str) -> int:
+    kind = _KIND.get(name)
+    if kind is None:
+        if name.endswith("_px"):
+            kind = _PX
+        elif name.endswith("_usd"):
+            kind = _USD_KIND
+        elif name.endswith(_FOUR_SUFFIXES) or "imbalance" in name or name in _FOUR_NAMES:
+            kind = _FOUR_KIND
+        else:
+            kind = _SIG
+        _KIND[name] = kind
+    return kind
+
+
+def _significant(x: float) -> float:
+    return float(f"{x:.{_SIGNIFICANT}g}")
+
+
 def round_feature(name: str, x: float, px_decimals: int) -> float:
     """One feature rounded for publishing: prices to one decimal more than the coin's wire
-    prices show, bps and ratios to 4 decimals, USD to 2, anything else to 10 significant
-    digits. Internal state is never rounded."""
-    if name.endswith("_px"):
+    prices show (a price finer than that keeps its significant digits instead of becoming 0),
+    bps and ratios to 4 decimals, USD to 2, anything else to 10 significant digits; -0.0 is
+    0.0. Internal state is never rounded."""
+    kind = _kind(name)
+    if kind == _PX:
         r = round(x, px_decimals + 1)
-        # a price finer than any wire price seen (a derived one, or a coin's first bar) keeps
-        # its significant digits instead of rounding to 0
-        return _clean(r if r != 0.0 or x == 0.0 else float(f"{x:.{_SIGNIFICANT}g}"))
-    if name.endswith("_usd"):
-        return _clean(round(x, _USD))
-    if name.endswith(_FOUR_SUFFIXES) or "imbalance" in name or name in _FOUR_NAMES:
-        return _clean(round(x, _FOUR))
-    return _clean(float(f"{x:.{_SIGNIFICANT}g}"))
+        if r == 0.0 and x != 0.0:
+            r = _significant(x)
+    elif kind == _FOUR_KIND:
+        r = round(x, _FOUR)
+    elif kind == _USD_KIND:
+        r = round(x, _USD)
+    else:
+        r = _significant(x)
+    return r + 0.0
 
 
 def publish_features(values: dict[str, float | None], px_decimals: int) -> dict[str, Any]:
-    """A new dict of the features, rounded for publishing (`round_feature`)."""
-    return {
-        k: v if type(v) is not float else round_feature(k, v, px_decimals)
-        for k, v in values.items()
-    }
+    """A new dict of the features, rounded for publishing (`round_feature`, inlined: this runs
+    for every feature of every bar)."""
+    nd = px_decimals + 1
+    kinds = _KIND
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        if type(v) is not float:
+            out[k] = v
+            continue
+        kind = kinds.get(k) or _kind(k)
+        if kind == _FOUR_KIND:
+            r = round(v, _FOUR)
+        elif kind == _PX:
+            r = round(v, nd)
+            if r == 0.0 and v != 0.0:
+                r = _significant(v)
+        elif kind == _USD_KIND:
+            r = round(v, _USD)
+        else:
+            r = _significant(v)
+        out[k] = r + 0.0
+    return out
 
 
 def _round4(block: dict[str, Any] | None, keys: tuple[str, ...]) -> None:
