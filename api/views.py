@@ -206,6 +206,43 @@ def apply_view(doc: dict[str, Any], view: View, features: Sequence[str] | None) 
     return compact_envelope(doc, features)
 
 
+VIEW_PARAMETERS: Final[list[dict[str, Any]]] = [
+    {
+        "name": "view",
+        "in": "query",
+        "required": False,
+        "schema": {"anyOf": [{"enum": ["compact", "full"], "type": "string"}, {"type": "null"}]},
+        "description": "compact: regime, direction, edge, freshness, signals (and the features "
+        "named in features=); full: the whole envelope. Default full here; compact when only "
+        "features= is given",
+    },
+    {
+        "name": "features",
+        "in": "query",
+        "required": False,
+        "schema": {"anyOf": [{"type": "string", "maxLength": 2048}, {"type": "null"}]},
+        "description": "comma-separated feature names to include in the compact view "
+        "(e.g. mid_px,spread_bps); implies view=compact unless view=full",
+    },
+]
+"""The ``view`` and ``features`` query parameters as OpenAPI describes them, for a route that
+reads them by hand (`view_query`)."""
+
+
+def view_query(params: Mapping[str, str]) -> tuple[View | None, str | None]:
+    """``view`` and ``features`` from a query string, checked as `ViewQuery`/`FeaturesQuery`
+    would check them (`ViewError` otherwise)."""
+    view = params.get("view")
+    features = params.get("features")
+    if view is not None and view not in ("compact", "full"):
+        msg = f"view: must be 'compact' or 'full', not {view[:40]!r}"
+        raise ViewError(msg)
+    if features is not None and len(features) > 2048:
+        msg = "features: at most 2048 characters"
+        raise ViewError(msg)
+    return view, features  # type: ignore[return-value]
+
+
 def render(body: bytes, view: View | None, features: str | None, default: View = "full") -> bytes:
     """A REST body (an envelope, a list or a history, as JSON bytes) in the view asked for
     (``features``: the ``?features=`` text, checked by `FeaturesQuery`).
