@@ -432,7 +432,11 @@ def test_a_slow_client_is_dropped_while_others_get_everything(
     assert drop["missed"] >= 9  # more than its queue of 8
     assert drop["reason"].startswith("slow_client:")
     assert b.slow_clients == 1
-    assert max(put_s) < 0.05, f"put_many took {max(put_s) * 1000:.1f} ms"
+    # The writer never waits on a client: a blocked put_many would stall for the whole test
+    # (seconds). Bounds generous enough for a busy machine (a GC pause is not a block).
+    put_s.sort()
+    assert put_s[len(put_s) // 2] < 0.05, f"median put_many {put_s[len(put_s) // 2] * 1e3:.1f} ms"
+    assert put_s[-1] < 2.0, f"put_many took {put_s[-1] * 1000:.1f} ms"
 
 
 def test_a_client_that_stops_reading_over_tcp_is_dropped(envs: list[tuple[str, Envelope]]) -> None:
@@ -498,7 +502,11 @@ def test_a_client_that_stops_reading_over_tcp_is_dropped(envs: list[tuple[str, E
     assert drop["reason"].startswith("slow_client:")
     slow_ids = [int(x[4:]) for x in tail[0].split(b"\n") if x.startswith(b"id: ")]
     assert slow_ids == list(range(1, drop["last_id"] + 1))  # what it got is gap-free
-    assert max(put_s) < 0.05, f"put_many took {max(put_s) * 1000:.1f} ms"
+    # The writer never waits on a client: a blocked put_many would stall for the whole test
+    # (seconds). Bounds generous enough for a busy machine (a GC pause is not a block).
+    put_s.sort()
+    assert put_s[len(put_s) // 2] < 0.05, f"median put_many {put_s[len(put_s) // 2] * 1e3:.1f} ms"
+    assert put_s[-1] < 2.0, f"put_many took {put_s[-1] * 1000:.1f} ms"
 
 
 def test_500_idle_subscribers_cost_next_to_nothing(envs: list[tuple[str, Envelope]]) -> None:
