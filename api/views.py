@@ -32,6 +32,8 @@ from pydantic_core import PydanticCustomError
 
 from api.schemas import Edge, Regime, SignalEnvelope
 from connectors.events import Stream
+from operators.calibration import Calibration
+from operators.edge import CALIBRATION
 from operators.features import FEATURE_NAMES
 from operators.freshness import FreshnessStatus
 
@@ -39,13 +41,31 @@ View = Literal["compact", "full"]
 VIEWS: Final = ("compact", "full")
 MAX_FEATURES: Final = len(FEATURE_NAMES)
 
+
+def _skill_today(cal: Calibration | None) -> str:
+    """What the shipped calibration table says of skill, read from the table itself (the
+    evaluation writes each horizon's out-of-sample verdict there), so the text cannot drift
+    from the evidence."""
+    if cal is None:
+        return " No calibration table is loaded: score is the heuristic raw_score."
+    skilled = sorted(h for h, hc in cal.horizons.items() if hc.skill)
+    if not skilled:
+        return (
+            f" In the shipped calibration table ({cal.version}) no horizon has demonstrated "
+            "skill, so a directional call scores 0.5 (a FLAT one 0) and no call is actionable."
+        )
+    listed = ", ".join(f"{h} ms" for h in skilled)
+    return f" In the shipped calibration table ({cal.version}) horizons with skill: {listed}."
+
+
 EDGE_SCORE_MEANING: Final = (
     "edge.score is the calibrated probability that the direction is right at edge.horizon_ms "
     "(p_right), or 0.5 with explain code NO_DEMONSTRATED_SKILL where the evaluation found no "
     "out-of-sample skill; actionable requires the calibrated expected move to beat the stated "
-    "costs."
+    "costs." + _skill_today(CALIBRATION)
 )
-"""What ``edge.score`` means, said once (MCP tool descriptions and server instructions)."""
+"""What ``edge.score`` means, said once (MCP tool descriptions and server instructions), with
+what the shipped table's out-of-sample verdicts say today."""
 
 COMPACT_REGIME: Final = ("label", "confidence", "since_ms", "candidate", "rule")
 COMPACT_EDGE: Final = (

@@ -45,3 +45,16 @@ def test_rest_view_and_features(store: SignalStore) -> None:
     assert bad.status_code == 422
     assert bad.json()["detail"].startswith("features: unknown feature 'midpx'; features: mid_px")
     assert client.get("/v1/signals", params={"view": "tiny"}).status_code == 422
+
+
+def test_the_edge_score_text_states_the_shipped_tables_skill_verdicts() -> None:
+    from api.views import EDGE_SCORE_MEANING
+    from operators.edge import CALIBRATION
+
+    assert CALIBRATION is not None
+    assert CALIBRATION.version in EDGE_SCORE_MEANING
+    skilled = [h for h, hc in CALIBRATION.horizons.items() if hc.skill]
+    if skilled:
+        assert all(f"{h} ms" in EDGE_SCORE_MEANING for h in skilled)
+    else:
+        assert "no horizon has demonstrated skill" in EDGE_SCORE_MEANING
