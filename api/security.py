@@ -28,15 +28,15 @@ import hmac
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Final
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from connectors.validate import json_depth_exceeds
 
 log = logging.getLogger(__name__)
 
@@ -233,22 +233,6 @@ class RateLimit:
             return
         retry = str(max(1, math.ceil(wait))).encode()
         await _reply(send, 429, {"detail": "too many requests"}, [(b"retry-after", retry)])
-
-
-_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET: Final = re.compile(rb"[^\[\]{}]+")
-_STEP: Final = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
-
-
-def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
-    """Whether JSON ``body`` nests deeper than ``max_depth`` (arrays and objects; brackets inside
-    strings do not count). A byte scan, no parsing: invalid JSON is judged by its brackets
-    alone (the parser refuses it afterwards)."""
-    if body.count(b"[") + body.count(b"{") <= max_depth:  # the common case: cannot be deeper
-        return False
-    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", body))
-    step = _STEP
-    return any(d > max_depth for d in accumulate(step[b] for b in brackets))
 
 
 class BodyGuard:

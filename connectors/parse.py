@@ -57,6 +57,7 @@ from connectors.validate import (
     coin_name,
     control_coins,
     gap_marker,
+    json_depth_exceeds,
     number,
     price,
     size,
@@ -188,38 +189,6 @@ def _loads(data: bytes, max_depth: int) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as ex:
         raise FrameError("invalid_json", str(ex)) from ex
-
-
-_OPENERS: Final = frozenset(b"[{")
-
-
-def json_depth_exceeds(data: bytes, limit: int) -> bool:
-    """True if the JSON text nests arrays/objects deeper than ``limit`` (strings are skipped).
-
-    A cheap byte scan, run before a parser that would recurse (only off the typed fast path).
-    """
-    if data.count(b"[") + data.count(b"{") <= limit:
-        return False
-    depth = 0
-    in_str = False
-    escaped = False
-    for ch in data:
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == 0x5C:  # backslash
-                escaped = True
-            elif ch == 0x22:
-                in_str = False
-        elif ch == 0x22:
-            in_str = True
-        elif ch in _OPENERS:
-            depth += 1
-            if depth > limit:
-                return True
-        elif ch == 0x5D or ch == 0x7D:
-            depth -= 1
-    return False
 
 
 class ControlMarker:

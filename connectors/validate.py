@@ -19,9 +19,11 @@ Every rejection is a `FrameError` with a stable reason code (DESIGN.md §2 lists
 from __future__ import annotations
 
 import logging
+import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import accumulate
 from operator import gt, lt
 from typing import Any, Final
 
@@ -129,6 +131,23 @@ def check_order(bid_px: list[float], ask_px: list[float], what: str) -> None:
         raise FrameError("unordered_book", f"{what}: ask prices are not strictly ascending")
     if bid_px and ask_px and not bid_px[0] < ask_px[0]:
         raise FrameError("crossed_quote", f"{what}: best bid {bid_px[0]} >= best ask {ask_px[0]}")
+
+
+_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET: Final = re.compile(rb"[^\[\]{}]+")
+_STEP: Final = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
+    """Whether JSON ``body`` nests deeper than ``max_depth`` (arrays and objects; brackets inside
+    strings do not count). A byte scan at C speed (regular expressions), no parsing, run before
+    a parser that would recurse: frames off the typed fast path, request bodies (`api.security`).
+    Invalid JSON is judged by its brackets alone (the parser refuses it afterwards)."""
+    if body.count(b"[") + body.count(b"{") <= max_depth:  # the common case: cannot be deeper
+        return False
+    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", body))
+    step = _STEP
+    return any(d > max_depth for d in accumulate(step[b] for b in brackets))
 
 
 class TimeCheck:
