@@ -35,6 +35,7 @@ import logging
 import os
 import struct
 import zlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
@@ -96,22 +97,26 @@ class _PlainSink:
         os.close(self._fd)
 
 
-class _UnitSink:
-    """A series of complete compressed units (gzip members or LZ4 frames)."""
+class _UnitSink(ABC):
+    """A series of complete compressed units (gzip members or LZ4 frames); a subclass says how
+    a unit begins, compresses and ends."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._open = False  # a unit's header is in the file
         self._size = 0  # uncompressed bytes in the open unit
 
+    @abstractmethod
     def _begin(self) -> bytes:
-        raise NotImplementedError
+        """A new unit's header (and fresh compressor state)."""
 
+    @abstractmethod
     def _compress(self, data: bytes) -> bytes:
-        raise NotImplementedError
+        """Compressed bytes for ``data`` inside the open unit."""
 
+    @abstractmethod
     def _end(self) -> bytes:
-        raise NotImplementedError
+        """What closes the open unit (the rest of the stream and its trailer)."""
 
     def write(self, data: bytes) -> None:
         out = b""
