@@ -32,7 +32,7 @@ from api.app import create_app
 from api.dashboard import dashboard_router
 from api.mcp import mcp_http_app
 from api.stream import close_streams_on_exit
-from flows.settings import Settings, SettingsError
+from flows.settings import Settings, SettingsError, add_validation_flags
 from flows.signal import (
     Pipeline,
     build_pipeline,
@@ -224,16 +224,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     ap.add_argument("--taker-fee-bps", help="taker fee in the edge's costs (4.5)")
     ap.add_argument("--edge-size-usd", help="size slippage is measured for (10000)")
     ap.add_argument("--calibration", help="edge calibration table (HLSL_CALIBRATION; none: off)")
-    ap.add_argument("--max-clock-skew-ms", help="exchange time may lead receipt by this (60000)")
-    ap.add_argument("--max-price-jump", help="max price / the coin's recent median (10)")
-    ap.add_argument(
-        "--trust-legacy-control",
-        action="store_true",
-        default=None,
-        help="accept hlsl.* control frames inside raw (older captures)",
-    )
+    add_validation_flags(ap)
     ap.add_argument("--record-flush-s", help="recording flush period (1)")
-    ap.add_argument("--max-json-depth", help="deepest JSON nesting accepted (64)")
     ap.add_argument("--max-body-bytes", help="largest request body (1048576)")
     ap.add_argument(
         "--no-mcp",

@@ -8,6 +8,7 @@ that names no setting fails naming the closest known one.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 import os
@@ -224,6 +225,28 @@ class Settings(BaseSettings):
             msg = f"not coin names: {bad!r} (expected {COIN_PATTERN})"
             raise ValueError(msg)
         return value
+
+
+VALIDATION_FLAGS: Final = (
+    "max_clock_skew_ms",
+    "max_price_jump",
+    "trust_legacy_control",
+    "max_json_depth",
+)
+"""The settings of the edge's frame validation, flags of every program that parses frames."""
+
+
+def add_validation_flags(ap: argparse.ArgumentParser) -> None:
+    """Add the `VALIDATION_FLAGS` to a command line (values checked by `Settings.load`)."""
+    ap.add_argument("--max-clock-skew-ms", help="exchange time may lead receipt by this (60000)")
+    ap.add_argument("--max-price-jump", help="max price / the coin's recent median (10)")
+    ap.add_argument(
+        "--trust-legacy-control",
+        action="store_true",
+        default=None,
+        help="accept hlsl.* control frames inside raw (older captures)",
+    )
+    ap.add_argument("--max-json-depth", help="deepest JSON nesting accepted (64)")
 
 
 def env_name(field: str) -> str:

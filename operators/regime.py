@@ -10,7 +10,7 @@ thresholds, hysteresis and confidence are documented in DESIGN.md §5; keep the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final
 
@@ -494,22 +494,15 @@ class RegimeClassifier:
                 n_inputs=0,
                 stale=True,
             )
-        return RegimeState(
-            label=last.label,
-            confidence=last.confidence,
-            since_ms=last.since_ms,
-            previous=last.previous,
-            candidate=last.candidate,
-            candidate_count=last.candidate_count,
-            dwell=last.dwell,
+        # the last published state, held: only what this bar says of its inputs changes
+        return replace(
+            last,
             rule=Rule.NO_NEW_DATA,
             margin=0.0,
             stresses=(),
             inputs_used=used,
             inputs_missing=lacking,
             n_inputs=n_inputs(fv),
-            vol=last.vol,
-            risk_ratio=last.risk_ratio,
             stale=True,
         )
 

@@ -25,7 +25,13 @@ from typing import Any
 
 import orjson
 
-from flows.settings import LOG_LEVELS, Settings, SettingsError
+from flows.settings import (
+    LOG_LEVELS,
+    VALIDATION_FLAGS,
+    Settings,
+    SettingsError,
+    add_validation_flags,
+)
 from flows.signal import Pipeline, build_pipeline, run_pipeline, start_message, tune_gc
 from flows.startup import check_output_path
 
@@ -92,15 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     # Values are checked by `Settings.load` (one line naming the flag, value and what is allowed).
     ap.add_argument("--bar-ms", help="bar length in ms (default 1000)")
     ap.add_argument("--lateness-ms", help="allowed lateness in ms (default 1000)")
-    ap.add_argument("--max-clock-skew-ms", help="exchange time may lead receipt by this (60000)")
-    ap.add_argument("--max-price-jump", help="max price / recent median (10)")
-    ap.add_argument(
-        "--trust-legacy-control",
-        action="store_true",
-        default=None,
-        help="accept hlsl.* control frames inside raw (older captures)",
-    )
-    ap.add_argument("--max-json-depth", help="deepest JSON nesting accepted (64)")
+    add_validation_flags(ap)
     ap.add_argument("--log-level", default="WARNING")
     ns = ap.parse_args(argv)
     level = str(ns.log_level).upper()
@@ -116,10 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "coins",
         "bar_ms",
         "lateness_ms",
-        "max_clock_skew_ms",
-        "max_price_jump",
-        "trust_legacy_control",
-        "max_json_depth",
+        *VALIDATION_FLAGS,
     ):
         if getattr(ns, key) is not None:
             overrides[key] = getattr(ns, key)
