@@ -28,6 +28,9 @@ markets replayed (8 and then 32 coins, 660 s of exchange time so that the 600-ba
 fill, history 60) under
 ``tracemalloc``; the slope of the traced memory (flow state, parser, store) per coin, and the
 store's share of it (`api.store.SignalStore.memory`).
+
+One program past ~400 lines: the exchange, the server process, its clients and the sampling
+form one measurement and read best together.
 """
 
 from __future__ import annotations
