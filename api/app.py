@@ -68,15 +68,14 @@ from api.security import (
     TokenBuckets,
     token_from_env,
 )
-from api.store import RunState, SignalStore, StoredEnvelope
 from api.stream import DEFAULT_KEEPALIVE_S, DEFAULT_QUEUE_SIZE, Broadcaster, with_retry
 from api.views import VIEW_PARAMETERS, FeaturesQuery, ViewError, ViewQuery, view_query
 from api.views import render as render_view
+from connectors.codes import Explain
 from connectors.events import Stream
+from connectors.freshness import FreshnessStatus, judge_stream, stream_block
+from connectors.store import RunState, SignalStore, StoredEnvelope
 from flows.settings import COIN_PATTERN
-from operators.edge import Explain
-from operators.envelope import stream_block
-from operators.freshness import FreshnessStatus, judge_stream
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +176,8 @@ def envelope_json(env: StoredEnvelope | dict[str, Any], now_ms: int | None) -> b
     ``GET /v1/signal/{coin}`` and the data of a ``/v1/stream`` ``signal`` event.
 
     A stored envelope gets the new freshness block spliced into its bytes
-    (`api.store.StoredEnvelope.json_at`, never parsed again); a dict is re-judged by `refresh`
-    and encoded (the same bytes)."""
+    (`connectors.store.StoredEnvelope.json_at`, never parsed again); a dict is re-judged by
+    `refresh` and encoded (the same bytes)."""
     if isinstance(env, StoredEnvelope):
         return env.json_at(now_ms)
     return orjson.dumps(refresh(env, now_ms))

@@ -38,7 +38,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from api.schemas import Features
-from operators.edge import Explain
+from connectors.codes import Explain
 
 STATIC_DIR: Final = Path(__file__).with_name("static")
 PAGE: Final = STATIC_DIR / "dashboard.html"

@@ -80,7 +80,6 @@ from api.app import ApiError, check_coin_name, history_json, list_json, no_signa
 from api.app import resolve as app_resolve
 from api.metrics import mcp_tool_call
 from api.schemas import SignalEnvelope, SignalHistory, SignalList
-from api.store import RunState, SignalStore
 from api.views import (
     EDGE_SCORE_MEANING,
     CompactSignal,
@@ -90,8 +89,9 @@ from api.views import (
     check_features,
     resolve_view,
 )
+from connectors.freshness import FreshnessStatus
+from connectors.store import RunState, SignalStore
 from flows.settings import COIN_PATTERN, Settings, code_version
-from operators.freshness import FreshnessStatus
 from operators.regime import VOL_MODEL, RegimeConfig, RegimeLabel, Rule
 
 log = logging.getLogger("api.mcp")  # not "__main__" under python -m

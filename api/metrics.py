@@ -99,8 +99,8 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.security import AccessCounters
-from api.store import RunState, SignalStore
 from api.stream import Broadcaster, Refresh
+from connectors.store import RunState, SignalStore
 from operators.failures import STEP_ERRORS
 from operators.regime import RegimeLabel
 

@@ -20,10 +20,11 @@ from typing import Annotated, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.codes import Explain
 from connectors.events import Stream
-from operators.edge import Direction, Explain
+from connectors.freshness import FreshnessStatus
+from operators.edge import Direction
 from operators.failures import STEP_ERRORS
-from operators.freshness import FreshnessStatus
 from operators.regime import RegimeLabel, Rule
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]

@@ -50,7 +50,7 @@ from typing import Any, Final, Protocol
 import orjson
 from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 
-from api.store import Envelope, SignalStore, StoredEnvelope, StreamEntry
+from connectors.store import Envelope, SignalStore, StoredEnvelope, StreamEntry
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ Render = Callable[[StoredEnvelope, int | None], bytes]
 
 
 def render_stored(rec: StoredEnvelope, now_ms: int | None) -> bytes:
-    """`api.store.StoredEnvelope.json_at`: the stored bytes, freshness spliced in."""
+    """`connectors.store.StoredEnvelope.json_at`: the stored bytes, freshness spliced in."""
     return rec.json_at(now_ms)
 
 

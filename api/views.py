@@ -32,10 +32,10 @@ from pydantic_core import PydanticCustomError
 
 from api.schemas import Edge, Regime, SignalEnvelope
 from connectors.events import Stream
+from connectors.freshness import FreshnessStatus
 from operators.calibration import Calibration
 from operators.edge import CALIBRATION
 from operators.features import FEATURE_NAMES
-from operators.freshness import FreshnessStatus
 
 View = Literal["compact", "full"]
 VIEWS: Final = ("compact", "full")

@@ -1,7 +1,7 @@
 """Bytewax sinks: envelopes into the in-memory `SignalStore` (and, optionally, a list).
 
-Each envelope is encoded once (`api.store.StoredEnvelope`: its ``orjson.dumps`` bytes plus the
-typed fields freshness needs); the store keeps those bytes and ``--signals-out`` writes the same
+Each envelope is encoded once (`connectors.store.StoredEnvelope`: its ``orjson.dumps`` bytes plus
+the typed fields freshness needs); the store keeps those bytes and ``--signals-out`` writes the same
 bytes, so nothing is encoded twice.
 """
 
@@ -14,7 +14,7 @@ from typing import IO, Any
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
-from api.store import SignalStore, StoredEnvelope
+from connectors.store import SignalStore, StoredEnvelope
 
 Envelope = dict[str, Any]
 

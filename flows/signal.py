@@ -40,7 +40,6 @@ from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from bytewax.testing import run_main
 
-from api.store import RunState, SignalStore
 from connectors.captures import expand_captures
 from connectors.errors import FeedError, FrameError
 from connectors.events import Event
@@ -49,6 +48,7 @@ from connectors.live import HyperliquidSource, LiveConfig, Recorder
 from connectors.parse import FrameParser
 from connectors.rest import resolve_coins
 from connectors.sinks import StoreSink
+from connectors.store import RunState, SignalStore
 from connectors.validate import ValidationConfig
 from flows.settings import Settings, code_version
 from flows.startup import (

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from connectors.events import STREAMS
+from connectors.freshness import judge_stream, stale_after_ms, stream_block
 from operators.edge import Edge, Signals, failed_edge
 from operators.failures import (
     FINITE,
@@ -24,12 +25,6 @@ from operators.failures import (
 )
 from operators.features import FEATURE_NAMES, STEP_ERROR_REASON, FeatureVector, check_features
 from operators.forecast import Forecast
-from operators.freshness import (
-    FreshnessStatus,
-    StreamFreshness,
-    judge_stream,
-    stale_after_ms,
-)
 from operators.regime import DECISION_INPUTS, RegimeState
 
 SCHEMA_VERSION: Final = "1.2"
@@ -39,7 +34,6 @@ SCHEMA_VERSION: Final = "1.2"
 ``NO_DEMONSTRATED_SKILL``, ``NO_RULE_FIRED``, ``NO_NEW_DATA``, ``VOL_FORECAST_HIGH``."""
 _NAMES: Final = tuple(s.value for s in STREAMS)
 _INF: Final = math.inf
-_STATUS: Final = {s: s.value for s in FreshnessStatus}
 _MISSING_REASON: Final = {
     s: judge_stream(s, None, None, None, 0).reason for s in STREAMS
 }  # the reason judge_stream gives a stream that never appeared
@@ -154,7 +148,7 @@ class Producer:
 def freshness_block(fv: FeatureVector, as_of_ms: int) -> dict[str, Any]:
     """Per-stream freshness as of ``as_of_ms`` (bar close here; the source clock in the API).
 
-    The same judgement as `operators.freshness.judge_all` and `overall` (a test checks they
+    The same judgement as `connectors.freshness.judge_all` and `overall` (a test checks they
     agree), without their intermediate objects for streams that never appeared.
     """
     clocks = fv.streams
@@ -193,18 +187,6 @@ def freshness_block(fv: FeatureVector, as_of_ms: int) -> dict[str, Any]:
         }
     status = "stale" if stale else "ok" if present else "missing"
     return {"as_of_ms": as_of_ms, "status": status, "streams": streams}
-
-
-def stream_block(f: StreamFreshness) -> dict[str, Any]:
-    """One stream's freshness as a dict."""
-    return {
-        "status": _STATUS[f.status],
-        "last_exchange_ms": f.last_exchange_ms,
-        "last_recv_ms": f.last_recv_ms,
-        "age_ms": f.age_ms,
-        "expected_interval_ms": f.expected_interval_ms,
-        "reason": f.reason,
-    }
 
 
 def build_envelope(

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from connectors.events import BookSnapshot, Stream
+from connectors.freshness import StreamClock
 from operators.bars import Bar
 from operators.failures import (
     FINITE,
@@ -33,7 +34,6 @@ from operators.failures import (
     Degraded,
     compile_checker,
 )
-from operators.freshness import StreamClock
 from operators.microstructure import MicroPrice, Vpin, ofi_step
 from operators.rolling import RollingMedian, RollingMoments, RollingPair, RollingSum
 

@@ -15,11 +15,11 @@ from enum import StrEnum
 from typing import Final
 
 from connectors.events import Stream
+from connectors.freshness import stale_after_ms
 from operators.failures import NON_NEGATIVE, UNIT, RangeError
 from operators.features import FeatureVector
 from operators.forecast import VolModel, VolSnapshot, VolState, risk_ratio
 from operators.forecast import load_default as load_vol_model
-from operators.freshness import stale_after_ms
 
 VOL_MODEL: Final[VolModel | None] = load_vol_model()
 """The committed volatility model (`operators.forecast`; None when the file is absent)."""

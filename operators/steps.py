@@ -21,6 +21,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.operators import KeyedStream
 
+from connectors.freshness import FreshnessStatus
 from operators.bars import Bar
 from operators.calibration import Calibration
 from operators.edge import CALIBRATION, Edge, EdgeConfig, EdgeScorer, Signals, compute_signals
@@ -34,7 +35,6 @@ from operators.envelope import (
 )
 from operators.failures import STEP_ERRORS, Degraded
 from operators.features import FeatureConfig, FeatureState, FeatureVector, check_features
-from operators.freshness import FreshnessStatus
 from operators.regime import RegimeClassifier, RegimeConfig, RegimeState, check_regime
 from operators.rolling import UndoError
 

@@ -27,7 +27,7 @@ measures instead, in-process and without a server, what one coin costs: the same
 markets replayed (8 and then 32 coins, 660 s of exchange time so that the 600-bar baselines
 fill, history 60) under
 ``tracemalloc``; the slope of the traced memory (flow state, parser, store) per coin, and the
-store's share of it (`api.store.SignalStore.memory`).
+store's share of it (`connectors.store.SignalStore.memory`).
 
 One program past ~400 lines: the exchange, the server process, its clients and the sampling
 form one measurement and read best together.
@@ -271,7 +271,7 @@ def run_soak(
 
 def _traced_replay(n_coins: int, seconds: float, history_limit: int, tmp: Path) -> dict[str, Any]:
     """Replay ``n_coins`` synthetic markets under tracemalloc; memory near the end of the run."""
-    from api.store import SignalStore
+    from connectors.store import SignalStore
     from flows.settings import Settings
     from flows.signal import build_pipeline, run_pipeline
 

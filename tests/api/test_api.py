@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app, get_store
 from api.schemas import SignalEnvelope
-from api.store import RunState, SignalStore
+from connectors.store import RunState, SignalStore
 from flows.settings import Settings
 from flows.signal import Pipeline, build_pipeline, run_pipeline
 from operators.envelope import SCHEMA_VERSION

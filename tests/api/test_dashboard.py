@@ -50,10 +50,10 @@ from api.dashboard import (
 )
 from api.schemas import Features
 from api.security import OPEN_PATHS
-from api.store import RunState, SignalStore
+from connectors.codes import Explain
+from connectors.store import RunState, SignalStore
 from flows.settings import Settings
 from flows.signal import Pipeline, build_pipeline, run_pipeline
-from operators.edge import Explain
 from tests.api.test_metrics import _conn, _live_store
 from tests.api.test_stream import serve
 from tests.conftest import REPO, SAMPLE

@@ -20,7 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 from api.app import create_app
 from api.mcp import mcp_http_app
 from api.security import BodyGuard, json_depth_exceeds
-from api.store import SignalStore
+from connectors.store import SignalStore
 
 MAX_BODY = 256 * 1024
 MAX_DEPTH = 64

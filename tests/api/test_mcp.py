@@ -56,8 +56,8 @@ from api.mcp import (
 )
 from api.metrics import MCP_TOOL_CALLS
 from api.schemas import SignalEnvelope, SignalHistory, SignalList
-from api.store import RunState, SignalStore
 from api.views import EDGE_SCORE_MEANING, CompactSignal, compact_envelope
+from connectors.store import RunState, SignalStore
 from flows.settings import Settings, code_version
 from flows.signal import Pipeline, build_pipeline, run_pipeline
 from operators.regime import RegimeLabel, Rule

@@ -35,8 +35,8 @@ from api.mcp import (
     mcp_http_app,
     transport_security_for,
 )
-from api.store import RunState, SignalStore
 from api.views import compact_envelope
+from connectors.store import RunState, SignalStore
 from flows.settings import Settings
 from flows.signal import build_pipeline, run_pipeline
 from tests.conftest import REPO, SAMPLE

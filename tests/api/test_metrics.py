@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from api.store import RunState, SignalStore
+from connectors.store import RunState, SignalStore
 from flows.settings import Settings
 from flows.signal import Pipeline, build_pipeline, run_pipeline
 from tests.api.test_stream import serve, subscribers, wait_for

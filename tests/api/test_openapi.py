@@ -7,7 +7,7 @@ import re
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.store import SignalStore
+from connectors.store import SignalStore
 from flows.settings import COIN_PATTERN
 
 TOKEN = "s3cret-token"

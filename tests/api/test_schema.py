@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from api.schemas import Features, SignalEnvelope
-from api.store import RunState
+from connectors.store import RunState
 from flows.settings import Settings
 from flows.signal import build_pipeline, run_pipeline
 from operators.envelope import ENVELOPE_BOUNDS, SCHEMA_VERSION

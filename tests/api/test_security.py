@@ -13,8 +13,8 @@ from starlette.responses import PlainTextResponse
 
 from api.app import create_app
 from api.security import TOKEN_ENV, TokenBuckets, token_from_env
-from api.store import SignalStore
 from api.stream import RETRY_MS
+from connectors.store import SignalStore
 from flows.settings import Settings
 from tests.api.test_stream import serve, subscribers
 

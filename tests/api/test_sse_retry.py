@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx2
 
 from api.app import create_app
-from api.store import SignalStore
 from api.stream import RETRY_MS
+from connectors.store import SignalStore
 from tests.api.test_stream import serve, subscribers, wait_for
 
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.schemas import SignalEnvelope
-from api.store import RunState
+from connectors.store import RunState
 from flows.settings import Settings
 from flows.signal import build_pipeline, run_pipeline
 from operators.failures import STEP_ERRORS

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from api.app import history_json, list_json, refresh
-from api.store import RunState, SignalStore, StoredEnvelope
+from connectors.store import RunState, SignalStore, StoredEnvelope
 from flows.settings import Settings
 from flows.signal import Pipeline, build_pipeline, run_pipeline
 from tools.bench import FALLBACK as SAMPLE

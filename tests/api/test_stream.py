@@ -27,8 +27,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.app import create_app, refresh
-from api.store import SignalStore
 from api.stream import Broadcaster, close_streams_on_exit
+from connectors.store import SignalStore
 from flows.settings import Settings
 from flows.signal import build_pipeline, run_pipeline
 from tests.conftest import SAMPLE

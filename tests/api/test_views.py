@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.store import RunState, SignalStore
 from api.views import CompactSignal, compact_envelope
+from connectors.store import RunState, SignalStore
 from flows.settings import Settings
 from flows.signal import build_pipeline, run_pipeline
 from tests.conftest import SAMPLE

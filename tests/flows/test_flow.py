@@ -19,8 +19,8 @@ import orjson
 import pytest
 
 import tools.replay
-from api.store import RunState
 from connectors.parse import decode_line, peek_time_ms
+from connectors.store import RunState
 from flows.settings import Settings
 from flows.signal import build_pipeline, run_pipeline
 from tests.conftest import LIVE_CAPTURE, REPO, real_file

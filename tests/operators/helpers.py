@@ -15,9 +15,9 @@ from connectors.events import (
     Stream,
     Trades,
 )
+from connectors.freshness import StreamClock
 from operators.bars import Bar
 from operators.features import FEATURE_NAMES, FeatureVector
-from operators.freshness import StreamClock
 
 SIDE = {"B": 1, "A": -1}
 

@@ -17,6 +17,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 import operators.edge
 from api.schemas import SignalEnvelope
 from connectors.events import STREAMS, Event, Stream
+from connectors.freshness import StreamClock, judge_all, overall
 from operators import calibration, steps
 from operators.bars import Bar
 from operators.calibration import UNCALIBRATED, Calibration, parse
@@ -32,7 +33,6 @@ from operators.edge import (
 )
 from operators.envelope import Producer, freshness_block
 from operators.features import FeatureConfig, FeatureVector
-from operators.freshness import StreamClock, judge_all, overall
 from operators.regime import RegimeConfig, RegimeLabel, RegimeState, Rule
 from tests.operators.helpers import bar, bbo, book, candle, ctx, fv, trades
 

@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connectors.codes import Explain
 from operators import calibration
 from operators.calibration import parse as parse_calibration
-from operators.edge import Direction, EdgeConfig, EdgeScorer, Explain, compute_signals
+from operators.edge import Direction, EdgeConfig, EdgeScorer, compute_signals
 from operators.forecast import (
     DEFAULT_PATH,
     MODEL_FORMAT,

@@ -16,10 +16,11 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from api.schemas import SignalEnvelope
+from connectors.codes import Explain
 from connectors.events import Event
 from operators import steps
 from operators.bars import Bar, EventGroup, event_time, grouper
-from operators.edge import EdgeConfig, EdgeScorer, Explain, Signals, compute_signals
+from operators.edge import EdgeConfig, EdgeScorer, Signals, compute_signals
 from operators.envelope import ENVELOPE_BOUNDS, Producer, check_envelope
 from operators.failures import STEP_ERRORS, RangeError
 from operators.features import (

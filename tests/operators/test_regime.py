@@ -13,10 +13,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from connectors.events import Stream
+from connectors.freshness import StreamClock
 from operators import steps
 from operators.features import FeatureVector
 from operators.forecast import LadderFit, VolModel, VolSnapshot
-from operators.freshness import StreamClock
 from operators.regime import (
     DECISION_INPUTS,
     RegimeClassifier,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from api.store import RunState
+from connectors.store import RunState
 from flows.settings import Settings
 from flows.signal import build_pipeline, run_pipeline
 from tests.conftest import REPO, SAMPLE, real_file

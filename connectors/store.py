@@ -45,10 +45,9 @@ from typing import Any, Final
 import lz4.block
 import orjson
 
+from connectors.codes import Explain
 from connectors.events import Stream
-from operators.edge import Explain
-from operators.envelope import stream_block
-from operators.freshness import FreshnessStatus, judge_stream
+from connectors.freshness import FreshnessStatus, judge_stream, stream_block
 
 Envelope = dict[str, Any]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from connectors.events import STREAMS, Stream
 
@@ -124,3 +124,15 @@ def overall(streams: dict[Stream, StreamFreshness]) -> FreshnessStatus:
     if any(s is FreshnessStatus.STALE for s in statuses):
         return FreshnessStatus.STALE
     return FreshnessStatus.OK
+
+
+def stream_block(f: StreamFreshness) -> dict[str, Any]:
+    """One stream's freshness as a dict."""
+    return {
+        "status": f.status.value,
+        "last_exchange_ms": f.last_exchange_ms,
+        "last_recv_ms": f.last_recv_ms,
+        "age_ms": f.age_ms,
+        "expected_interval_ms": f.expected_interval_ms,
+        "reason": f.reason,
+    }
