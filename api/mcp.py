@@ -1550,9 +1550,9 @@ def main(argv: list[str] | None = None) -> int:
         0 on a clean end (stdin closed, SIGINT or SIGTERM), 1 if the flow failed, 2 if it could
         not start.
     """
-    from api.server import FlowThread
+    from api.runtime import FlowThread
     from connectors.errors import FeedError
-    from flows.signal import build_pipeline, tune_gc
+    from flows.pipeline import build_pipeline, tune_gc
 
     out = protect_stdout()
     api_url, timeout_s, settings = _parse_args(argv)

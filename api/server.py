@@ -2,10 +2,9 @@
 
     python -m api.server --replay data/sample.ndjson.gz [--speed 0] [--host 127.0.0.1] [--port 8000]
 
-The flow runs on a background (non-daemon) thread; uvicorn owns the main thread and its signal
-handling, so SIGINT/SIGTERM run the app's shutdown, which ends the flow's source (a clean end of
-input, bytewax-0.21.md §5.4) and joins the thread. When a replay ends, the API keeps serving its
-final state until stopped. Every flag mirrors an ``HLSL_*`` variable (`flows.settings.Settings`).
+This module is the command line: its flags mirror the ``HLSL_*`` variables
+(`flows.settings.Settings`); `api.runtime.serve` assembles and runs everything. When a replay
+ends, the API keeps serving its final state until stopped (SIGINT/SIGTERM end it cleanly).
 
 Start-up fails as a whole, before anything is announced, with one line ``cannot start: …`` and
 exit status 2: a setting not allowed, an unknown ``HLSL_*`` variable, an output path that cannot be
@@ -16,165 +15,14 @@ coin, or the exchange unreachable for ``--start-timeout-s``. The port is bound f
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import signal
-import socket
-import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-import uvicorn
-from fastapi import FastAPI
-
-from api.app import create_app
-from api.dashboard import dashboard_router
-from api.mcp import mcp_http_app
-from api.stream import close_streams_on_exit
+from api.runtime import serve
 from flows.settings import Settings, SettingsError, add_validation_flags
-from flows.signal import (
-    Pipeline,
-    build_pipeline,
-    run_pipeline,
-    skip_counts,
-    start_message,
-    tune_gc,
-)
-from flows.startup import LOG_FORMAT, bind_listener, fail
+from flows.startup import fail
 
 log = logging.getLogger(__name__)
-
-STOP_TIMEOUT_S = 10.0
-
-
-class FlowThread:
-    """Runs a pipeline on a named, non-daemon thread; `stop` ends it cleanly."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-        self._thread = threading.Thread(target=self._run, name="signal-flow")
-
-    def _run(self) -> None:
-        try:
-            run_pipeline(self.pipeline)
-        except BaseException:
-            return
-        p = self.pipeline
-        log.info("signal flow ended (%s): %d signals", p.store.state, p.store.signals_emitted)
-        if p.stats is not None and not p.stop.is_set():
-            log.info(
-                "replay: %d data frames from %d lines (skipped: %s)",
-                p.stats.frames,
-                p.stats.lines,
-                skip_counts(p.stats),
-            )
-        for problem in p.problems:
-            log.error("%s (the API keeps serving; /health says so)", problem)
-
-    def start(self) -> None:
-        """Start the flow."""
-        self._thread.start()
-
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
-        """Ask the source to end, wait for the flow to flush; True if it ended in time."""
-        self.pipeline.stop.set()
-        self._thread.join(timeout=timeout_s)
-        alive = self._thread.is_alive()
-        if alive:
-            log.error("the signal flow did not stop within %.1f s", timeout_s)
-        return not alive
-
-
-def build_app(pipeline: Pipeline, *, run_flow: bool = True) -> FastAPI:
-    """The served app: REST, SSE, metrics, the dashboard at ``/`` and MCP at ``/mcp/``.
-
-    Its lifespan starts and stops the pipeline's flow (``run_flow``; off when the flow runs
-    elsewhere, as under ``bytewax.run``) and the MCP session manager. Access settings (token,
-    CORS, rate limit) come from the pipeline's `Settings`.
-    """
-    settings = pipeline.settings
-    runner = FlowThread(pipeline) if run_flow else None
-    mcp = mcp_http_app(pipeline.store, settings=settings) if settings.mcp else None
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            if mcp is not None:
-                await stack.enter_async_context(mcp.lifespan())
-            if runner is not None:
-                runner.start()
-                stack.callback(runner.stop)
-            yield
-
-    return create_app(
-        pipeline.store,
-        lifespan,
-        token=settings.api_token or None,
-        cors_origins=settings.cors_origins,
-        rate_limit_per_s=settings.rate_limit_per_s,
-        sse_keepalive_s=settings.sse_keepalive_s,
-        sse_queue_size=settings.sse_queue_size,
-        max_body_bytes=settings.max_body_bytes,
-        max_json_depth=settings.max_json_depth,
-        extra_routers=[dashboard_router()],
-        mounts=[("/mcp", mcp)] if mcp is not None else [],
-    )
-
-
-def make_server(app: FastAPI, host: str, port: int, log_level: str = "info") -> GracefulServer:
-    """A uvicorn server for ``app`` whose stop signal also ends every open SSE stream."""
-    server = GracefulServer(uvicorn.Config(app, host=host, port=port, log_level=log_level))
-    close_streams_on_exit(server, app.state.streams)
-    return server
-
-
-class GracefulServer(uvicorn.Server):
-    """uvicorn without re-raising the stop signal after a graceful shutdown.
-
-    uvicorn re-raises a captured SIGINT/SIGTERM once it has shut down, which ends the process
-    with a KeyboardInterrupt traceback (SIGINT) or status 143 (SIGTERM). Here the first signal
-    starts a graceful shutdown (the app's lifespan stops the flow), a second one forces it, and
-    the process exits 0. Off the main thread, setting ``stop_event`` does what a signal does.
-    """
-
-    stop_event: threading.Event | None = None
-
-    async def on_tick(self, counter: int) -> bool:
-        stop = self.stop_event
-        if stop is not None and stop.is_set() and not self.should_exit:
-            self.handle_exit(signal.SIGTERM, None)  # on the server's loop: streams end too
-        return await super().on_tick(counter)
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-
-def serve_in_thread(
-    pipeline: Pipeline, sock: socket.socket, stop: threading.Event
-) -> threading.Thread:
-    """Serve the API for a flow run elsewhere (``python -m bytewax.run flows.signal``).
-
-    ``sock`` is already bound (`flows.startup.bind_listener`). The thread is not a daemon: the
-    process keeps serving after the flow ends, until ``stop`` is set (SIGINT/SIGTERM).
-    """
-    app = build_app(pipeline, run_flow=False)
-    host, port = sock.getsockname()[:2]
-    server = make_server(app, host, port, log_level="warning")
-    server.stop_event = stop
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api-server")
-    thread.start()
-    log.info("serving the API on http://%s:%d (docs at /docs)", host, port)
-    return thread
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -262,33 +110,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
 
 
 SERVER_FLAGS = {"warm_start": "--no-warm-start", "mcp": "--no-mcp"}
-"""Flags not named ``--field-name`` (for error messages)."""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m api.server``."""
-    settings = parse_args(argv)
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
-    sock: socket.socket | None = None
-    try:
-        sock = bind_listener(settings.host, settings.port)  # first: a used port fails at once
-        pipeline = build_pipeline(settings)
-    except KeyboardInterrupt:
-        if sock is not None:
-            sock.close()
-        fail("interrupted", log)
-    except Exception as ex:  # no traceback at start: one line, details at DEBUG
-        if sock is not None:
-            sock.close()
-        log.debug("start-up failed", exc_info=True)
-        fail(start_message(ex), log)
-    tune_gc()
-    app = build_app(pipeline)
-    host, port = sock.getsockname()[:2]
-    log.info("serving on http://%s:%d (OpenAPI docs at /docs)", host, port)
-    server = make_server(app, host, port)
-    server.run(sockets=[sock])
-    return 0 if pipeline.store.error is None else 1
+    return serve(parse_args(argv))
 
 
 if __name__ == "__main__":

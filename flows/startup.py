@@ -3,20 +3,24 @@
 - `check_output_path`: an output file (``--signals-out``, ``--record``, ``--out``) can be written.
 - `bind_listener`: the API's port is bound before anything is announced.
 - `fetch_perps`: the exchange's ``meta``, retried with backoff while the exchange is unreachable.
-- `fail`: log ``cannot start: …`` and exit 2.
+- `fail`: log ``cannot start: …`` and exit 2; `start_message`: the one line an exception gives.
+- `install_stop_handlers`: SIGINT/SIGTERM end the flow cleanly; `one_line`: an error in a line.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import signal
 import socket
 import threading
 import time
 import urllib.error
 from pathlib import Path
+from types import FrameType
 from typing import Final, NoReturn
 
+from connectors.errors import FeedError
 from connectors.rest import InfoClient, InfoError
 
 log = logging.getLogger(__name__)
@@ -155,3 +159,43 @@ def fetch_perps(
             else:
                 time.sleep(wait)
             delay = min(delay * 2, MAX_RETRY_S)
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    """On SIGINT/SIGTERM set ``stop`` (the sources end, windows flush) instead of aborting.
+
+    Bytewax's own handling on the main thread is an abrupt abort (bytewax-0.21.md §5.4); a Python
+    handler that only sets an event lets the flow reach a clean end of input. A second signal
+    exits at once.
+    """
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise SystemExit(128 + signum)
+        log.info("signal %s: stopping the flow", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def start_message(ex: BaseException) -> str:
+    """The one line a start-up failure is reported with."""
+    if isinstance(ex, ValueError | OSError | FeedError):
+        return str(ex)
+    return f"{type(ex).__name__}: {ex}"
+
+
+def one_line(ex: BaseException) -> str:
+    """An exception in one line: its first line and, if it has one, its root cause's."""
+
+    def first(e: BaseException) -> str:
+        text = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+        return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+    root = ex
+    seen = {id(ex)}
+    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        root = nxt
+    return first(ex) if root is ex else f"{first(ex)} (caused by {first(root)})"

@@ -33,8 +33,8 @@ import orjson
 
 from connectors.captures import sample_capture
 from connectors.files import open_capture
+from flows.pipeline import build_pipeline, run_pipeline, tune_gc
 from flows.settings import Settings
-from flows.signal import build_pipeline, run_pipeline, tune_gc
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO.parent / "shared/data/real/frames/hl_live_20250904_btc-eth-sol.ndjson.gz"

@@ -64,8 +64,8 @@ def _serve(conn: Connection, capture: str, api_port: int, bare_port: int) -> Non
     from fastapi import FastAPI
 
     from api.app import create_app
+    from flows.pipeline import build_pipeline, run_pipeline
     from flows.settings import Settings
-    from flows.signal import build_pipeline, run_pipeline
 
     logging.basicConfig(level=logging.WARNING)
     pipeline = build_pipeline(Settings(replay=[capture], api=False), collect=True)

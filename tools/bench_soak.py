@@ -272,8 +272,8 @@ def run_soak(
 def _traced_replay(n_coins: int, seconds: float, history_limit: int, tmp: Path) -> dict[str, Any]:
     """Replay ``n_coins`` synthetic markets under tracemalloc; memory near the end of the run."""
     from connectors.store import SignalStore
+    from flows.pipeline import build_pipeline, run_pipeline
     from flows.settings import Settings
-    from flows.signal import build_pipeline, run_pipeline
 
     feed, _coins = market_feed(n_coins, seconds)
     path = tmp / f"market_{n_coins}.ndjson"

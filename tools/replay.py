@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from flows.pipeline import Pipeline, build_pipeline, run_pipeline, tune_gc
 from flows.settings import (
     LOG_LEVELS,
     VALIDATION_FLAGS,
@@ -32,8 +33,7 @@ from flows.settings import (
     SettingsError,
     add_validation_flags,
 )
-from flows.signal import Pipeline, build_pipeline, run_pipeline, start_message, tune_gc
-from flows.startup import check_output_path
+from flows.startup import check_output_path, start_message
 
 
 def sorted_envelopes(pipeline: Pipeline) -> list[dict[str, Any]]:

@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app, get_store
 from api.schemas import SignalEnvelope
 from connectors.store import RunState, SignalStore
+from flows.pipeline import Pipeline, build_pipeline, run_pipeline
 from flows.settings import Settings
-from flows.signal import Pipeline, build_pipeline, run_pipeline
 from operators.envelope import SCHEMA_VERSION
 from operators.features import FEATURE_NAMES
 from tests.conftest import LIVE_CAPTURE, real_file

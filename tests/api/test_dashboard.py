@@ -52,8 +52,8 @@ from api.schemas import Features
 from api.security import OPEN_PATHS
 from connectors.codes import Explain
 from connectors.store import RunState, SignalStore
+from flows.pipeline import Pipeline, build_pipeline, run_pipeline
 from flows.settings import Settings
-from flows.signal import Pipeline, build_pipeline, run_pipeline
 from tests.api.test_metrics import _conn, _live_store
 from tests.api.test_stream import serve
 from tests.conftest import REPO, SAMPLE
@@ -87,10 +87,11 @@ CHROMIUM_ARGS = [
 LAUNCHER = """
 import sys
 from starlette.routing import Match
+import api.runtime as runtime
 import api.server as server
 from api.dashboard import dashboard_router
 
-build = server.build_app
+build = runtime.build_app
 ROOT = {"type": "http", "path": "/", "method": "GET", "root_path": "", "headers": []}
 
 def build_app(pipeline):
@@ -99,7 +100,7 @@ def build_app(pipeline):
         app.include_router(dashboard_router())
     return app
 
-server.build_app = build_app
+runtime.build_app = build_app
 raise SystemExit(server.main(sys.argv[1:]))
 """
 

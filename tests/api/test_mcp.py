@@ -58,8 +58,8 @@ from api.metrics import MCP_TOOL_CALLS
 from api.schemas import SignalEnvelope, SignalHistory, SignalList
 from api.views import EDGE_SCORE_MEANING, CompactSignal, compact_envelope
 from connectors.store import RunState, SignalStore
+from flows.pipeline import Pipeline, build_pipeline, run_pipeline
 from flows.settings import Settings, code_version
-from flows.signal import Pipeline, build_pipeline, run_pipeline
 from operators.regime import RegimeLabel, Rule
 from tests.conftest import REPO, SAMPLE
 

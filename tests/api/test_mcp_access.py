@@ -37,8 +37,8 @@ from api.mcp import (
 )
 from api.views import compact_envelope
 from connectors.store import RunState, SignalStore
+from flows.pipeline import build_pipeline, run_pipeline
 from flows.settings import Settings
-from flows.signal import build_pipeline, run_pipeline
 from tests.conftest import REPO, SAMPLE
 
 TIMEOUT_S = 45.0

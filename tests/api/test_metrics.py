@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from connectors.store import RunState, SignalStore
+from flows.pipeline import Pipeline, build_pipeline, run_pipeline
 from flows.settings import Settings
-from flows.signal import Pipeline, build_pipeline, run_pipeline
 from tests.api.test_stream import serve, subscribers, wait_for
 from tests.conftest import SAMPLE
 

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from api.schemas import Features, SignalEnvelope
 from connectors.store import RunState
+from flows.pipeline import build_pipeline, run_pipeline
 from flows.settings import Settings
-from flows.signal import build_pipeline, run_pipeline
 from operators.envelope import ENVELOPE_BOUNDS, SCHEMA_VERSION
 from operators.failures import FLOAT_MAX, Bound
 from operators.features import FEATURE_BOUNDS, FEATURE_NAMES

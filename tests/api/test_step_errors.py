@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.schemas import SignalEnvelope
 from connectors.store import RunState
+from flows.pipeline import build_pipeline, run_pipeline
 from flows.settings import Settings
-from flows.signal import build_pipeline, run_pipeline
 from operators.failures import STEP_ERRORS
 from operators.features import FeatureState
 from tests.api.test_metrics import labelled, scrape

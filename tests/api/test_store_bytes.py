@@ -20,8 +20,8 @@ import pytest
 
 from api.app import history_json, list_json, refresh
 from connectors.store import RunState, SignalStore, StoredEnvelope
+from flows.pipeline import Pipeline, build_pipeline, run_pipeline
 from flows.settings import Settings
-from flows.signal import Pipeline, build_pipeline, run_pipeline
 from tools.bench import FALLBACK as SAMPLE
 
 Envelope = dict[str, Any]

@@ -29,8 +29,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app, refresh
 from api.stream import Broadcaster, close_streams_on_exit
 from connectors.store import SignalStore
+from flows.pipeline import build_pipeline, run_pipeline
 from flows.settings import Settings
-from flows.signal import build_pipeline, run_pipeline
 from tests.conftest import SAMPLE
 
 Envelope = dict[str, Any]

@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.views import CompactSignal, compact_envelope
 from connectors.store import RunState, SignalStore
+from flows.pipeline import build_pipeline, run_pipeline
 from flows.settings import Settings
-from flows.signal import build_pipeline, run_pipeline
 from tests.conftest import SAMPLE
 
 

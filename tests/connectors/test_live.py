@@ -18,8 +18,8 @@ import pytest
 from connectors.errors import FeedError
 from connectors.live import LiveConfig
 from connectors.rest import CoinError, InfoClient, resolve_coins
+from flows.pipeline import Pipeline, build_pipeline, run_pipeline
 from flows.settings import Settings
-from flows.signal import Pipeline, build_pipeline, run_pipeline
 from tools.fake_exchange import FakeExchange, Faults, SimFeed
 from tools.replay import replay
 from tools.simulate import SimConfig

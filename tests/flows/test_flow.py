@@ -21,8 +21,8 @@ import pytest
 import tools.replay
 from connectors.parse import decode_line, peek_time_ms
 from connectors.store import RunState
+from flows.pipeline import build_pipeline, run_pipeline
 from flows.settings import Settings
-from flows.signal import build_pipeline, run_pipeline
 from tests.conftest import LIVE_CAPTURE, REPO, real_file
 
 TIMEOUT_S = 60
@@ -278,8 +278,8 @@ def test_bad_lines_in_the_flow_reach_the_store_counters(
 def test_calibration_setting_names_the_table_or_turns_it_off(tmp_path: Path) -> None:
     """HLSL_CALIBRATION / --calibration: 'none' runs uncalibrated (never actionable); a missing
     file is a start-up error, not a silently uncalibrated service."""
+    from flows.pipeline import build_pipeline, run_pipeline
     from flows.settings import Settings
-    from flows.signal import build_pipeline, run_pipeline
     from tests.conftest import SAMPLE
 
     p = build_pipeline(Settings(replay=[str(SAMPLE)], api=False, calibration="none"), collect=True)

@@ -82,7 +82,7 @@ def two_coins() -> list[tuple[str, Bar]]:
 
 
 def run_flow(inp: list[tuple[str, Bar]]) -> list[tuple[str, dict[str, Any]]]:
-    """The four signal steps, named as in flows.signal, over keyed bars."""
+    """The four signal steps, named as in flows.wiring, over keyed bars."""
     flow = Dataflow("isolation")
     up = op.input("in", flow, TestingSource(inp, batch_size=5))
     fvs = steps.features("compute_features", up, CFG.features)

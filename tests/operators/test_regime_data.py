@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from connectors.store import RunState
+from flows.pipeline import build_pipeline, run_pipeline
 from flows.settings import Settings
-from flows.signal import build_pipeline, run_pipeline
 from tests.conftest import REPO, SAMPLE, real_file
 
 pytestmark = pytest.mark.slow
