@@ -21,6 +21,7 @@ from tools.evaluate.datasets import DatasetSpec
 from tools.evaluate.forward import forward_metrics, spells
 from tools.evaluate.isotonic import apply_bins, isotonic_bins, pav
 from tools.evaluate.run import EvalConfig, evaluate
+from tools.evaluate.skill import add_skill
 from tools.evaluate.stats import (
     block_bootstrap_corr,
     block_bootstrap_mean,
@@ -30,7 +31,6 @@ from tools.evaluate.stats import (
     spearman,
 )
 from tools.evaluate.text import parse_duration_ms
-from tools.evaluation.skill import add_skill
 from tools.simulate import CHAOTIC, LIQUIDATION_RISK, MEAN_REVERTING, Phase, SimConfig, truth
 from tools.simulate import write_capture as write_sim
 
@@ -368,7 +368,7 @@ def test_the_package_reexports_its_public_names() -> None:
 
 
 def test_qlike_and_dm_by_hand() -> None:
-    from tools.evaluation.vol_eval import dm_test, hour_bars, qlike, roll_sum
+    from tools.evaluate.vol_eval import dm_test, hour_bars, qlike, roll_sum
 
     rv = np.array([1.0, 2.0, 0.0])
     f = np.array([1.0, 1.0, 1.0])
@@ -385,7 +385,7 @@ def test_qlike_and_dm_by_hand() -> None:
 
 
 def test_one_line_rule_windows() -> None:
-    from tools.evaluation.vol_eval import one_line_rule
+    from tools.evaluate.vol_eval import one_line_rule
 
     r = np.full(400, 0.001)
     r[-1] = 0.01
@@ -398,7 +398,7 @@ def test_one_line_rule_windows() -> None:
 
 
 def test_flag_score_at_equal_rate() -> None:
-    from tools.evaluation.vol_eval import score_flag
+    from tools.evaluate.vol_eval import score_flag
 
     rng = np.random.default_rng(1)
     fwd = rng.gamma(2.0, 1.0, 2000)

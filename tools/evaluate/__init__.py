@@ -33,15 +33,20 @@ Definitions (DESIGN of the evaluation; the report repeats them):
 - Brier = mean (p − o)²; the reference is the constant in-sample base rate (Brier skill score
   = 1 − BS/BS_ref); ECE = Σ_b (n_b/N)·|observed_b − p_b| over the calibration bins.
 
-The package, by concept (each module imports only those above it in this list):
+The package, by concept (each module imports only those listed before it):
 
 - `stats`: rank correlation, the block bootstrap, Brier and reliability, quantile bins;
   `isotonic`: pool-adjacent-violators and the step table; `forward`: forward returns, volatility
-  and efficiency, spells; `text`: durations and numbers as read and written.
+  and efficiency, spells; `text`: durations and numbers as read and written; `series`: price
+  series read straight from captures, and the in-/out-of-sample split dates; `vol_eval`: scoring
+  volatility forecasts and risk flags (QLIKE, Diebold–Mariano, the one-line rule).
 - `datasets`: capture files scanned and grouped into datasets; `results`: the column arrays of
   the envelopes and what is measured on them; `replay`: a dataset through the production flow.
 - `analysis`: IC, hit rates and regimes of one dataset; `calibration_fit`: the edge calibration
-  table fitted, written, validated and scored.
+  table fitted, written, validated and scored; `skill`: each horizon's out-of-sample skill
+  verdict and the actionable calls' P&L; `science`: issue #9's evidence per coin (risk flag,
+  crash window, forecast, micro-price); `vol_fit`: the volatility model fit, run on its own
+  (``python -m tools.evaluate.vol_fit``).
 - `charts`, `prose` (the report's sentences), `report` (the Markdown): the output.
 - `run`: one whole run (`EvalConfig`, `evaluate`); `cli` and `__main__`: the command line.
 

@@ -24,6 +24,7 @@ from tools.evaluate.results import (
     extract_rows,
     price_observations,
 )
+from tools.evaluate.series import CANDLE_SPLIT_MS
 from tools.evaluate.stats import (
     Interval,
     bin_of,
@@ -33,7 +34,6 @@ from tools.evaluate.stats import (
     rankdata,
     spearman,
 )
-from tools.evaluation.series import CANDLE_SPLIT_MS
 
 FOLDS: Final = 5  # time folds of the walk-forward IC view
 

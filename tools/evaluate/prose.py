@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from tools.evaluate.results import Evaluation
+from tools.evaluate.series import SPLIT_TEXT
 from tools.evaluate.text import (
     ci_side,
     fmt_ci,
@@ -15,7 +16,6 @@ from tools.evaluate.text import (
     fmt_pct,
     iso_utc,
 )
-from tools.evaluation.series import SPLIT_TEXT
 
 
 def summary_paragraph(ev: Evaluation) -> str:

@@ -13,6 +13,7 @@ from tools.evaluate.charts import CHART_CAPTIONS
 from tools.evaluate.datasets import CANDLE_WINDOW_OBS
 from tools.evaluate.prose import data_caveats, findings, summary_paragraph
 from tools.evaluate.results import LABELS, DatasetResult, Evaluation, RegimeRow
+from tools.evaluate.series import SPLIT_TEXT
 from tools.evaluate.text import (
     fmt_ci,
     fmt_ci_pct,
@@ -23,7 +24,6 @@ from tools.evaluate.text import (
     iso_utc,
     md_table,
 )
-from tools.evaluation.series import SPLIT_TEXT
 
 
 def render_report(ev: Evaluation) -> str:

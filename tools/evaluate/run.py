@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 
+from tools.evaluate import science
 from tools.evaluate.analysis import analyse
 from tools.evaluate.calibration_fit import check_calibration, dump_calibration, fit_calibration
 from tools.evaluate.charts import plot_deciles, plot_ic, plot_prices, plot_regimes, plot_reliability
@@ -17,8 +18,7 @@ from tools.evaluate.isotonic import MIN_BIN_EFF
 from tools.evaluate.replay import Progress, replay_dataset
 from tools.evaluate.report import render_report
 from tools.evaluate.results import DatasetResult, Evaluation
-from tools.evaluation import science
-from tools.evaluation.skill import add_skill
+from tools.evaluate.skill import add_skill
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Per coin and dataset, out-of-sample (candles: bars at or after 2025-06-01; tick 
 40 % of the capture):
 
 - the **risk flag** (label LIQUIDATION_RISK or CHAOTIC) against forward realised volatility, beside
-  the one-line rule at the same flag rate (`tools.evaluation.vol_eval`), and at 5 % and 10 % with
+  the one-line rule at the same flag rate (`tools.evaluate.vol_eval`), and at 5 % and 10 % with
   the flag's score (the risk ratio ρ) cut at that rate;
 - **crash-window capture**: the share of bars flagged in 2025-04-06 12:00 → 04-08 00:00 UTC (and
   over the whole two days);
@@ -31,9 +31,9 @@ import numpy as np
 import numpy.typing as npt
 
 from tools.evaluate.results import DatasetResult
-from tools.evaluation.series import CRASH_DAYS_MS, CRASH_WINDOW_MS
-from tools.evaluation.skill import PnL, actionable_pnl
-from tools.evaluation.vol_eval import (
+from tools.evaluate.series import CRASH_DAYS_MS, CRASH_WINDOW_MS
+from tools.evaluate.skill import PnL, actionable_pnl
+from tools.evaluate.vol_eval import (
     FlagScore,
     ForecastScore,
     ewma_var,
