@@ -1,6 +1,6 @@
 """The edge calibration table: raw strength → probability that the direction is right.
 
-The table is produced from data by the evaluation tool (``tools/evaluate.py``), versioned in the
+The table is produced from data by the evaluation tool (``tools.evaluate``), versioned in the
 repo at ``operators/calibration/edge_calibration.json`` and loaded once by `operators.edge` (path
 overridable with ``HLSL_CALIBRATION``). Its shape::
 

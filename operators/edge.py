@@ -5,7 +5,7 @@ calibration table loaded once at import (`operators.calibration`), so it is dete
 replay. Formulas are in DESIGN.md §6; keep the two in step.
 
 The edge in one paragraph: the regime and the features give a direction and a heuristic
-``raw_score`` in [0, 1]. Where the calibration table (fitted on replays by ``tools/evaluate.py``)
+``raw_score`` in [0, 1]. Where the calibration table (fitted on replays by ``tools.evaluate``)
 shows *demonstrated* out-of-sample skill at the edge's horizon, it maps ``raw_score`` to
 ``p_right``, the probability that the direction is right, and ``score = p_right``; the expected
 gross move is ``(2·p_right − 1) × E|R|`` with ``E|R| = √(2/π)·σ̂`` from the volatility forecast

@@ -27,7 +27,7 @@ returns ``r_t`` only (causal: nothing after the bar), with ``B`` the bar length:
   longest): the next hour's forecast volatility against the coin's norm, the regime's risk flag;
   published once the state has folded a day of bars (and at least 100).
 
-The table (`VolModel`) is produced by ``python -m tools.evaluation.vol_fit`` and committed at
+The table (`VolModel`) is produced by ``python -m tools.evaluate.vol_fit`` and committed at
 ``operators/vol_model.json``; a table of another ``format`` is refused, never read silently.
 """
 
@@ -267,7 +267,7 @@ def parse(doc: Any, path: str = "") -> VolModel:
     if fmt != MODEL_FORMAT:
         msg = (
             f"volatility model {path or '(document)'}: format {fmt!r} is not {MODEL_FORMAT!r}; "
-            "refit it with `python -m tools.evaluation.vol_fit`"
+            "refit it with `python -m tools.evaluate.vol_fit`"
         )
         raise ValueError(msg)
     version = doc.get("version")

@@ -14,29 +14,23 @@ import orjson
 import pytest
 
 from operators.calibration import TABLE_FORMAT
-from tools.evaluate import (
-    DatasetSpec,
-    EvalConfig,
-    analyse,
-    apply_bins,
+from tools.evaluate.analysis import analyse
+from tools.evaluate.calibration_fit import dump_calibration, fit_calibration, validate_calibration
+from tools.evaluate.cli import main
+from tools.evaluate.datasets import DatasetSpec
+from tools.evaluate.forward import forward_metrics, spells
+from tools.evaluate.isotonic import apply_bins, isotonic_bins, pav
+from tools.evaluate.run import EvalConfig, evaluate
+from tools.evaluate.skill import add_skill
+from tools.evaluate.stats import (
     block_bootstrap_corr,
     block_bootstrap_mean,
     brier,
-    dump_calibration,
-    evaluate,
-    fit_calibration,
-    forward_metrics,
-    isotonic_bins,
-    main,
-    parse_duration_ms,
-    pav,
     rankdata,
     reliability_table,
     spearman,
-    spells,
-    validate_calibration,
 )
-from tools.evaluation.skill import add_skill
+from tools.evaluate.text import parse_duration_ms
 from tools.simulate import CHAOTIC, LIQUIDATION_RISK, MEAN_REVERTING, Phase, SimConfig, truth
 from tools.simulate import write_capture as write_sim
 
@@ -361,11 +355,20 @@ def test_cli(simulated: tuple[Path, Path], tmp_path: Path) -> None:
     assert main([str(tmp_path / "missing.ndjson"), "--out", str(out)]) == 2
 
 
+def test_the_package_reexports_its_public_names() -> None:
+    """``from tools.evaluate import X`` keeps working for every name the package lists."""
+    import tools.evaluate
+
+    assert tools.evaluate.main is main
+    for name in tools.evaluate.__all__:
+        assert getattr(tools.evaluate, name) is not None, name
+
+
 # ------------------------------------------------------------------ #9: forecast and flag scoring
 
 
 def test_qlike_and_dm_by_hand() -> None:
-    from tools.evaluation.vol_eval import dm_test, hour_bars, qlike, roll_sum
+    from tools.evaluate.vol_eval import dm_test, hour_bars, qlike, roll_sum
 
     rv = np.array([1.0, 2.0, 0.0])
     f = np.array([1.0, 1.0, 1.0])
@@ -382,7 +385,7 @@ def test_qlike_and_dm_by_hand() -> None:
 
 
 def test_one_line_rule_windows() -> None:
-    from tools.evaluation.vol_eval import one_line_rule
+    from tools.evaluate.vol_eval import one_line_rule
 
     r = np.full(400, 0.001)
     r[-1] = 0.01
@@ -395,7 +398,7 @@ def test_one_line_rule_windows() -> None:
 
 
 def test_flag_score_at_equal_rate() -> None:
-    from tools.evaluation.vol_eval import score_flag
+    from tools.evaluate.vol_eval import score_flag
 
     rng = np.random.default_rng(1)
     fwd = rng.gamma(2.0, 1.0, 2000)

@@ -19,14 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import numpy as np
 
 from operators.calibration import TABLE_FORMAT
-
-if TYPE_CHECKING:
-    from tools.evaluate import DatasetResult
+from tools.evaluate.isotonic import apply_bins, bin_index
+from tools.evaluate.results import DatasetResult, direction_right
+from tools.evaluate.stats import block_bootstrap_mean
 
 MIN_EFF: Final = 50.0
 MAX_GAP: Final = 0.05
@@ -72,8 +72,6 @@ def verdict(
     results: Sequence[DatasetResult], h: int, entry: dict[str, Any], seed: int = 0
 ) -> Verdict:
     """The verdict of horizon ``h`` from the out-of-sample rows of ``results``."""
-    from tools.evaluate import _right, apply_bins, bin_index
-
     bins = _bins(entry)
     total_n = sum(b[3] for b in bins)
     base = sum(b[2] * b[3] for b in bins) / total_n if total_n else 0.5
@@ -87,7 +85,7 @@ def verdict(
         if not m.any():
             continue
         ps.append(apply_bins(bins, rows.raw[m]))
-        os_.append(_right(rows, h)[m].astype(np.float64))
+        os_.append(direction_right(rows, h)[m].astype(np.float64))
         ws.append(np.full(int(m.sum()), res.spec.bar_ms / max(h, res.spec.window_span_ms)))
         b = res.block_ids(h)[m]
         blocks.append(b + offset)
@@ -154,8 +152,6 @@ class PnL:
 
 def actionable_pnl(res: DatasetResult, cost_bps: np.ndarray[Any, Any], seed: int = 0) -> PnL:
     """Out-of-sample actionable calls at their own horizon: net P&L with a block-bootstrap CI."""
-    from tools.evaluate import block_bootstrap_mean
-
     rows = res.rows
     nets: list[np.ndarray[Any, Any]] = []
     blocks: list[np.ndarray[Any, Any]] = []

@@ -1,10 +1,10 @@
 """Fit the volatility model table (`operators.forecast`) on candle data before the split date.
 
-    python -m tools.evaluation.vol_fit FILE... --out operators/vol_model.json
+    python -m tools.evaluate.vol_fit FILE... --out operators/vol_model.json
 
 Every coin and interval of the candle files is pooled (no per-coin constant is fitted: the model
 is scale-free by construction). Only rows whose forward window ends before
-`tools.evaluation.series.CANDLE_SPLIT_MS` enter the fit, so nothing fitted lies in any candle
+`tools.evaluate.series.CANDLE_SPLIT_MS` enter the fit, so nothing fitted lies in any candle
 dataset's out-of-sample period. The state recursion is `operators.forecast.VolState` itself, so
 the fitted coefficients see exactly the components the flow computes.
 
@@ -29,7 +29,7 @@ from typing import Any, Final
 import numpy as np
 
 from operators.forecast import MODEL_FORMAT, MS_DAY, MS_HOUR, VolModel, VolState, parse
-from tools.evaluation.series import CANDLE_SPLIT_MS, F64, CandleSeries, read_candles
+from tools.evaluate.series import CANDLE_SPLIT_MS, F64, CandleSeries, read_candles
 
 LADDER: Final = (1, 2, 4, 8, 16, 32, 64, 128)
 HALF_LIVES: Final = (1.0, 3.0, 10.0, 30.0)
@@ -213,7 +213,7 @@ def fit(files: Sequence[Path]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    ap = argparse.ArgumentParser(prog="python -m tools.evaluation.vol_fit", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m tools.evaluate.vol_fit", description=__doc__)
     ap.add_argument("files", nargs="+", type=Path, help="candle capture files")
     ap.add_argument("--out", type=Path, required=True, help="where to write the model table")
     ns = ap.parse_args(argv)

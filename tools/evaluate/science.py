@@ -4,7 +4,7 @@ Per coin and dataset, out-of-sample (candles: bars at or after 2025-06-01; tick 
 40 % of the capture):
 
 - the **risk flag** (label LIQUIDATION_RISK or CHAOTIC) against forward realised volatility, beside
-  the one-line rule at the same flag rate (`tools.evaluation.vol_eval`), and at 5 % and 10 % with
+  the one-line rule at the same flag rate (`tools.evaluate.vol_eval`), and at 5 % and 10 % with
   the flag's score (the risk ratio ρ) cut at that rate;
 - **crash-window capture**: the share of bars flagged in 2025-04-06 12:00 → 04-08 00:00 UTC (and
   over the whole two days);
@@ -25,14 +25,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from tools.evaluation.series import CRASH_DAYS_MS, CRASH_WINDOW_MS
-from tools.evaluation.skill import PnL, actionable_pnl
-from tools.evaluation.vol_eval import (
+from tools.evaluate.results import DatasetResult
+from tools.evaluate.series import CRASH_DAYS_MS, CRASH_WINDOW_MS
+from tools.evaluate.skill import PnL, actionable_pnl
+from tools.evaluate.vol_eval import (
     FlagScore,
     ForecastScore,
     ewma_var,
@@ -45,9 +46,6 @@ from tools.evaluation.vol_eval import (
     score_forecasts,
 )
 
-if TYPE_CHECKING:
-    from tools.evaluate import DatasetResult
-
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
@@ -59,7 +57,7 @@ MICRO_LAGS: Final = (1, 5, 10)
 
 @dataclass
 class Extra:
-    """Columns of the envelopes this module reads (aligned with `tools.evaluate.Rows`)."""
+    """Columns of the envelopes this module reads (aligned with `tools.evaluate.results.Rows`)."""
 
     rule: list[str]
     rho: F64
@@ -80,7 +78,7 @@ def _f(v: Any) -> float:
 
 
 def extract(envelopes: Sequence[dict[str, Any]]) -> Extra:
-    """The extra columns, in envelope order (the order `tools.evaluate.extract_rows` uses)."""
+    """The extra columns, in envelope order (as `tools.evaluate.results.extract_rows`)."""
     n = len(envelopes)
     cols = {
         k: np.full(n, np.nan)
