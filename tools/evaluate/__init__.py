@@ -8,7 +8,7 @@
 PATH is a capture file or a folder of them. Files are grouped into datasets by what they hold:
 tick data (trades/bbo/books/mids) replays with 1 s bars; candle-only files replay with one bar per
 candle (``bar_ms`` = the candle interval). Each dataset goes through the production flow
-(`flows.signal.build_pipeline`), and every envelope is then scored offline against the coin's own
+(`flows.pipeline.build_pipeline`), and every envelope is then scored offline against the coin's own
 price series (``features.mid_px``; else the candle close, else the last trade, read from the same
 capture): nothing after the bar close is used inside the flow.
 

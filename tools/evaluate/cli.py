@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from flows.signal import tune_gc
+from flows.pipeline import tune_gc
 from tools.evaluate.isotonic import MIN_BIN_EFF
 from tools.evaluate.run import EvalConfig, evaluate
 from tools.evaluate.text import parse_duration_ms

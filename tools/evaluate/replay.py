@@ -1,4 +1,4 @@
-"""A dataset replayed through the production flow (`flows.signal`), with a one-line progress
+"""A dataset replayed through the production flow (`flows.pipeline`), with a one-line progress
 display while it runs."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from flows.pipeline import build_pipeline, run_pipeline
 from flows.settings import Settings
-from flows.signal import build_pipeline, run_pipeline
 from tools.evaluate.datasets import DatasetSpec
 from tools.evaluate.text import iso_utc
 from tools.replay import sorted_envelopes
