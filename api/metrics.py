@@ -67,23 +67,20 @@ The process and its callers:
 ``unmatched`` for a path no route serves, so raw paths never become labels; ``method`` is one of
 the standard methods or ``OTHER``.
 
+This module is `ServiceCollector`, which reads everything above at scrape time, and the per-app
+registry; it stays whole because the tables are the one catalogue of ``/metrics``. The HTTP
+request metrics (`api.http_metrics`) and the MCP tool-call counts (`api.mcp_metrics`) are their
+own modules; their names are re-exported here.
 """
 
 from __future__ import annotations
 
-import re
-import threading
-import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from typing import Any, Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Histogram,
     ProcessCollector,
     generate_latest,
 )
@@ -95,9 +92,24 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.http_metrics import (
+    HTTP_BUCKETS,
+    METHODS,
+    UNMATCHED,
+    HttpMetrics,
+    HttpStats,
+    http_stats,
+    route_template,
+)
+from api.mcp_metrics import (
+    MAX_TOOL_LABELS,
+    MCP_TOOL_CALLS,
+    OUTCOMES,
+    ToolCalls,
+    mcp_tool_call,
+    record_mcp_tool_call,
+)
 from api.security import AccessCounters
 from api.stream import Broadcaster, Refresh
 from connectors.store import RunState, SignalStore
@@ -212,205 +224,6 @@ class CoinGauges:
             self.net_edge,
             self.age,
         )
-
-
-# -- MCP tool calls (process-wide: the stdio server has no app) -----------------------------------
-
-MAX_TOOL_LABELS: Final = 64
-"""Distinct tool names counted at most; later unknown names count as ``other``."""
-
-_TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-OUTCOMES: Final = ("ok", "error")
-
-
-class ToolCalls:
-    """Thread-safe counts of MCP tool calls per ``(tool, outcome)``, with bounded labels."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str], int] = {}
-        self._tools: set[str] = set()
-
-    def record(self, tool: str, outcome: str) -> None:
-        """Count one call of ``tool`` that ended ``ok`` or with an ``error``."""
-        with self._lock:
-            if tool not in self._tools:
-                if len(self._tools) >= MAX_TOOL_LABELS or not _TOOL_NAME.fullmatch(tool):
-                    tool = "other"
-                self._tools.add(tool)
-            key = (tool, outcome if outcome in OUTCOMES else "error")
-            self._counts[key] = self._counts.get(key, 0) + 1
-
-    def snapshot(self) -> dict[tuple[str, str], int]:
-        """The counts so far."""
-        with self._lock:
-            return dict(self._counts)
-
-    def clear(self) -> None:
-        """Forget every count (for tests)."""
-        with self._lock:
-            self._counts.clear()
-            self._tools.clear()
-
-
-MCP_TOOL_CALLS: Final = ToolCalls()
-"""The process-wide MCP tool-call counts behind ``hlsl_mcp_tool_calls_total``."""
-
-
-def record_mcp_tool_call(tool: str, outcome: str) -> None:
-    """Count one MCP tool call (``outcome``: ``ok`` or ``error``)."""
-    MCP_TOOL_CALLS.record(tool, outcome)
-
-
-@contextmanager
-def mcp_tool_call(tool: str) -> Iterator[None]:
-    """Count the call made inside the block: ``error`` if it raises, else ``ok``.
-
-    In `api.mcp`, around the SDK's dispatch::
-
-        async def call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
-            with mcp_tool_call(name):
-                return await super().call_tool(name, arguments)
-    """
-    try:
-        yield
-    except BaseException:
-        record_mcp_tool_call(tool, "error")
-        raise
-    record_mcp_tool_call(tool, "ok")
-
-
-# -- HTTP requests per route ----------------------------------------------------------------------
-
-HTTP_BUCKETS: Final = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0,
-)  # fmt: skip
-"""Request duration buckets (s): the REST routes answer in well under a millisecond."""
-
-METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-UNMATCHED: Final = "unmatched"
-"""The ``route`` label of a request no route serves (a 404, or refused before routing)."""
-
-
-class HttpStats:
-    """The request counter and duration histogram of one app's registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ("route", "method", "status")
-        self.requests = Counter(
-            "hlsl_http_requests",
-            "HTTP requests answered, by route template, method and status",
-            labels,
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "hlsl_http_request_duration_seconds",
-            "HTTP request duration to the last body byte, by route template, method and status",
-            labels,
-            registry=registry,
-            buckets=HTTP_BUCKETS,
-        )
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count one request and its duration."""
-        key = (route, method, status)
-        child = self._children.get(key)
-        if child is None:
-            labels = (route, method, str(status))
-            child = self._children[key] = (
-                self.requests.labels(*labels),
-                self.duration.labels(*labels),
-            )
-        child[0].inc()
-        child[1].observe(seconds)
-
-
-_HTTP_STATS: weakref.WeakKeyDictionary[CollectorRegistry, HttpStats] = weakref.WeakKeyDictionary()
-_HTTP_STATS_LOCK = threading.Lock()
-
-
-def http_stats(registry: CollectorRegistry) -> HttpStats:
-    """The `HttpStats` registered in ``registry`` (made on first use)."""
-    with _HTTP_STATS_LOCK:
-        stats = _HTTP_STATS.get(registry)
-        if stats is None:
-            stats = _HTTP_STATS[registry] = HttpStats(registry)
-        return stats
-
-
-def route_template(routes: list[BaseRoute], scope: Scope) -> str:
-    """The template of the route that serves ``scope`` (a mount's prefix for a sub-app), else
-    `UNMATCHED`. A route that only lacks the method (a 405) still names the route."""
-    partial = None
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", UNMATCHED))
-        if match is Match.PARTIAL and partial is None:
-            partial = route
-    return UNMATCHED if partial is None else str(getattr(partial, "path", UNMATCHED))
-
-
-class HttpMetrics:
-    """ASGI middleware: counts every HTTP request and times it, by route template, method and
-    status (``hlsl_http_requests_total``, ``hlsl_http_request_duration_seconds``).
-
-    Register it last in `api.app.create_app` (outermost: refusals are counted too)::
-
-        app.add_middleware(HttpMetrics, registry=registry)
-
-    The duration runs from the request to the last body byte (or the client going away). A
-    request that ends without a response (an error the app did not answer) counts as 500.
-
-    Args:
-        app: the next ASGI app.
-        registry: the app's registry (`make_registry`).
-    """
-
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
-        self.app = app
-        self.stats = http_stats(registry)
-        self._routes: tuple[int, frozenset[int]] = (-1, frozenset())
-
-    def _template(self, outer: Any, entry: Scope, scope: Scope) -> str:
-        routes = getattr(getattr(outer, "router", None), "routes", None)
-        if not isinstance(routes, list):
-            return UNMATCHED
-        n, ids = self._routes
-        if n != len(routes):
-            ids = frozenset(id(r) for r in routes)
-            self._routes = (len(routes), ids)
-        route = scope.get("route")
-        if route is not None and id(route) in ids:  # the app's own route, not a sub-app's
-            return str(getattr(route, "path", UNMATCHED))
-        return route_template(routes, entry)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        entry = dict(scope)  # a mounted app rewrites the scope (path, app, route)
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            method = str(entry.get("method", "OTHER")).upper()
-            self.stats.observe(
-                self._template(entry.get("app"), entry, scope),
-                method if method in METHODS else "OTHER",
-                status,
-                time.perf_counter() - start,
-            )
 
 
 class ServiceCollector(Collector):
@@ -607,11 +420,18 @@ def metrics_response(registry: CollectorRegistry) -> Response:
 
 
 __all__ = [
+    "HTTP_BUCKETS",
+    "MAX_TOOL_LABELS",
     "MCP_TOOL_CALLS",
+    "METHODS",
+    "OUTCOMES",
+    "UNMATCHED",
     "CoinGauges",
     "HttpMetrics",
     "HttpStats",
     "ServiceCollector",
+    "StaleCheck",
+    "ToolCalls",
     "coin_ages",
     "http_stats",
     "make_registry",

@@ -1,486 +1,85 @@
-"""The API's Pydantic v2 models: the signal envelope contract and the service documents.
+"""The API's Pydantic v2 models, in one place: the signal envelope contract and the service
+documents.
 
-The envelope keeps the public ``jsrigiri/hyperliquid-signal-layer`` contract field for field
-(``timestamp_ms``, ``coin``, ``regime {label, confidence}``,
-``signals {momentum, liquidity, risk}``, ``edge {score, actionable, explain}``) and adds what
-agents need: ``schema_version``, ``direction``, ``regime.since_ms`` and the rest of the regime
-block, named ``features`` with units in their names (and why any is null), per-stream
-``freshness``, ``warmup`` status, the ``bar`` it describes and the ``producer`` (code version and
-settings).
+The envelope and its blocks are `api.signal_envelope`; lists, history, health, state, errors and
+the stream's ``dropped`` data are `api.documents`. Both are re-exported here, the path the app,
+the MCP server and the tests import from.
 
-Enums are stable: values are never renamed, only added. The committed JSON Schema
-(``api/signal_envelope.schema.json``) is generated from `SignalEnvelope`; a test fails when they
-drift apart (regenerate with ``python -m api.schemas > api/signal_envelope.schema.json``).
+Run as ``python -m api.schemas > api/signal_envelope.schema.json`` to regenerate the committed
+JSON Schema of the envelope (a test fails when it drifts from `SignalEnvelope`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.codes import Explain
-from connectors.events import Stream
-from connectors.freshness import FreshnessStatus
-from operators.edge import Direction
-from operators.failures import STEP_ERRORS
-from operators.regime import RegimeLabel, Rule
-
-Unit = Annotated[float, Field(ge=0.0, le=1.0)]
-SignedUnit = Annotated[float, Field(ge=-1.0, le=1.0)]
-Positive = Annotated[float, Field(gt=0.0)]
-NonNegative = Annotated[float, Field(ge=0.0)]
-Percent = Annotated[float, Field(ge=-100.0)]
-Count = Annotated[int, Field(ge=0)]
-Ms = Annotated[int, Field(description="milliseconds since the Unix epoch (UTC)")]
-# Ranges are defined once, in the operators (`operators.features.FEATURE_BOUNDS`,
-# `operators.envelope.ENVELOPE_BOUNDS`); tests/api/test_schema.py checks these fields carry them.
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=True)
-
-
-class _Published(_Model):
-    """A part of the envelope: every number finite (NaN and ±inf are invalid)."""
-
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", use_enum_values=True, allow_inf_nan=False
-    )
-
-
-class Regime(_Published):
-    """The market regime of a coin, with its history and the evidence behind it."""
-
-    label: RegimeLabel = Field(description="current regime (hysteresis applied)")
-    confidence: Unit = Field(description="margin of the rule x input quality x stability")
-    since_ms: Ms = Field(description="exchange time the current label was entered")
-    previous: RegimeLabel | None = Field(description="the label before the current one")
-    candidate: RegimeLabel | None = Field(
-        description="a different label the rules currently point to, not yet confirmed"
-    )
-    candidate_count: int = Field(ge=0, description="consecutive bars the candidate has held")
-    dwell_bars: int = Field(ge=0, description="bars the current label has been held")
-    rule: Rule = Field(description="the rule behind this bar's call")
-    margin: Unit = Field(description="how far past its threshold the rule held (0..1)")
-    stresses: list[str] = Field(description="cascade stress conditions that held")
-    inputs_used: list[str] = Field(description="kinds of input the coin has had")
-    inputs_missing: list[str] = Field(description="kinds of input the coin has never had")
-    n_inputs: int = Field(
-        ge=0, description="decision features (normalised) that had a value for this call"
-    )
-    n_inputs_max: int = Field(ge=1, description="decision features the rules can read")
-    risk_ratio: NonNegative | None = Field(
-        description=(
-            "rho: the next hour's forecast volatility over the coin's norm (risk flag at >= 1.0 "
-            "to enter, 0.8 to stay); null without a volatility model or before 3 returns"
-        )
-    )
-    stale: bool = Field(
-        description="the label is held because the bar brought no new data (rule no_new_data)"
-    )
-
-
-class Signals(_Published):
-    """The three contract signals in [0, 1]; null when no input supports them."""
-
-    momentum: Unit | None = Field(
-        description="strength of the move vs its noise (0 none, 1 strong)"
-    )
-    liquidity: Unit | None = Field(description="1 = normal or better for this coin, 0 = none")
-    risk: Unit | None = Field(
-        description=(
-            "1 - 2^-rho from the volatility forecast's risk ratio (0.5 = forecast at the coin's "
-            "norm), at least 0.8 under LIQUIDATION_RISK; without a forecast: market stress "
-            "(vol expansion, spread, depth, flow, OI)"
-        )
-    )
-
-
-class VolForecast(_Published):
-    """Forecast realised volatility of the bar returns over the edge's horizon."""
-
-    horizon_ms: int = Field(gt=0, description="forecast horizon (the edge's horizon_ms)")
-    vol_bps: NonNegative = Field(description="expected realised volatility over horizon_ms, bps")
-    vol_p10_bps: NonNegative = Field(description="10th percentile of realised volatility, bps")
-    vol_p90_bps: NonNegative = Field(description="90th percentile of realised volatility, bps")
-    model: str = Field(description="version of the volatility model table")
-
-
-class EdgeCosts(_Published):
-    """What acting on the edge costs, bps of mid (null: not measurable from the inputs)."""
-
-    fee_bps: float = Field(ge=0, description="taker fee (HLSL_TAKER_FEE_BPS, default 4.5)")
-    half_spread_bps: NonNegative | None = Field(
-        description="half the quoted spread (null unless 0 < bid < ask, both finite)"
-    )
-    slippage_bps: NonNegative | None = Field(
-        description="walking the latest book for size_usd, beyond the touch price"
-    )
-
-
-class Edge(_Published):
-    """The edge: direction, calibrated score, expected move net of costs, and why."""
-
-    score: Unit = Field(
-        description=(
-            "directional call (LONG/SHORT): p_right where the horizon has demonstrated "
-            "out-of-sample skill; 0.5 with NO_DEMONSTRATED_SKILL where it has not; raw_score "
-            "when uncalibrated; FLAT: 0. See DESIGN.md §6"
-        )
-    )
-    actionable: bool = Field(
-        description=(
-            "net_edge_bps > 0 with a positive cost from a sane quote (0 < bid < ask), tradable "
-            "regime, fresh inputs, warmed up, liquid enough, and no step error (degraded null)"
-        )
-    )
-    explain: list[Explain] = Field(description="stable machine codes, most important first")
-    direction: Direction
-    horizon_ms: Annotated[int, Field(gt=0)] | None = Field(
-        description="horizon of the call and of expected_move_bps"
-    )
-    raw_score: Unit = Field(description="heuristic strength of the call before calibration")
-    p_right: Unit | None = Field(
-        description=(
-            "calibrated probability that direction is right at horizon_ms; null without "
-            "demonstrated skill (NO_DEMONSTRATED_SKILL) or calibration"
-        )
-    )
-    calibration: str = Field(description="version of the calibration table used, or 'uncalibrated'")
-    expected_move_bps: float | None = Field(
-        description=(
-            "gross expected move in the call's direction: (2 p_right - 1) x E|R|, "
-            "E|R| = sqrt(2/pi) x forecast vol_bps (else the table's mean |move|)"
-        )
-    )
-    cost_bps: NonNegative | None = Field(description="fee + half spread + slippage for size_usd")
-    net_edge_bps: float | None = Field(description="expected_move_bps - cost_bps")
-    size_usd: float = Field(gt=0, description="notional the costs are measured for (quote)")
-    costs: EdgeCosts
-
-
-class Features(_Published):
-    """Named features with units in their names (DESIGN.md §4), in `FEATURE_NAMES` order.
-
-    A null value is never a silent 0: ``features_missing`` says why it is null.
-    """
-
-    mid_px: Positive | None = Field(
-        description="mid price (bbo/book, else allMids or ctx mid), quote currency"
-    )
-    spread_bps: NonNegative | None = Field(description="best ask minus best bid over mid, bps")
-    weighted_mid_px: Positive | None = Field(
-        description="size-weighted mid (bid*ask_sz + ask*bid_sz)/(bid_sz + ask_sz), quote ccy"
-    )
-    microprice_px: Positive | None = Field(
-        description=(
-            "Stoikov micro-price mid + spread*g(I), g = E[next mid change | imbalance bucket] "
-            "learnt online per coin (in spreads, symmetrised)"
-        )
-    )
-    microprice_offset_bps: float | None = Field(description="microprice minus mid over mid, bps")
-    tob_imbalance: SignedUnit | None = Field(
-        description="(bid_sz - ask_sz)/(bid_sz + ask_sz) at the touch, -1..1"
-    )
-    depth_band_bps: Positive | None = Field(
-        description="half-width of the depth band around mid, bps"
-    )
-    depth_bid_usd: NonNegative | None = Field(
-        description="bid notional within the band, quote currency"
-    )
-    depth_ask_usd: NonNegative | None = Field(
-        description="ask notional within the band, quote currency"
-    )
-    depth_imbalance: SignedUnit | None = Field(
-        description="(bid depth - ask depth)/(sum) within the band, -1..1"
-    )
-    book_levels: NonNegative | None = Field(description="levels in the latest book, both sides")
-    ofi: float | None = Field(
-        description="Cont-Kukanov-Stoikov order-flow imbalance over this bar's quotes, base coin"
-    )
-    ofi_norm: float | None = Field(
-        description="OFI over the window / mean touch depth (bid+ask size)/2, dimensionless"
-    )
-    ofi_zscore: float | None = Field(description="this bar's OFI vs its rolling history, sigma")
-    trade_count: NonNegative | None = Field(description="trades in this bar")
-    buy_volume: NonNegative | None = Field(
-        description="buying-aggressor volume in this bar, base coin"
-    )
-    sell_volume: NonNegative | None = Field(
-        description="selling-aggressor volume in this bar, base coin"
-    )
-    vwap_px: Positive | None = Field(description="volume-weighted trade price in this bar")
-    trade_flow_imbalance: SignedUnit | None = Field(
-        description="(buy - sell)/(buy + sell) aggressor volume over the window, -1..1"
-    )
-    trade_flow_imbalance_bar: SignedUnit | None = Field(description="same, this bar only")
-    signed_notional_usd: float | None = Field(
-        description="buy minus sell aggressor notional over the window, quote currency"
-    )
-    trade_rate_per_s: NonNegative | None = Field(description="trades per second over the window")
-    trade_rate_burst: NonNegative | None = Field(
-        description="trade rate over the short window / over the long window (1 = usual)"
-    )
-    vpin: Unit | None = Field(
-        description="VPIN over the last volume buckets, exact aggressor sides, 0..1"
-    )
-    realized_vol_bps: NonNegative | None = Field(
-        description="sqrt(sum of squared log returns) over the window, bps"
-    )
-    realized_vol_ann: NonNegative | None = Field(
-        description="realized volatility annualised (365.25 d), fraction"
-    )
-    vol_expansion_ratio: NonNegative | None = Field(
-        description="short-window vol per unit time over its usual (rolling median) level"
-    )
-    parkinson_vol_ann: NonNegative | None = Field(
-        description="Parkinson high-low volatility from closed candles, annualised fraction"
-    )
-    garman_klass_vol_ann: NonNegative | None = Field(
-        description="Garman-Klass OHLC volatility from closed candles, annualised fraction"
-    )
-    momentum_bps: float | None = Field(description="log return over the trend window, bps")
-    momentum_z: float | None = Field(
-        description="momentum over its noise: move / (sigma per return x sqrt(returns)), sigma"
-    )
-    efficiency_ratio: Unit | None = Field(
-        description="Kaufman efficiency ratio |net move| / path length over the trend window, 0..1"
-    )
-    variance_ratio: NonNegative | None = Field(
-        description="variance ratio VR(q) of q-period vs 1-period returns (>1 trend, <1 reverting)"
-    )
-    price_zscore: float | None = Field(description="(price - window mean) / window std")
-    spread_ratio: NonNegative | None = Field(
-        description="spread over its rolling median (1 = usual)"
-    )
-    depth_ratio: NonNegative | None = Field(
-        description="band depth over its rolling median (1 = usual)"
-    )
-    volume_ratio: NonNegative | None = Field(
-        description="bar volume over its rolling median (1 = usual)"
-    )
-    funding_rate_1h: float | None = Field(
-        description="hourly funding rate estimate (fraction, not %)"
-    )
-    premium_bps: float | None = Field(
-        description="the exchange's funding premium (impact prices vs oracle), bps"
-    )
-    mark_oracle_bps: float | None = Field(description="(mark - oracle)/oracle, bps")
-    open_interest: NonNegative | None = Field(description="open interest, base coin")
-    oi_change_pct: Percent | None = Field(
-        description="open-interest change over the window, percent"
-    )
-    mark_px: Positive | None = Field(description="mark price")
-    oracle_px: Positive | None = Field(description="oracle price")
-
-
-class StreamFreshness(_Published):
-    """One stream's freshness on the source's clock."""
-
-    status: FreshnessStatus
-    last_exchange_ms: int | None
-    last_recv_ms: int | None
-    age_ms: Count | None = Field(description="source clock minus last exchange time")
-    expected_interval_ms: Count | None = Field(description="the stream's learnt typical interval")
-    reason: str | None = Field(description="why stale or missing")
-
-
-class Freshness(_Published):
-    """Per-stream freshness; ``as_of_ms`` is the source clock it was judged at."""
-
-    as_of_ms: int
-    status: FreshnessStatus = Field(description="stale if any present stream is stale")
-    streams: dict[Stream, StreamFreshness]
-
-
-class Warmup(_Published):
-    """Warm-up: signals are not trusted until enough price observations exist."""
-
-    warming_up: bool
-    observations: int = Field(ge=0)
-    required: int = Field(ge=1)
-    coverage: Unit
-
-
-class BarInfo(_Published):
-    """The bar (exchange-time window) this envelope describes."""
-
-    open_ms: int
-    close_ms: int
-    events: int = Field(ge=0)
-    gaps: int = Field(ge=0, description="input gaps (live reconnects) inside this bar")
-    price_source: str | None = Field(description="mid, candle_close or last_trade")
-    window_span_ms: Count | None = Field(description="time spanned by the feature window")
-
-
-class Degraded(_Published):
-    """A bar whose computation failed in a step (isolated: other coins and bars go on)."""
-
-    step: str = Field(description="the flow step that failed, e.g. compute_features")
-    reason: str = Field(
-        description="out_of_range: <field> = <value> is not <range>, or <exception>: <message>"
-    )
-
-
-class Producer(_Published):
-    """What produced the envelope."""
-
-    code_version: str
-    bar_ms: int = Field(gt=0)
-    lateness_ms: int = Field(ge=0)
-
-
-class SignalEnvelope(_Published):
-    """One coin's signal as of one bar close (exchange time)."""
-
-    schema_version: Literal["1.2"] = Field(
-        description=(
-            "1.1 added the degraded block, the STEP_ERROR explain code and the ranges; 1.2 (#9) "
-            "the forecast block, regime.risk_ratio and regime.stale, new rules and explain codes"
-        )
-    )
-    timestamp_ms: Ms = Field(description="bar close, exchange time")
-    coin: str
-    direction: Direction
-    regime: Regime
-    signals: Signals
-    forecast: VolForecast | None = Field(
-        description="volatility forecast over the edge's horizon (null: no model, or warming up)"
-    )
-    edge: Edge
-    features: Features
-    features_missing: dict[str, str] = Field(description="feature name -> reason it is null")
-    freshness: Freshness
-    warmup: Warmup
-    bar: BarInfo
-    producer: Producer
-    degraded: Degraded | None = Field(
-        description=(
-            "null, or why this bar could not be computed: the step that failed and the reason. "
-            "Then the regime is held, features are null (step_error) or kept, the edge is FLAT "
-            "and not actionable with STEP_ERROR; the next good bar is normal again"
-        )
-    )
-
-
-class SignalList(_Model):
-    """Every coin's latest signal."""
-
-    data: list[SignalEnvelope]
-    count: int
-
-
-class SignalHistory(_Model):
-    """A coin's stored signals, oldest first."""
-
-    coin: str
-    data: list[SignalEnvelope]
-    count: int
-
-
-class ConnectionState(_Model):
-    """One live WebSocket connection."""
-
-    name: str
-    coins: list[str]
-    connected: bool
-    subscriptions: int = Field(description="subscriptions sent per (re)connect")
-    acknowledged: int = Field(description="subscriptions acknowledged on the current socket")
-    primed_coins: int = Field(description="coins primed from REST (warm start)")
-    reconnects: int
-    resubscribes: int = Field(description="silent subscriptions re-subscribed")
-    frames: int
-    error_frames: int
-    skipped: int = Field(description="frames that could not be parsed")
-    last_frame_ms: int | None = Field(description="wall-clock time of the last frame")
-    last_error: str | None
-
-
-class SourceState(_Model):
-    """What the input source has done."""
-
-    kind: str
-    files: list[str]
-    lines_read: int
-    frames_by_channel: dict[str, int]
-    control_frames: dict[str, int]
-    lines_skipped: dict[str, int]
-    duplicate_trades: int
-    ignored_coin_events: int
-    errors: list[str]
-    finished: bool
-    latest_event_ms: int | None
-    connections: list[ConnectionState] = Field(default_factory=list)
-
-
-class Health(_Model):
-    """Liveness and honesty: is the flow running, and how old is the data."""
-
-    ok: bool
-    status: str = Field(description="starting, running, finished, stopped or failed")
-    mode: str
-    error: str | None
-    coins: list[str]
-    signals_emitted: int
-    source_clock_ms: int | None
-    uptime_s: float
-    connections: list[ConnectionState] = Field(
-        default_factory=list, description="live connections (empty for a replay)"
-    )
-    stale_coins: list[str] = Field(
-        default_factory=list,
-        description="coins whose latest signal is stale on the source clock now",
-    )
-    reason: str | None = Field(default=None, description="why ok is false, if it is")
-
-
-class CoinState(_Model):
-    """One coin in the state document."""
-
-    coin: str
-    has_signal: bool
-    timestamp_ms: int | None
-    regime: RegimeLabel | None
-    freshness: FreshnessStatus | None
-    late_events: int
-
-
-class State(_Model):
-    """The service's state: flow, source counters, per coin summary."""
-
-    health: Health
-    source: SourceState
-    coins: list[CoinState]
-    late_events: int
-    step_errors: dict[str, dict[str, int]] = Field(
-        default_factory=STEP_ERRORS.by_step,
-        description=(
-            "bars whose computation failed, by step then coin (published degraded; the flow "
-            "went on); the same counts as hlsl_step_errors_total{step,coin}"
-        ),
-    )
-
-
-class ErrorBody(_Model):
-    """An error response."""
-
-    detail: str
-    coins: list[str] | None = None
-
-
-class DroppedEvent(_Model):
-    """The data of an ``event: dropped`` on ``GET /v1/stream``."""
-
-    missed: int = Field(ge=0, description="events after last_id this client will not get")
-    last_id: int = Field(ge=0, description="the id of the last event the client has")
-    reason: str = Field(description="machine code, a colon, then the explanation")
-
-
-def envelope_json_schema() -> dict[str, object]:
-    """The JSON Schema of the envelope (what is committed under ``api/``)."""
-    return SignalEnvelope.model_json_schema()
+from api.documents import (
+    CoinState,
+    ConnectionState,
+    DroppedEvent,
+    ErrorBody,
+    Health,
+    SignalHistory,
+    SignalList,
+    SourceState,
+    State,
+)
+from api.signal_envelope import (
+    BarInfo,
+    Count,
+    Degraded,
+    Edge,
+    EdgeCosts,
+    Features,
+    Freshness,
+    Ms,
+    NonNegative,
+    Percent,
+    Positive,
+    Producer,
+    Regime,
+    SignalEnvelope,
+    Signals,
+    SignedUnit,
+    StreamFreshness,
+    Unit,
+    VolForecast,
+    Warmup,
+    envelope_json_schema,
+)
+
+__all__ = [
+    "BarInfo",
+    "CoinState",
+    "ConnectionState",
+    "Count",
+    "Degraded",
+    "DroppedEvent",
+    "Edge",
+    "EdgeCosts",
+    "ErrorBody",
+    "Features",
+    "Freshness",
+    "Health",
+    "Ms",
+    "NonNegative",
+    "Percent",
+    "Positive",
+    "Producer",
+    "Regime",
+    "SignalEnvelope",
+    "SignalHistory",
+    "SignalList",
+    "Signals",
+    "SignedUnit",
+    "SourceState",
+    "State",
+    "StreamFreshness",
+    "Unit",
+    "VolForecast",
+    "Warmup",
+    "envelope_json_schema",
+]
 
 
 if __name__ == "__main__":

@@ -1,25 +1,10 @@
 """The push channel behind ``GET /v1/stream``: fan-out of new envelopes to SSE clients.
 
-Wire contract (``text/event-stream``, FastAPI's `fastapi.sse.EventSourceResponse`)::
-
-    retry: 3000
-
-    event: signal
-    data: <the envelope JSON, as GET /v1/signal/{coin} returns it at the time it was stored>
-    id: <global monotonic sequence number>
-
-    event: dropped
-    data: {"missed": n, "last_id": k, "reason": "..."}
-
-    : ping
-
-``dropped`` means: the client has everything up to id ``k`` and will not get the ``n`` events
-after it that it would have had. It comes (a) first, when a ``Last-Event-ID`` resume reaches back
-further than the store's ring (then the stream continues with the oldest event still held), or
-when the id is from an earlier run (ids restart at 1; the stream continues with the whole ring),
-and (b) last, when the client fell behind by more than its queue holds: the server closes the
-stream right after it (reconnect with ``Last-Event-ID: k`` to resume from the ring). A ``: ping``
-comment is sent after ``keepalive_s`` (up to a quarter more) without an event.
+The wire contract (what a client reads) is written down in `api.sse`, with the ``dropped`` frame,
+the ``retry:`` prelude and the shutdown hook, whose names are re-exported here; this module is how
+stored envelopes reach the subscribers. It stays whole past ~400 lines because it is one
+mechanism: `Broadcaster`, its per-loop `_Fanout`, `Subscription` and `_Run` call into each other
+on every batch and only make sense together.
 
 How it stays cheap and never slows the flow:
 
@@ -44,12 +29,19 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from types import FrameType
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
-import orjson
-from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
+from fastapi.sse import KEEPALIVE_COMMENT
 
+from api.sse import (
+    REASON_EVICTED,
+    REASON_RESTARTED,
+    REASON_SLOW,
+    RETRY_MS,
+    close_streams_on_exit,
+    dropped_event,
+    with_retry,
+)
 from connectors.store import Envelope, SignalStore, StoredEnvelope, StreamEntry
 
 log = logging.getLogger(__name__)
@@ -59,9 +51,6 @@ DEFAULT_KEEPALIVE_S: Final = 15.0
 
 DEFAULT_QUEUE_SIZE: Final = 1024
 """Events a client may be behind before it is dropped."""
-
-RETRY_MS: Final = 3000
-"""Reconnection delay a client should use (ms), sent as ``retry:`` first on every stream."""
 
 MAX_CHUNK_EVENTS: Final = 64
 """Queued events written to the socket in one chunk at most."""
@@ -78,21 +67,6 @@ def render_stored(rec: StoredEnvelope, now_ms: int | None) -> bytes:
     return rec.json_at(now_ms)
 
 
-REASON_SLOW: Final = (
-    "slow_client: the client fell more than {n} events behind; the stream is closed "
-    "(reconnect with Last-Event-ID to resume from the server's history)"
-)
-REASON_EVICTED: Final = (
-    "history_evicted: the events after Last-Event-ID are no longer held (missed counts events "
-    "of every coin); continuing with the oldest event held"
-)
-REASON_RESTARTED: Final = (
-    "restarted: Last-Event-ID is ahead of this server's newest event (ids restart at 1 when the "
-    "server restarts; missed counts this run's events no longer held); continuing with the "
-    "oldest event held"
-)
-
-
 def change_key(env: Envelope) -> tuple[Any, Any, Any]:
     """What ``on=change`` compares: regime label, direction, actionable flag."""
     return env["regime"]["label"], env["direction"], env["edge"]["actionable"]
@@ -101,12 +75,6 @@ def change_key(env: Envelope) -> tuple[Any, Any, Any]:
 def stored_change_key(rec: StoredEnvelope, now_ms: int | None) -> tuple[Any, Any, Any]:
     """`change_key` of a stored envelope served as of ``now_ms`` (from its typed fields)."""
     return rec.label, rec.direction, rec.actionable_at(now_ms)
-
-
-def dropped_event(missed: int, last_id: int, reason: str) -> bytes:
-    """The ``event: dropped`` frame (no ``id``: it is not part of the sequence)."""
-    data = orjson.dumps({"missed": missed, "last_id": last_id, "reason": reason}).decode()
-    return format_sse_event(event="dropped", data_str=data)
 
 
 class _Run:
@@ -444,52 +412,17 @@ class Broadcaster:
             fan.subs.discard(sub)
 
 
-async def with_retry(
-    events: AsyncIterator[bytes], retry_ms: int = RETRY_MS
-) -> AsyncIterator[bytes]:
-    """``events`` (`Broadcaster.events`) preceded by one ``retry: <ms>`` field: the delay a
-    client waits before it reconnects (with ``Last-Event-ID``). Its own block, so no event is
-    dispatched for it; the subscription starts after it, and ends with this generator."""
-    try:
-        yield b"retry: %d\n\n" % retry_ms
-        async for chunk in events:
-            yield chunk
-    finally:
-        close = getattr(events, "aclose", None)
-        if close is not None:
-            await close()
-
-
-class _ExitHandling(Protocol):
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None: ...
-
-
-def close_streams_on_exit(server: _ExitHandling, streams: Broadcaster) -> None:
-    """Make a uvicorn server end every open stream when it is asked to stop.
-
-    uvicorn's graceful shutdown waits for open responses to finish, and a stream never does:
-    without this, SIGINT/SIGTERM hangs while any SSE client is connected. Call it on the
-    `uvicorn.Server` instance before ``run()`` (it wraps that instance's ``handle_exit``, which
-    ``capture_signals`` installs as the signal handler).
-
-    Args:
-        server: the uvicorn server (anything with ``handle_exit(sig, frame)``).
-        streams: the app's broadcaster (``app.state.streams``).
-    """
-    original = server.handle_exit
-
-    def handle_exit(sig: int, frame: FrameType | None) -> None:
-        streams.close_all()
-        original(sig, frame)
-
-    server.handle_exit = handle_exit  # type: ignore[method-assign]
-
-
 __all__ = [
     "DEFAULT_KEEPALIVE_S",
     "DEFAULT_QUEUE_SIZE",
+    "MAX_CHUNK_EVENTS",
+    "REASON_EVICTED",
+    "REASON_RESTARTED",
+    "REASON_SLOW",
     "RETRY_MS",
     "Broadcaster",
+    "Refresh",
+    "Render",
     "Subscription",
     "change_key",
     "close_streams_on_exit",

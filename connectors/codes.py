@@ -1,6 +1,6 @@
 """The envelope's stable machine codes, defined once in the lowest layer that needs them.
 
-``edge.explain`` carries `Explain` codes; the store (`connectors.store`) splices
+``edge.explain`` carries `Explain` codes; the signal store (`connectors.stored`) splices
 ``STALE_INPUT`` into stored envelopes at request time, so the codes live here, below the
 operators that emit them (`operators.edge`) and the API that documents them. Codes are never
 renamed or removed, only added to.

@@ -1,6 +1,6 @@
 """Bytewax sinks: envelopes into the in-memory `SignalStore` (and, optionally, a list).
 
-Each envelope is encoded once (`connectors.store.StoredEnvelope`: its ``orjson.dumps`` bytes plus
+Each envelope is encoded once (`connectors.stored.StoredEnvelope`: its ``orjson.dumps`` bytes plus
 the typed fields freshness needs); the store keeps those bytes and ``--signals-out`` writes the same
 bytes, so nothing is encoded twice.
 """
