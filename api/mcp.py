@@ -7,8 +7,9 @@ returning structured content):
 - ``list_signals()`` → `api.schemas.SignalList` (as ``GET /v1/signals``);
 - ``get_history(coin, since_ms, limit)`` → `api.schemas.SignalHistory` (as
   ``GET /v1/signal/{coin}/history``; ``limit`` is capped at 1000 here, an agent's context is small);
-- ``explain_regime(coin)`` → `operators.explain.RegimeExplanation`: the rule behind the regime,
-  its inputs, thresholds and margin, in plain words.
+- ``explain_regime(coin)`` → `operators.explain.RegimeExplanation` (as
+  ``GET /v1/signal/{coin}/explain``, the same function: `api.app.explain_signal`): the rule
+  behind the regime, its inputs, thresholds and margin, in plain words.
 
 Resources: ``signal://hyperliquid/{coin}`` (template; the latest envelope as JSON), and one listed
 resource per coin that has a signal.
@@ -73,7 +74,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
-from api.app import ApiError, check_coin_name, history_json, list_json, no_signal_reason
+from api.app import (
+    ApiError,
+    check_coin_name,
+    explain_signal,
+    history_json,
+    latest_record,
+    list_json,
+)
 from api.app import resolve as app_resolve
 from api.metrics import mcp_tool_call
 from api.schemas import SignalEnvelope, SignalHistory, SignalList
@@ -88,7 +96,8 @@ from api.views import (
 )
 from connectors.store import RunState, SignalStore
 from flows.settings import COIN_PATTERN, Settings, code_version
-from operators.explain import RegimeExplanation, explain_envelope, utc_text
+from operators.explain import RegimeExplanation, utc_text
+from operators.explain import explain_envelope as explain_envelope  # tests import it from here
 from operators.regime import RegimeConfig
 
 log = logging.getLogger("api.mcp")  # not "__main__" under python -m
@@ -341,10 +350,10 @@ class StoreSource:
         Raises:
             SignalQueryError: as `resolve`, or 503 when the coin has no signal yet.
         """
-        name = self.resolve(coin)
-        rec = self.store.record(name)
-        if rec is None:
-            raise self._during_replay(SignalQueryError(503, no_signal_reason(self.store, name)))
+        try:
+            _name, rec = latest_record(self.store, coin)
+        except ApiError as ex:
+            raise self._during_replay(SignalQueryError(ex.status, ex.detail, ex.coins)) from None
         out: Envelope = orjson.loads(rec.json_at(self.store.now_ms()))
         return out
 
@@ -876,8 +885,7 @@ def build_server(
         return await _call(_view_result, "history", source.history, args, view, features, "compact")
 
     def explain(coin: str) -> RegimeExplanation:
-        env = SignalEnvelope.model_validate(source.signal(coin)).model_dump(mode="json")
-        return explain_envelope(env, cfg)
+        return explain_signal(source.signal(coin), cfg)  # as GET /v1/signal/{coin}/explain
 
     async def explain_regime(coin: CoinArg) -> CallToolResult:
         await source.wait_ready()
