@@ -1,8 +1,9 @@
 """The FastAPI application over a `SignalStore`.
 
 Routes: ``GET /health``, ``GET /v1/state``, ``GET /v1/signals``, ``GET /v1/signal/{coin}``,
-``GET /v1/signal/{coin}/history``, ``GET /v1/stream`` (Server-Sent Events, `api.stream`),
-``GET /metrics`` (Prometheus, `api.metrics`); OpenAPI at ``/docs``.
+``GET /v1/signal/{coin}/history``, ``GET /v1/signal/{coin}/explain`` (why the regime is what it
+is, `operators.explain`), ``GET /v1/stream`` (Server-Sent Events, `api.stream`), ``GET /metrics``
+(Prometheus, `api.metrics`); OpenAPI at ``/docs``.
 
 Access (`api.security`, ASGI middleware around everything, mounted sub-apps included): with a
 token (``HLSL_API_TOKEN``) every path but ``/health`` needs ``Authorization: Bearer <token>``;
@@ -76,6 +77,8 @@ from connectors.events import Stream
 from connectors.freshness import FreshnessStatus, judge_stream, stream_block
 from connectors.store import RunState, SignalStore, StoredEnvelope
 from flows.settings import COIN_PATTERN
+from operators.explain import RegimeExplanation, explain_envelope
+from operators.regime import RegimeConfig
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +232,30 @@ def resolve(s: SignalStore, name: str) -> str:
     return coin
 
 
+def latest_record(s: SignalStore, name: str) -> tuple[str, StoredEnvelope]:
+    """The served coin ``name`` designates and its latest stored envelope.
+
+    Raises `ApiError`: as `resolve` (422, 404); 503 when the coin has no signal yet (with the
+    reason, `no_signal_reason`).
+    """
+    coin = resolve(s, name)
+    rec = s.record(coin)
+    if rec is None:
+        raise ApiError(503, no_signal_reason(s, coin))
+    return coin, rec
+
+
+def explain_signal(env: dict[str, Any], config: RegimeConfig | None = None) -> RegimeExplanation:
+    """Why a coin's regime is what it is, from its latest envelope as served (freshness judged
+    now): the body of ``GET /v1/signal/{coin}/explain`` and of the MCP tool ``explain_regime``.
+
+    The envelope is checked by `SignalEnvelope` first, then explained by
+    `operators.explain.explain_envelope` with ``config`` (default: the flow's thresholds).
+    """
+    doc = SignalEnvelope.model_validate(env).model_dump(mode="json")
+    return explain_envelope(doc, config)
+
+
 def no_signal_reason(s: SignalStore, coin: str) -> str:
     """Why a tracked coin has no signal yet (the 503's detail)."""
     if s.state is RunState.FAILED:
@@ -280,6 +307,7 @@ def create_app(
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
     extra_routers: Iterable[APIRouter] = (),
     mounts: Iterable[tuple[str, ASGIApp]] = (),
+    regime_config: RegimeConfig | None = None,
 ) -> FastAPI:
     """Build the API over ``store``.
 
@@ -299,6 +327,7 @@ def create_app(
         extra_routers: more routers to include (e.g. the dashboard).
         mounts: ``(path, asgi_app)`` sub-apps to mount (e.g. MCP over HTTP); the access
             middleware covers them too.
+        regime_config: thresholds ``/v1/signal/{coin}/explain`` shows (default: the flow's).
 
     ``app.state`` holds ``store``, ``streams`` (the `Broadcaster`: uvicorn's graceful shutdown
     waits for open streams, so call `api.stream.close_streams_on_exit` on the server, or
@@ -485,10 +514,7 @@ def create_app(
         # request, which cost two thirds of the request:
         # envelopes are built in the model's exact shape (operators/envelope.py) and the tests
         # validate every envelope a replay emits, and every one served, against the model.
-        name = resolve(s, coin)
-        rec = s.record(name)
-        if rec is None:
-            raise ApiError(503, no_signal_reason(s, name))
+        name, rec = latest_record(s, coin)
         now = s.now_ms()
         last = rendered.get(name)
         if last is not None and last[0] is rec and last[1] == now:
@@ -525,6 +551,23 @@ def create_app(
         name = resolve(s, coin)
         recs = s.record_history(name, limit=limit, since_ms=since_ms)
         body = render_view(history_json(name, recs), view, features)
+        return Response(body, media_type="application/json")
+
+    @app.get(
+        "/v1/signal/{coin}/explain",
+        response_model=RegimeExplanation,
+        tags=["signals"],
+        summary="Why a coin's regime is what it is",
+    )
+    def explain(coin: CoinParam, s: StoreDep) -> Response:
+        """The rule behind the coin's latest regime call, its margin, the features the rules read,
+        the thresholds, each rule condition checked against them, caveats saying when not to trust
+        the call, and a summary in plain words (freshness judged now). Confidence is margin x input
+        quality x stability, not a probability. The same document as the MCP tool
+        ``explain_regime``."""
+        _name, rec = latest_record(s, coin)
+        env = orjson.loads(rec.json_at(s.now_ms()))
+        body = explain_signal(env, regime_config).model_dump_json()
         return Response(body, media_type="application/json")
 
     @app.get(
@@ -619,8 +662,10 @@ __all__ = [
     "SignalEnvelope",
     "create_app",
     "envelope_json",
+    "explain_signal",
     "get_store",
     "history_json",
+    "latest_record",
     "list_json",
     "refresh",
 ]

@@ -64,7 +64,7 @@ def record_mcp_tool_call(tool: str, outcome: str) -> None:
 def mcp_tool_call(tool: str) -> Iterator[None]:
     """Count the call made inside the block: ``error`` if it raises, else ``ok``.
 
-    In `api.mcp`, around the SDK's dispatch::
+    In `api.mcp.server.SignalServer`, around the SDK's dispatch::
 
         async def call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
             with mcp_tool_call(name):

@@ -31,13 +31,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from types import FrameType
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 import orjson
 from fastapi.sse import format_sse_event
-
-if TYPE_CHECKING:
-    from api.stream import Broadcaster
 
 RETRY_MS: Final = 3000
 """Reconnection delay a client should use (ms), sent as ``retry:`` first on every stream."""
@@ -79,11 +76,17 @@ async def with_retry(
             await close()
 
 
+class _Closable(Protocol):
+    """What `close_streams_on_exit` needs of the broadcaster: end every open stream."""
+
+    def close_all(self) -> None: ...
+
+
 class _ExitHandling(Protocol):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None: ...
 
 
-def close_streams_on_exit(server: _ExitHandling, streams: Broadcaster) -> None:
+def close_streams_on_exit(server: _ExitHandling, streams: _Closable) -> None:
     """Make a uvicorn server end every open stream when it is asked to stop.
 
     uvicorn's graceful shutdown waits for open responses to finish, and a stream never does:

@@ -37,6 +37,7 @@ ROUTES = {
     "/v1/signals",
     "/v1/signal/{coin}",
     "/v1/signal/{coin}/history",
+    "/v1/signal/{coin}/explain",
     "/v1/stream",
 }
 HOUR_MS = 3_600_000
@@ -625,7 +626,7 @@ def test_an_internal_error_is_500_with_a_generic_detail(
 # -- OpenAPI -------------------------------------------------------------------------------------
 
 
-def test_openapi_lists_the_five_routes(client: TestClient) -> None:
+def test_openapi_lists_the_routes(client: TestClient) -> None:
     r = client.get("/openapi.json")
     assert r.status_code == 200
     spec = r.json()

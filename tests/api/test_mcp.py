@@ -433,7 +433,7 @@ def _compact_list(r: CallToolResult) -> Envelope:
 
 NOISY = """
 import os, sys
-import api.mcp as m
+import api.mcp.__main__ as m  # main reads protect_stdout from its own module: patch it there
 
 protect = m.protect_stdout
 

@@ -37,7 +37,6 @@ from api.mcp import (
 )
 from api.views import compact_envelope
 from connectors.store import RunState, SignalStore
-from flows.pipeline import build_pipeline, run_pipeline
 from flows.settings import Settings
 from tests.conftest import REPO, SAMPLE
 
@@ -56,14 +55,6 @@ INIT = {
 HEADERS = {"Accept": "application/json, text/event-stream"}
 
 
-@pytest.fixture(scope="module")
-def store() -> SignalStore:
-    pipeline = build_pipeline(Settings(replay=[str(SAMPLE)], api=False))
-    run_pipeline(pipeline)
-    assert pipeline.store.state is RunState.FINISHED, pipeline.store.error
-    return pipeline.store
-
-
 # -- allowed hosts ---------------------------------------------------------------------------------
 
 
@@ -75,13 +66,13 @@ def _post(app: Any, host: str, origin: str | None = None) -> int:
         return client.post("/", json=INIT, headers=headers).status_code
 
 
-def test_a_configured_host_is_allowed_others_get_421(store: SignalStore) -> None:
+def test_a_configured_host_is_allowed_others_get_421(sample_store: SignalStore) -> None:
     settings = Settings(
         host="0.0.0.0",
         mcp_allowed_hosts=["signals.example", "other.example:9000"],
         mcp_allowed_origins=["https://dash.example"],
     )
-    app = mcp_http_app(store, settings=settings)
+    app = mcp_http_app(sample_store, settings=settings)
     assert _post(app, "signals.example") == 200
     assert _post(app, "signals.example:8000") == 200  # no port given: any port
     assert _post(app, "other.example:9000") == 200
@@ -92,13 +83,13 @@ def test_a_configured_host_is_allowed_others_get_421(store: SignalStore) -> None
     assert _post(app, "signals.example", "https://evil.example") == 403
 
 
-def test_default_hosts_are_the_local_ones_and_the_bound_host(store: SignalStore) -> None:
-    wildcard = mcp_http_app(store, settings=Settings(host="0.0.0.0"))
+def test_default_hosts_are_the_local_ones_and_the_bound_host(sample_store: SignalStore) -> None:
+    wildcard = mcp_http_app(sample_store, settings=Settings(host="0.0.0.0"))
     assert _post(wildcard, "127.0.0.1:8000") == 200
     assert _post(wildcard, "[::1]:8000") == 200
     assert _post(wildcard, "0.0.0.0:8000") == 421  # a wildcard is not a name clients use
     assert _post(wildcard, "10.1.2.3:8000") == 421
-    bound = mcp_http_app(store, settings=Settings(host="10.1.2.3"))
+    bound = mcp_http_app(sample_store, settings=Settings(host="10.1.2.3"))
     assert _post(bound, "10.1.2.3:8000") == 200
     assert _post(bound, "10.9.9.9:8000") == 421
     sec = transport_security_for(Settings(host="::1"))
@@ -137,16 +128,16 @@ def test_client_token_from_env_or_file(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def guarded(store: SignalStore) -> Iterator[str]:
+def guarded(sample_store: SignalStore) -> Iterator[str]:
     """The REST API with a token, on a free port."""
-    mcp = mcp_http_app(store)
+    mcp = mcp_http_app(sample_store)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with mcp.lifespan():
             yield
 
-    app = create_app(store, lifespan, token=TOKEN, rate_limit_per_s=0)
+    app = create_app(sample_store, lifespan, token=TOKEN, rate_limit_per_s=0)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, name="test-uvicorn-token")
     thread.start()
@@ -161,9 +152,9 @@ def guarded(store: SignalStore) -> Iterator[str]:
     thread.join(timeout=TIMEOUT_S)
 
 
-def test_api_source_sends_the_token(guarded: str, store: SignalStore) -> None:
+def test_api_source_sends_the_token(guarded: str, sample_store: SignalStore) -> None:
     env = ApiSource(guarded, token=TOKEN).signal("BTC")
-    assert env["timestamp_ms"] == refresh(store.latest("BTC") or {}, None)["timestamp_ms"]
+    assert env["timestamp_ms"] == refresh(sample_store.latest("BTC") or {}, None)["timestamp_ms"]
     with pytest.raises(SignalQueryError, match="HLSL_API_CLIENT_TOKEN") as ex:
         ApiSource(guarded).signal("BTC")
     assert ex.value.status == 401
@@ -195,7 +186,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def test_stdio_proxy_reads_the_token_from_the_environment(
-    guarded: str, store: SignalStore, tmp_path: Path
+    guarded: str, sample_store: SignalStore, tmp_path: Path
 ) -> None:
     path = tmp_path / "token"
     path.write_text(TOKEN, encoding="utf-8")
@@ -204,7 +195,7 @@ def test_stdio_proxy_reads_the_token_from_the_environment(
     )
     assert not r.isError, r.content
     assert r.structuredContent["count"] == 3
-    expected = refresh(store.latest("BTC") or {}, store.now_ms())
+    expected = refresh(sample_store.latest("BTC") or {}, sample_store.now_ms())
     assert r.structuredContent["data"][0] == compact_envelope(expected)
 
 

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.views import CompactSignal, compact_envelope
-from connectors.store import RunState, SignalStore
-from flows.pipeline import build_pipeline, run_pipeline
-from flows.settings import Settings
-from tests.conftest import SAMPLE
+from connectors.store import SignalStore
 
 
-@pytest.fixture(scope="module")
-def store() -> SignalStore:
-    pipeline = build_pipeline(Settings(replay=[str(SAMPLE)], api=False))
-    run_pipeline(pipeline)
-    assert pipeline.store.state is RunState.FINISHED, pipeline.store.error
-    return pipeline.store
-
-
-def test_rest_view_and_features(store: SignalStore) -> None:
-    client = TestClient(create_app(store, token=None))
+def test_rest_view_and_features(sample_store: SignalStore) -> None:
+    client = TestClient(create_app(sample_store, token=None))
     full = client.get("/v1/signal/BTC").json()  # the default stays full
     assert "features_missing" in full
     compact = client.get("/v1/signal/BTC", params={"view": "compact"}).json()
