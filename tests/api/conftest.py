@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from connectors.store import RunState, SignalStore
-from flows.settings import Settings
 from flows.pipeline import build_pipeline, run_pipeline
+from flows.settings import Settings
 from tests.conftest import SAMPLE
 
 

@@ -1,4 +1,4 @@
-"""Live ingestion against the project's local exchange (tools/fake_exchange.py) on loopback.
+"""Live ingestion against the project's local exchange (tools/fake_exchange/) on loopback.
 
 Each test runs the real flow (`build_pipeline` in live mode, `run_pipeline` on a thread) against a
 `FakeExchange` streaming the seeded simulator, then stops it through the stop event.
