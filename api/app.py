@@ -21,13 +21,15 @@ Honesty rules:
   name, or a malformed query: 422; a tracked coin without a signal yet: 503 with the reason.
 - Errors are ``{"detail": "..."}`` and never carry a traceback.
 - ``/health`` is 503 when the flow failed, or when every coin with a signal is stale now.
+
+What the routes read and how they refuse lives in `api.signals` (shared with MCP) and
+`api.health`; this module is the app itself: its routes, their documentation and the order of
+the middleware around them, which reads best as the one function `create_app`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from enum import Enum
@@ -44,17 +46,16 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from api.health import judge_health, state_of, unhealthy
 from api.metrics import HttpMetrics, ServiceCollector, make_registry, metrics_response
 from api.openapi import DOCS_PATHS, DOCS_PREFIX
 from api.openapi import install as install_openapi
 from api.schemas import (
-    CoinState,
     ErrorBody,
     Health,
     SignalEnvelope,
     SignalHistory,
     SignalList,
-    SourceState,
     State,
 )
 from api.security import (
@@ -69,21 +70,24 @@ from api.security import (
     TokenBuckets,
     token_from_env,
 )
+from api.signals import (
+    ApiError,
+    explain_signal,
+    history_json,
+    latest_record,
+    list_json,
+    refresh,
+    resolve,
+)
 from api.stream import DEFAULT_KEEPALIVE_S, DEFAULT_QUEUE_SIZE, Broadcaster, with_retry
 from api.views import VIEW_PARAMETERS, FeaturesQuery, ViewError, ViewQuery, view_query
 from api.views import render as render_view
-from connectors.codes import Explain
-from connectors.events import Stream
-from connectors.freshness import FreshnessStatus, judge_stream, stream_block
-from connectors.store import RunState, SignalStore, StoredEnvelope
-from flows.settings import COIN_PATTERN
-from operators.explain import RegimeExplanation, explain_envelope
+from connectors.store import SignalStore, StoredEnvelope
+from operators.explain import RegimeExplanation
 from operators.regime import RegimeConfig
 
 log = logging.getLogger(__name__)
 
-_COIN_RE = re.compile(COIN_PATTERN)
-_STREAM_OF = {s.value: s for s in Stream}
 
 STREAM_IN_SCHEMA: Final = True
 """Whether ``/v1/stream`` is listed in OpenAPI (off while tests pin the five REST paths)."""
@@ -116,155 +120,6 @@ class FromEnv(Enum):
     """Sentinel: take the setting from the environment (``HLSL_API_TOKEN``)."""
 
     TOKEN = "HLSL_API_TOKEN"
-
-
-class ApiError(Exception):
-    """An error with an HTTP status, a reason and optionally the coins served."""
-
-    def __init__(self, status: int, detail: str, coins: list[str] | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.coins = coins
-
-
-def refresh(env: dict[str, Any], now_ms: int | None) -> dict[str, Any]:
-    """A copy of ``env`` with freshness judged as of ``now_ms`` (the source clock).
-
-    If the inputs are stale now, the signal is not actionable any more (``STALE_INPUT``).
-    """
-    if now_ms is None:
-        return env
-    old = env["freshness"]
-    streams: dict[str, Any] = {}
-    any_present = False
-    any_stale = False
-    for name, s in old["streams"].items():
-        judged = judge_stream(
-            _STREAM_OF[name],
-            s["last_exchange_ms"],
-            s["last_recv_ms"],
-            s["expected_interval_ms"],
-            max(now_ms, env["timestamp_ms"]),
-        )
-        streams[name] = stream_block(judged)
-        any_present |= judged.status is not FreshnessStatus.MISSING
-        any_stale |= judged.status is FreshnessStatus.STALE
-    status = (
-        FreshnessStatus.STALE
-        if any_stale
-        else FreshnessStatus.OK
-        if any_present
-        else FreshnessStatus.MISSING
-    )
-    out = dict(env)
-    out["freshness"] = {
-        "as_of_ms": max(now_ms, env["timestamp_ms"]),
-        "status": str(status),
-        "streams": streams,
-    }
-    if any_stale and (
-        env["edge"]["actionable"] or Explain.STALE_INPUT.value not in env["edge"]["explain"]
-    ):
-        edge = dict(env["edge"])
-        edge["actionable"] = False
-        if Explain.STALE_INPUT.value not in edge["explain"]:
-            edge["explain"] = [*edge["explain"], Explain.STALE_INPUT.value]
-        out["edge"] = edge
-    return out
-
-
-def envelope_json(env: StoredEnvelope | dict[str, Any], now_ms: int | None) -> bytes:
-    """The JSON of an envelope with freshness judged as of ``now_ms``: the body of
-    ``GET /v1/signal/{coin}`` and the data of a ``/v1/stream`` ``signal`` event.
-
-    A stored envelope gets the new freshness block spliced into its bytes
-    (`connectors.store.StoredEnvelope.json_at`, never parsed again); a dict is re-judged by
-    `refresh` and encoded (the same bytes)."""
-    if isinstance(env, StoredEnvelope):
-        return env.json_at(now_ms)
-    return orjson.dumps(refresh(env, now_ms))
-
-
-def list_json(recs: Iterable[StoredEnvelope], now_ms: int | None) -> bytes:
-    """The body of ``GET /v1/signals`` (`api.schemas.SignalList`) from stored envelopes."""
-    parts = [rec.json_at(now_ms) for rec in recs]
-    return b'{"data":[' + b",".join(parts) + b'],"count":' + str(len(parts)).encode() + b"}"
-
-
-def history_json(coin: str, recs: Sequence[StoredEnvelope]) -> bytes:
-    """The body of ``GET /v1/signal/{coin}/history`` (`api.schemas.SignalHistory`): the stored
-    envelopes as emitted (freshness as of their bar close), oldest first."""
-    return b"".join(
-        (
-            b'{"coin":',
-            orjson.dumps(coin),
-            b',"data":[',
-            b",".join(rec.raw for rec in recs),
-            b'],"count":',
-            str(len(recs)).encode(),
-            b"}",
-        )
-    )
-
-
-def check_coin_name(name: str) -> None:
-    """Raise the 422 for a string that cannot be a Hyperliquid coin name."""
-    if not _COIN_RE.fullmatch(name):
-        msg = f"{name[:40]!r} is not a coin name (expected {COIN_PATTERN})"
-        raise ApiError(422, msg)
-
-
-def resolve(s: SignalStore, name: str) -> str:
-    """The served coin ``name`` designates: exact, else a unique case-insensitive match.
-
-    Raises `ApiError`: 422 not a coin name; 404 unknown or ambiguous (with the coins served).
-    """
-    check_coin_name(name)
-    coin = s.resolve(name)
-    if coin is None:
-        coins = s.coins()
-        ambiguous = [c for c in coins if c.lower() == name.lower()]
-        if ambiguous:
-            msg = f"coin {name!r} is ambiguous: {', '.join(ambiguous)} (names are case-sensitive)"
-            raise ApiError(404, msg, coins)
-        raise ApiError(404, f"unknown coin {name!r}", coins)
-    return coin
-
-
-def latest_record(s: SignalStore, name: str) -> tuple[str, StoredEnvelope]:
-    """The served coin ``name`` designates and its latest stored envelope.
-
-    Raises `ApiError`: as `resolve` (422, 404); 503 when the coin has no signal yet (with the
-    reason, `no_signal_reason`).
-    """
-    coin = resolve(s, name)
-    rec = s.record(coin)
-    if rec is None:
-        raise ApiError(503, no_signal_reason(s, coin))
-    return coin, rec
-
-
-def explain_signal(env: dict[str, Any], config: RegimeConfig | None = None) -> RegimeExplanation:
-    """Why a coin's regime is what it is, from its latest envelope as served (freshness judged
-    now): the body of ``GET /v1/signal/{coin}/explain`` and of the MCP tool ``explain_regime``.
-
-    The envelope is checked by `SignalEnvelope` first, then explained by
-    `operators.explain.explain_envelope` with ``config`` (default: the flow's thresholds).
-    """
-    doc = SignalEnvelope.model_validate(env).model_dump(mode="json")
-    return explain_envelope(doc, config)
-
-
-def no_signal_reason(s: SignalStore, coin: str) -> str:
-    """Why a tracked coin has no signal yet (the 503's detail)."""
-    if s.state is RunState.FAILED:
-        return f"the signal flow failed: {s.error}"
-    if s.state is RunState.STARTING:
-        return "the signal flow is starting"
-    if s.state in (RunState.FINISHED, RunState.STOPPED):
-        return f"the input ended before any bar of {coin} closed"
-    return f"no bar of {coin} has closed yet (first signal after the first bar plus lateness)"
 
 
 async def get_store(request: Request) -> SignalStore:
@@ -387,53 +242,6 @@ def create_app(
         log.error("unhandled error in the API", exc_info=ex)
         return JSONResponse({"detail": "internal error (logged)"}, status_code=500)
 
-    def stale_coins(s: SignalStore) -> tuple[list[str], int]:
-        """Coins whose latest signal is stale now, and how many coins have a signal."""
-        now = s.now_ms()
-        latest = s.records()
-        stale = [
-            c for c, rec in sorted(latest.items()) if rec.status_at(now) == FreshnessStatus.STALE
-        ]
-        return stale, len(latest)
-
-    def unhealthy(s: SignalStore) -> tuple[bool, bool, list[str]]:
-        """Whether ``/health`` is a 503; whether every coin is stale; the stale coins."""
-        stale, with_signal = stale_coins(s)
-        all_stale = with_signal > 0 and len(stale) == with_signal
-        return s.state is RunState.FAILED or all_stale, all_stale, stale
-
-    def judge_health(s: SignalStore) -> tuple[Health, bool]:
-        """The health document and whether it is a 503 (flow failed, or every coin stale)."""
-        flow_ok = s.state in (RunState.STARTING, RunState.RUNNING, RunState.FINISHED)
-        is_503, all_stale, stale = unhealthy(s)
-        failed = s.state is RunState.FAILED
-        reason = None
-        if failed:
-            reason = "the signal flow failed"
-        elif all_stale:
-            reason = "every coin's latest signal is stale"
-        elif s.error:
-            reason = "the source reported errors"
-        elif not flow_ok:
-            reason = f"the signal flow is {s.state}"
-        health = Health(
-            ok=flow_ok and not s.error and not all_stale,
-            status=str(s.state),
-            mode=s.mode,
-            error=s.error,
-            coins=s.coins(),
-            signals_emitted=s.signals_emitted,
-            source_clock_ms=s.now_ms(),
-            uptime_s=round(time.time() - s.started_wall_s, 3),
-            connections=(s.source_info() or {}).get("connections", []),
-            stale_coins=stale,
-            reason=reason,
-        )
-        return health, is_503
-
-    def health_of(s: SignalStore) -> Health:
-        return judge_health(s)[0]
-
     @app.get(
         "/health",
         response_model=Health,
@@ -451,41 +259,7 @@ def create_app(
     @app.get("/v1/state", response_model=State, tags=["service"])
     def state(s: StoreDep) -> State:
         """Flow status, source counters (frames by channel, skipped lines by reason), coins."""
-        latest = s.records()
-        now = s.now_ms()
-        coins = []
-        for coin in s.coins():
-            rec = latest.get(coin)
-            fresh = rec.status_at(now) if rec else None
-            coins.append(
-                CoinState(
-                    coin=coin,
-                    has_signal=rec is not None,
-                    timestamp_ms=rec.timestamp_ms if rec else None,
-                    regime=rec.label if rec else None,
-                    freshness=fresh,
-                    late_events=s.late_events.get(coin, 0),
-                )
-            )
-        info = s.source_info() or {
-            "kind": "none",
-            "files": [],
-            "lines_read": 0,
-            "frames_by_channel": {},
-            "control_frames": {},
-            "lines_skipped": {},
-            "duplicate_trades": 0,
-            "ignored_coin_events": 0,
-            "errors": [],
-            "finished": False,
-            "latest_event_ms": None,
-        }
-        return State(
-            health=health_of(s),
-            source=SourceState(**info),
-            coins=coins,
-            late_events=sum(s.late_events.values()),
-        )
+        return state_of(s)
 
     @app.get("/v1/signals", response_model=SignalList, tags=["signals"])
     def signals(s: StoreDep, view: ViewQuery = None, features: FeaturesQuery = None) -> Response:
@@ -657,15 +431,8 @@ def create_app(
 
 
 __all__ = [
-    "ApiError",
     "FromEnv",
     "SignalEnvelope",
     "create_app",
-    "envelope_json",
-    "explain_signal",
     "get_store",
-    "history_json",
-    "latest_record",
-    "list_json",
-    "refresh",
 ]

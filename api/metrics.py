@@ -231,7 +231,7 @@ class ServiceCollector(Collector):
 
     Args:
         store: the signal store.
-        refresh: re-judges freshness now (`api.app.refresh`).
+        refresh: re-judges freshness now (`api.signals.refresh`).
         streams: the push channel.
         access: requests turned away.
         healthy: whether ``/health`` would answer 200.

@@ -56,7 +56,7 @@ MAX_CHUNK_EVENTS: Final = 64
 """Queued events written to the socket in one chunk at most."""
 
 Refresh = Callable[[Envelope, int | None], Envelope]
-"""Re-judges an envelope's freshness as of a source-clock time (`api.app.refresh`)."""
+"""Re-judges an envelope's freshness as of a source-clock time (`api.signals.refresh`)."""
 
 Render = Callable[[StoredEnvelope, int | None], bytes]
 """A stored envelope's JSON with freshness judged as of a source-clock time."""

@@ -292,7 +292,7 @@ class StoredEnvelope:
     def freshness_at(self, now_ms: int | None) -> tuple[dict[str, Any], bool] | None:
         """The freshness block judged as of ``now_ms`` (the source clock) and whether a stream
         is stale; None when ``now_ms`` is None or the envelope carries no freshness to judge
-        (then it is served as stored). The same judgement as `api.app.refresh`."""
+        (then it is served as stored). The same judgement as `api.signals.refresh`."""
         if now_ms is None or self._meta is None:
             return None
         ts = self.timestamp_ms

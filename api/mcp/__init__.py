@@ -8,7 +8,7 @@ returning structured content):
 - ``get_history(coin, since_ms, limit)`` → `api.schemas.SignalHistory` (as
   ``GET /v1/signal/{coin}/history``; ``limit`` is capped at 1000 here, an agent's context is small);
 - ``explain_regime(coin)`` → `operators.explain.RegimeExplanation` (as
-  ``GET /v1/signal/{coin}/explain``, the same function: `api.app.explain_signal`): the rule
+  ``GET /v1/signal/{coin}/explain``, the same function: `api.signals.explain_signal`): the rule
   behind the regime, its inputs, thresholds and margin, in plain words.
 
 Resources: ``signal://hyperliquid/{coin}`` (template; the latest envelope as JSON), and one listed

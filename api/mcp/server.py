@@ -34,7 +34,6 @@ from mcp.types import (
 )
 from pydantic import AnyUrl, BaseModel, ValidationError
 
-from api.app import explain_signal
 from api.mcp.schemas import (
     COIN_RULE,
     EXPLAIN_REGIME_DOC,
@@ -58,6 +57,7 @@ from api.mcp.schemas import (
 from api.mcp.sources import SignalQueryError, SignalSource
 from api.metrics import mcp_tool_call
 from api.schemas import SignalEnvelope, SignalHistory, SignalList
+from api.signals import explain_signal
 from api.views import (
     CompactSignal,
     View,

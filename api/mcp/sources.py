@@ -23,8 +23,8 @@ from typing import Any, Protocol
 import anyio
 import orjson
 
-from api.app import ApiError, check_coin_name, history_json, latest_record, list_json
-from api.app import resolve as app_resolve
+from api.signals import ApiError, check_coin_name, history_json, latest_record, list_json
+from api.signals import resolve as app_resolve
 from connectors.store import RunState, SignalStore
 from operators.explain import utc_text
 

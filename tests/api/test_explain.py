@@ -16,8 +16,9 @@ from fastapi.testclient import TestClient
 from mcp.shared.memory import create_connected_server_and_client_session
 from mcp.types import CallToolResult, TextContent
 
-from api.app import create_app, refresh
+from api.app import create_app
 from api.mcp import RegimeExplanation, StoreSource, build_server, explain_envelope
+from api.signals import refresh
 from connectors.store import RunState, SignalStore
 
 PATH = "/v1/signal/{coin}/explain"

@@ -41,7 +41,7 @@ from mcp.shared.exceptions import McpError
 from mcp.types import CallToolResult, JSONRPCMessage, TextContent
 from pydantic import AnyUrl, BaseModel
 
-from api.app import create_app, refresh
+from api.app import create_app
 from api.mcp import (
     HISTORY_LIMIT_DEFAULT,
     HISTORY_LIMIT_MAX,
@@ -56,6 +56,7 @@ from api.mcp import (
 )
 from api.metrics import MCP_TOOL_CALLS
 from api.schemas import SignalEnvelope, SignalHistory, SignalList
+from api.signals import refresh
 from api.views import EDGE_SCORE_MEANING, CompactSignal, compact_envelope
 from connectors.store import RunState, SignalStore
 from flows.pipeline import Pipeline, build_pipeline, run_pipeline

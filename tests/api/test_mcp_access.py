@@ -26,7 +26,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.types import TextContent
 
-from api.app import create_app, refresh
+from api.app import create_app
 from api.mcp import (
     ApiSource,
     SignalQueryError,
@@ -35,6 +35,7 @@ from api.mcp import (
     mcp_http_app,
     transport_security_for,
 )
+from api.signals import refresh
 from api.views import compact_envelope
 from connectors.store import RunState, SignalStore
 from flows.settings import Settings

@@ -2,7 +2,7 @@
 
 - the bytes are exactly ``orjson.dumps(env)`` (so ``--signals-out`` and history are unchanged);
 - freshness spliced into the bytes at any source-clock time equals the old dict path
-  (`api.app.refresh` then ``orjson.dumps``), stale and actionable cases included;
+  (`api.signals.refresh` then ``orjson.dumps``), stale and actionable cases included;
 - history is bounded, superseded envelopes are compressed and still served as emitted;
 - the envelope is treated generically (extra fields flow through; odd ones are served as stored);
 - memory: bytes per stored envelope under a stated budget (tracemalloc, no timing).
@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from api.app import history_json, list_json, refresh
+from api.signals import history_json, list_json, refresh
 from connectors.store import RunState, SignalStore, StoredEnvelope
 from flows.pipeline import Pipeline, build_pipeline, run_pipeline
 from flows.settings import Settings
