@@ -1,6 +1,8 @@
 """The Parquet history (issue #13): columns, layout, atomic files, failures, and read-back.
 
-The column names and types come from `connectors.fields`; the
+A replay of the shipped sample written with ``tools.replay --out --parquet`` must read back from
+the Parquet files — with pyarrow, DuckDB and pandas, as they are — equal to the NDJSON envelopes,
+row for row and value for value. The column names and types come from `connectors.fields`; the
 replay's envelopes and the committed JSON Schema are checked against them, so neither can drift
 from the other silently. Nothing here waits on a fixed sleep: timed flushes run on a fake clock,
 and the one real timer is waited on with a generous bound.
@@ -15,7 +17,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from typing import Any
 import bytewax.operators as op
 import duckdb
 import orjson
+import pandas as pd
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from bytewax.dataflow import Dataflow
@@ -43,6 +47,8 @@ from connectors.fields import (
     STRINGS,
 )
 from connectors.parquet import (
+    FILE_COLUMNS,
+    FILE_SCHEMA,
     FieldError,
     ParquetSink,
     ParquetWriter,
@@ -52,9 +58,12 @@ from connectors.parquet import (
     partition_dir,
     unflatten,
 )
-from flows.settings import Settings
+from flows.history import parquet_sink
+from flows.settings import Settings, SettingsError
+from flows.startup import StartupError
 from operators import features as operator_features
 from tests.conftest import REPO, SAMPLE
+from tools.replay import main as replay_main
 from tools.replay import replay
 
 Env = dict[str, Any]
@@ -66,6 +75,18 @@ WAIT_S = 30.0
 
 
 # -- fixtures and helpers ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[bytes], Path]:
+    """``tools.replay SAMPLE --out F --parquet DIR``: the NDJSON lines and the Parquet dir."""
+    tmp = tmp_path_factory.mktemp("replay")
+    out, root = tmp / "signals.ndjson", tmp / "history"
+    rc = replay_main(
+        [str(SAMPLE), "--out", str(out), "--parquet", str(root), "--log-level", "ERROR"]
+    )
+    assert rc == 0
+    return out.read_bytes().splitlines(), root
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +252,69 @@ def test_flatten_refuses_a_wrong_type_and_reports_an_unknown_field() -> None:
     unknown: list[str] = []
     assert "regime_label" in flatten(env, unknown)
     assert unknown == ["regime_new_field"]
+
+
+# -- a replay's Parquet reads back equal to its NDJSON -------------------------------------------
+
+
+def test_replay_parquet_reads_back_byte_equal_with_pyarrow(
+    replayed: tuple[list[bytes], Path],
+) -> None:
+    lines, root = replayed
+    rows = read_rows(root)
+    assert len(rows) == len(lines) > 1000
+    for line, row in zip(lines, rows, strict=True):
+        assert row["date"] == utc_date(row["timestamp_ms"])
+        assert orjson.dumps(unflatten(row)) == line  # every field, value and key order
+    # plain hive discovery, no schema given, reads the same rows
+    plain = ds.dataset(str(root), format="parquet", partitioning="hive").to_table()
+    assert plain.num_rows == len(lines)
+    assert set(plain.column_names) == set(FILE_COLUMNS) | {"date", "coin"}
+
+
+def test_replay_parquet_reads_back_equal_with_duckdb(replayed: tuple[list[bytes], Path]) -> None:
+    lines, root = replayed
+    rows = duckdb_rows(root)
+    assert len(rows) == len(lines)
+    for line, row in zip(lines, rows, strict=True):
+        env = orjson.loads(line)
+        assert str(row["date"]) == utc_date(env["timestamp_ms"])
+        assert non_null(row, ("date",)) == flatten(env)
+
+
+def test_replay_parquet_reads_with_pandas(replayed: tuple[list[bytes], Path]) -> None:
+    lines, root = replayed
+    frame = pd.read_parquet(root).sort_values(["timestamp_ms", "coin"], kind="stable")
+    envs = [orjson.loads(line) for line in lines]
+    assert len(frame) == len(envs)
+    assert set(frame.columns) == set(FILE_COLUMNS) | {"date", "coin"}
+    assert frame["timestamp_ms"].tolist() == [e["timestamp_ms"] for e in envs]
+    assert frame["coin"].astype(str).tolist() == [e["coin"] for e in envs]
+    mids = [e["features"]["mid_px"] for e in envs]
+    assert [None if pd.isna(v) else v for v in frame["features_mid_px"]] == mids
+    assert [list(v) for v in frame["edge_explain"]] == [e["edge"]["explain"] for e in envs]
+
+
+def test_replay_layout(replayed: tuple[list[bytes], Path]) -> None:
+    _, root = replayed
+    files = parquet_files(root)
+    assert files
+    assert leftovers(root) == []  # no temporary file left behind
+    runs = set()
+    for f in files:
+        rel = f.relative_to(root).parts
+        assert len(rel) == 3, rel
+        assert re.fullmatch(r"date=\d{4}-\d{2}-\d{2}", rel[0]), rel
+        assert rel[1] in {"coin=BTC", "coin=ETH", "coin=SOL"}, rel
+        m = PART_NAME.fullmatch(rel[2])
+        assert m is not None, rel
+        assert m["worker"] == "0"
+        runs.add(m["run"])
+        schema = pq.read_schema(f)
+        assert "coin" not in schema.names
+        assert "date" not in schema.names
+        assert schema.remove_metadata().equals(FILE_SCHEMA)
+    assert len(runs) == 1  # one run id per replay
 
 
 def test_each_replay_has_its_own_run_id(tmp_path: Path) -> None:
@@ -532,3 +616,76 @@ def test_in_a_flow_the_sink_writes_every_item(tmp_path: Path) -> None:
     assert sink.stats()["rows_written"] == 15
     got = [unflatten(r) for r in read_rows(tmp_path)]
     assert sorted(got, key=lambda e: (e["coin"], e["timestamp_ms"])) == [e for _, e in items]
+
+
+# -- the setting --------------------------------------------------------------------------------
+
+
+def test_the_parquet_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HLSL_PARQUET", raising=False)
+    assert parquet_sink(Settings.load({})) is None
+    sink = parquet_sink(Settings.load({"parquet": str(tmp_path / "new" / "dir")}), "run1")
+    assert isinstance(sink, ParquetSink)
+    assert (sink.root, sink.run_id) == (tmp_path / "new" / "dir", "run1")
+    assert (tmp_path / "new" / "dir").is_dir()
+    assert os.listdir(tmp_path / "new" / "dir") == []  # the probe file is gone
+    monkeypatch.setenv("HLSL_PARQUET", str(tmp_path))
+    sink = parquet_sink(Settings.load({}))
+    assert sink is not None
+    assert re.fullmatch(r"\d{8}T\d{9}Z[0-9a-f]{6}", sink.run_id)
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        (lambda p: p / "a-file", "--parquet (HLSL_PARQUET) = {}: is a file; give a directory"),
+        (lambda p: p / "a-file" / "x", "--parquet (HLSL_PARQUET) = {}: cannot write there (Not a"),
+    ],
+)
+def test_an_unwritable_parquet_dir_is_a_start_up_error(
+    tmp_path: Path, where: Callable[[Path], Path], message: str
+) -> None:
+    (tmp_path / "a-file").write_text("x")
+    bad = where(tmp_path)
+    with pytest.raises(StartupError) as info:
+        parquet_sink(Settings.load({"parquet": str(bad)}))
+    assert str(info.value).startswith(message.format(bad))
+    assert "\n" not in str(info.value)
+
+
+def test_a_blank_parquet_setting_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HLSL_PARQUET", " ")
+    with pytest.raises(SettingsError) as info:
+        Settings.load({})
+    assert str(info.value) == "HLSL_PARQUET = ' ': must be a directory path (created when missing)"
+    monkeypatch.delenv("HLSL_PARQUET")
+    with pytest.raises(SettingsError) as info:
+        Settings.load({"parquet": ""})
+    assert (
+        str(info.value)
+        == "--parquet (HLSL_PARQUET) = '': must be a directory path (created when missing)"
+    )
+
+
+def test_a_replay_whose_parquet_cannot_be_written_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The directory passed the start-up check but the disk is full: every envelope is counted,
+    the NDJSON is still written, and the run says so in one line and exits 1."""
+
+    def write_table(table: Any, where: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(parquet_mod.pq, "write_table", write_table)
+    out, root = tmp_path / "signals.ndjson", tmp_path / "history"
+    argv = [str(SAMPLE), "--out", str(out), "--parquet", str(root), "--log-level", "CRITICAL"]
+    assert replay_main(argv) == 1
+    n = len(out.read_bytes().splitlines())
+    err = capsys.readouterr().err
+    assert (
+        f"error: --parquet (HLSL_PARQUET) = {root}: {n} of {n} envelopes not written "
+        "(OSError: [Errno 28] No space left on device)"
+    ) in err
+    assert f'"rows_dropped": {n}' in err
+    assert parquet_files(root) == []
+    assert leftovers(root) == []
