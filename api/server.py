@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 from api.runtime import serve
-from flows.settings import Settings, SettingsError, add_validation_flags
+from flows.settings import Settings, SettingsError, add_history_flags, add_validation_flags
 from flows.startup import fail
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     ap.add_argument("--edge-size-usd", help="size slippage is measured for (10000)")
     ap.add_argument("--calibration", help="edge calibration table (HLSL_CALIBRATION; none: off)")
     add_validation_flags(ap)
+    add_history_flags(ap)
     ap.add_argument("--record-flush-s", help="recording flush period (1)")
     ap.add_argument("--max-body-bytes", help="largest request body (1048576)")
     ap.add_argument(

@@ -26,11 +26,13 @@ from connectors.errors import FrameError
 from connectors.events import Event
 from connectors.files import NdjsonSource, ReplayStats
 from connectors.live import HyperliquidSource, LiveConfig, Recorder
+from connectors.parquet import ParquetSink
 from connectors.parse import FrameParser
 from connectors.rest import resolve_coins
 from connectors.sinks import StoreSink
 from connectors.store import RunState, SignalStore
 from connectors.validate import ValidationConfig
+from flows.history import parquet_sink
 from flows.outcome import replay_coins, replay_info, replay_problems
 from flows.settings import Settings
 from flows.startup import check_output_path, fetch_perps
@@ -54,6 +56,8 @@ class Pipeline:
     source: Source[Event] | None = None
     problems: list[str] = field(default_factory=list)
     """Why a finished replay gave nothing useful (no frames, no signals, an absent coin)."""
+    history: ParquetSink | None = None
+    """The Parquet history sink (``--parquet``), if any: its counters say what was written."""
 
 
 class _EndPartition(StatelessSinkPartition[tuple[str, Envelope]]):
@@ -151,6 +155,7 @@ def build_pipeline(
         source = NdjsonSource(
             paths, stats, speed=settings.speed, stop=stop, batch_size=settings.batch_size
         )
+    history = parquet_sink(settings)  # the directory is checked here, before any work
     store_sink = StoreSink(store, collected, on_build, log_path=settings.signals_out)
     sink: Sink[tuple[str, Envelope]] = (
         store_sink if on_end is None else EndNotifyingSink(store_sink, on_end)
@@ -163,8 +168,9 @@ def build_pipeline(
         live=live,
         config=signal_config(settings),
         on_late=lambda coin, _e: store.count_late(coin),
+        history=history,
     )
-    return Pipeline(settings, store, stats, stop, flow, collected, source=source)
+    return Pipeline(settings, store, stats, stop, flow, collected, source=source, history=history)
 
 
 def validation_config(settings: Settings) -> ValidationConfig:

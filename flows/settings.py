@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     stall_timeout_s: float = Field(30.0, gt=0, description="silence after which a socket is dead")
     record: str | None = Field(None, description="write every consumed input here (capture)")
     signals_out: str | None = Field(None, description="append every envelope here (NDJSON)")
+    parquet: str | None = Field(
+        None,
+        description="also write every envelope as Parquet under this directory "
+        "(date=YYYY-MM-DD/coin=COIN/part-*.parquet)",
+    )
     taker_fee_bps: float = Field(4.5, ge=0, le=1000, description="taker fee in the edge's costs")
     edge_size_usd: float = Field(10_000.0, gt=0, description="size the slippage is measured for")
     api_token: str | None = Field(
@@ -215,6 +220,14 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return value
 
+    @field_validator("parquet")
+    @classmethod
+    def _valid_parquet(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "\0" in value):
+            msg = "must be a directory path (created when missing)"
+            raise ValueError(msg)
+        return value
+
     @field_validator("coins")
     @classmethod
     def _valid_coins(cls, value: list[str]) -> list[str]:
@@ -247,6 +260,20 @@ def add_validation_flags(ap: argparse.ArgumentParser) -> None:
         help="accept hlsl.* control frames inside raw (older captures)",
     )
     ap.add_argument("--max-json-depth", help="deepest JSON nesting accepted (64)")
+
+
+HISTORY_FLAGS: Final = ("parquet",)
+"""The settings of the research history outputs, flags of every program that writes envelopes."""
+
+
+def add_history_flags(ap: argparse.ArgumentParser) -> None:
+    """Add the `HISTORY_FLAGS` to a command line (values checked by `Settings.load`)."""
+    ap.add_argument(
+        "--parquet",
+        metavar="DIR",
+        help="also write every envelope as Parquet under DIR, hive-partitioned by UTC date and "
+        "coin (HLSL_PARQUET)",
+    )
 
 
 def env_name(field: str) -> str:

@@ -1,6 +1,7 @@
 """Start-up checks shared by every entry point: fail before any work, in one line, exit 2.
 
 - `check_output_path`: an output file (``--signals-out``, ``--record``, ``--out``) can be written.
+- `check_output_dir`: an output directory (``--parquet``) can be written.
 - `bind_listener`: the API's port is bound before anything is announced.
 - `fetch_perps`: the exchange's ``meta``, retried with backoff while the exchange is unreachable.
 - `fail`: log ``cannot start: …`` and exit 2; `start_message`: the one line an exception gives.
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 import urllib.error
@@ -70,6 +73,34 @@ def check_output_path(path: str | Path, what: str, *, make_parents: bool = True)
             pass
         if not existed:
             p.unlink()
+    except OSError as ex:
+        reason = ex.strerror or str(ex)
+        msg = f"{what} = {p}: cannot write there ({reason})"
+        raise StartupError(msg) from None
+
+
+def check_output_dir(path: str | Path, what: str) -> None:
+    """Fail now, not after the work, if files cannot be created in the directory ``path``.
+
+    The directory is created when missing (as the writer does), and a probe file is created in
+    it and removed again.
+
+    Args:
+        path: the output directory.
+        what: the flag or variable that named it (``--parquet (HLSL_PARQUET)``).
+
+    Raises:
+        StartupError: a file, or a place where the directory cannot be made or written (one line).
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        msg = f"{what} = {p}: is a file; give a directory"
+        raise StartupError(msg)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=p)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as ex:
         reason = ex.strerror or str(ex)
         msg = f"{what} = {p}: cannot write there ({reason})"

@@ -58,8 +58,13 @@ def build_flow(
     live: bool = False,
     config: steps.SignalConfig | None = None,
     on_late: Callable[[str, Event], None] | None = None,
+    history: Sink[tuple[str, Envelope]] | None = None,
 ) -> Dataflow:
-    """Wire the signal dataflow from any event source to any envelope sink."""
+    """Wire the signal dataflow from any event source to any envelope sink.
+
+    ``history`` (e.g. the Parquet sink, `flows.history`) gets every envelope too, in a step of its
+    own (``write_history``) beside ``write_store``.
+    """
     cfg = config if config is not None else steps.SignalConfig()
     producer = Producer(code_version(), bar_ms, lateness_ms)
     flow = Dataflow("hyperliquid_signal")
@@ -77,4 +82,6 @@ def build_flow(
     scored = steps.score("score_edge", regimes, cfg.edge, cfg.calibration)
     envelopes = steps.envelope("build_envelope", scored, producer)
     op.output("write_store", envelopes, sink)
+    if history is not None:
+        op.output("write_history", envelopes, history)
     return flow

@@ -1,23 +1,27 @@
 """Replay captures through the signal flow as fast as possible and write every envelope.
 
-    python -m tools.replay data/sample.ndjson.gz --out signals.ndjson
+    python -m tools.replay data/sample.ndjson.gz --out signals.ndjson [--parquet DIR]
 
 Output: one JSON envelope per line, ordered by (timestamp_ms, coin), so two runs on the same input
-are byte-identical. A path may be a directory: every capture in it is replayed (sorted by name).
-A summary goes to stderr: frames read, lines skipped by reason, late events, signals emitted and
-frames per second.
+are byte-identical. ``--parquet DIR`` (also, or instead) writes them as Parquet history under DIR
+(`connectors.parquet`: ``date=…/coin=…/part-<run>-0-<n>.parquet``, a new run id per run, the
+same rows in the same order). A path may be a directory: every capture in it is replayed (sorted
+by name). A summary goes to stderr: frames read, lines skipped by reason, late events, signals
+emitted, frames per second and the Parquet files written.
 
 Exit status: 0 when signals were produced; 1 if a capture was truncated or corrupt (every good
-line before the damage is still replayed and written); 2 when it cannot start (a setting, a
-missing capture, an ``--out`` that cannot be written: one line, before any work) or when the
-replay produced nothing useful (no data frame accepted, no signal, or a requested coin absent
-from the captures: one line each, after the summary).
+line before the damage is still replayed and written) or envelopes could not be written to
+``--parquet``; 2 when it cannot start (a setting, a missing capture, an ``--out`` or ``--parquet``
+that cannot be written: one line, before any work) or when the replay produced nothing useful (no
+data frame accepted, no signal, or a requested coin absent from the captures: one line each,
+after the summary).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -25,15 +29,20 @@ from typing import Any
 
 import orjson
 
+from connectors.parquet import ParquetWriter, new_run_id
 from flows.pipeline import Pipeline, build_pipeline, run_pipeline, tune_gc
 from flows.settings import (
+    HISTORY_FLAGS,
     LOG_LEVELS,
     VALIDATION_FLAGS,
     Settings,
     SettingsError,
+    add_history_flags,
     add_validation_flags,
 )
-from flows.startup import check_output_path, start_message
+from flows.startup import check_output_dir, check_output_path, start_message
+
+PARQUET_FLAG = "--parquet (HLSL_PARQUET)"
 
 
 def sorted_envelopes(pipeline: Pipeline) -> list[dict[str, Any]]:
@@ -49,6 +58,17 @@ def write_ndjson(envelopes: list[dict[str, Any]], out: Path) -> None:
         for env in envelopes:
             fh.write(orjson.dumps(env))
             fh.write(b"\n")
+
+
+def write_parquet(envelopes: list[dict[str, Any]], root: str | Path) -> dict[str, Any]:
+    """Write envelopes as Parquet history under ``root`` with a new run id (files split by
+    rows only, so a replay's layout does not depend on how fast it ran); returns the writer's
+    counters and the run id."""
+    writer = ParquetWriter(root, new_run_id(), flush_s=math.inf)
+    for env in envelopes:
+        writer.write(env)
+    writer.close()
+    return {"dir": str(root), "run_id": writer.run_id, **writer.stats()}
 
 
 def summary(pipeline: Pipeline, elapsed_s: float, n_signals: int) -> dict[str, Any]:
@@ -73,7 +93,7 @@ def summary(pipeline: Pipeline, elapsed_s: float, n_signals: int) -> dict[str, A
 
 def replay(settings: Settings) -> tuple[Pipeline, list[dict[str, Any]], float]:
     """Run the flow over ``settings.replay`` to the end; returns pipeline, envelopes, seconds."""
-    return run_replay(build_pipeline(settings, collect=True))
+    return run_replay(build_pipeline(settings.model_copy(update={"parquet": None}), collect=True))
 
 
 def run_replay(pipeline: Pipeline) -> tuple[Pipeline, list[dict[str, Any]], float]:
@@ -94,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         help="capture files (.ndjson, .gz, .lz4, .txt), or directories of captures",
     )
     ap.add_argument("--out", type=Path, help="write envelopes here (NDJSON)")
+    add_history_flags(ap)
     ap.add_argument("--coins", help="comma-separated coins to keep (default: all)")
     # Values are checked by `Settings.load` (one line naming the flag, value and what is allowed).
     ap.add_argument("--bar-ms", help="bar length in ms (default 1000)")
@@ -115,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "bar_ms",
         "lateness_ms",
         *VALIDATION_FLAGS,
+        *HISTORY_FLAGS,
     ):
         if getattr(ns, key) is not None:
             overrides[key] = getattr(ns, key)
@@ -122,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.load(overrides, {"replay": "PATHS"})
         if ns.out is not None:
             check_output_path(ns.out, "--out")
-        pipeline = build_pipeline(settings, collect=True)
+        if settings.parquet is not None:
+            check_output_dir(settings.parquet, PARQUET_FLAG)
+        pipeline = build_pipeline(settings.model_copy(update={"parquet": None}), collect=True)
     except SettingsError as ex:
         print(f"cannot start: {ex}", file=sys.stderr)
         return 2
@@ -134,12 +158,22 @@ def main(argv: list[str] | None = None) -> int:
     if ns.out is not None:
         write_ndjson(envelopes, ns.out)
     s = summary(pipeline, elapsed, len(envelopes))
+    lost = 0
+    if settings.parquet is not None:
+        s["parquet"] = pq = write_parquet(envelopes, settings.parquet)
+        lost = pq["rows_dropped"] + pq["rows_rejected"]
     print(orjson.dumps(s, option=orjson.OPT_INDENT_2).decode(), file=sys.stderr)
     for err in s["errors"]:
         print(f"error: {err}", file=sys.stderr)
+    if lost:
+        print(
+            f"error: {PARQUET_FLAG} = {settings.parquet}: {lost} of {len(envelopes)} envelopes "
+            f"not written ({s['parquet']['last_error']})",
+            file=sys.stderr,
+        )
     for problem in pipeline.problems:
         print(f"error: {problem}", file=sys.stderr)
-    if s["errors"]:  # a corrupt capture is the more specific failure: it wins over "nothing"
+    if s["errors"] or lost:  # a corrupt capture or a lost output wins over "nothing"
         return 1
     return 2 if pipeline.problems else 0
 

@@ -393,7 +393,7 @@ def test_a_slow_client_is_dropped_while_others_get_everything(
             # Keep the fast client within its queue (8) whatever the machine's load: the test is
             # about the slow one falling behind, not about how fast this thread outruns the loop.
             with progress:
-                progress.wait_for(lambda: fast_seen[0] >= i - 4, timeout=10)
+                progress.wait_for(lambda i=i: fast_seen[0] >= i - 4, timeout=10)
             t0 = time.perf_counter()
             store.put_many([envs[i % len(envs)], envs[(i + 1) % len(envs)]])
             put_s.append(time.perf_counter() - t0)

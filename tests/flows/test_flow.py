@@ -23,7 +23,7 @@ from connectors.parse import decode_line, peek_time_ms
 from connectors.store import RunState
 from flows.pipeline import build_pipeline, run_pipeline
 from flows.settings import Settings
-from tests.conftest import LIVE_CAPTURE, REPO, real_file
+from tests.conftest import LIVE_CAPTURE, REPO, SAMPLE, real_file
 
 TIMEOUT_S = 60
 
@@ -280,7 +280,6 @@ def test_calibration_setting_names_the_table_or_turns_it_off(tmp_path: Path) -> 
     file is a start-up error, not a silently uncalibrated service."""
     from flows.pipeline import build_pipeline, run_pipeline
     from flows.settings import Settings
-    from tests.conftest import SAMPLE
 
     p = build_pipeline(Settings(replay=[str(SAMPLE)], api=False, calibration="none"), collect=True)
     run_pipeline(p)
@@ -292,3 +291,21 @@ def test_calibration_setting_names_the_table_or_turns_it_off(tmp_path: Path) -> 
         build_pipeline(
             Settings(replay=[str(SAMPLE)], api=False, calibration=str(tmp_path / "nope.json"))
         )
+
+
+def test_the_flow_writes_parquet_history_beside_the_store(tmp_path: Path) -> None:
+    """``--parquet`` on the server's flow: every envelope the store got is in the Parquet
+    history (the replay tool's own writer is tested in tests/connectors/test_parquet.py)."""
+    from connectors.parquet import dataset, unflatten
+
+    out = tmp_path / "history"
+    p = build_pipeline(Settings(replay=[str(SAMPLE)], api=False, parquet=str(out)), collect=True)
+    run_pipeline(p)
+    assert p.store.state is RunState.FINISHED, p.store.error
+    assert p.history is not None
+    rows = dataset(out).to_table().to_pylist()
+    assert len(rows) == p.store.signals_emitted > 0
+    got = sorted(orjson.dumps(unflatten(r)) for r in rows)
+    want = sorted(orjson.dumps(env) for _coin, env in p.collected or [])
+    assert got == want
+    assert not list(out.rglob("*.tmp"))

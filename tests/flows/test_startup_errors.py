@@ -402,6 +402,17 @@ def test_replay_checks_out_before_any_work(tmp_path: Path) -> None:
     assert_cannot_start(proc, "cannot start: --out", "is a directory")
 
 
+def test_replay_checks_parquet_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    bad = tmp_path / "a-file" / "history"
+    proc = run(["-m", "tools.replay", str(SAMPLE), "--parquet", str(bad)])
+    assert_cannot_start(proc, f"cannot start: --parquet (HLSL_PARQUET) = {bad}", "cannot write")
+    proc = run(["-m", "tools.replay", str(SAMPLE), "--parquet", str(tmp_path / "a-file")])
+    assert_cannot_start(proc, "cannot start: --parquet (HLSL_PARQUET)", "is a file")
+    proc = run(["-m", "tools.replay", str(SAMPLE)], clean_env(HLSL_PARQUET=str(bad)))
+    assert_cannot_start(proc, "cannot start: --parquet (HLSL_PARQUET)", "cannot write")
+
+
 def test_replay_bad_flag_value() -> None:
     proc = run(["-m", "tools.replay", str(SAMPLE), "--bar-ms", "5"])
     assert_cannot_start(proc, "cannot start: --bar-ms (HLSL_BAR_MS) = 5: must be >= 10")
