@@ -1,8 +1,4 @@
-"""Rolling market-structure features per coin, updated once per closed bar.
-
-`FeatureState.update(bar)` turns each closed `Bar` into a `FeatureVector`: named values with units
-in their names, plus the reason for every value that could not be computed (never a silent 0).
-Formulas, units, windows and source streams are in DESIGN.md §4 (Features); keep the two in step.
+"""`FeatureState`: the rolling per-coin state that turns each closed bar into a `FeatureVector`.
 
 Windows count *observations* (bars that carried a price), not wall time, so the same rules work on
 1-second bars of a live book and on 5-minute candles; the time the window spans is reported as
@@ -10,8 +6,9 @@ Windows count *observations* (bars that carried a price), not wall time, so the 
 Everything is O(1) (or O(log n) for medians) per bar: running sums re-summed exactly once per
 window of removals, bisect-sorted FIFOs, no numpy and no copies of windows.
 
-To add a feature: compute it in `FeatureState.update`, add its name to `FEATURE_NAMES` (and to the
-API's `Features` model and DESIGN.md); a missing value goes into ``missing`` with a reason code.
+To add a feature: compute it in `FeatureState.update`, add its name to `vector.FEATURE_NAMES` (and
+to the API's `Features` model and DESIGN.md); a missing value goes into ``missing`` with a reason
+code.
 """
 
 from __future__ import annotations
@@ -23,16 +20,9 @@ from typing import Any, Final
 
 from connectors.events import BookSnapshot, Stream
 from operators.bars import Bar
-from operators.failures import (
-    FINITE,
-    NON_NEGATIVE,
-    POSITIVE,
-    SIGNED_UNIT,
-    UNIT,
-    Bound,
-    Degraded,
-    compile_checker,
-)
+from operators.failures import Degraded
+from operators.features.config import FeatureConfig
+from operators.features.vector import FEATURE_NAMES, STEP_ERROR_REASON, FeatureVector
 from operators.freshness import StreamClock
 from operators.microstructure import MicroPrice, Vpin, ofi_step
 from operators.rolling import RollingMedian, RollingMoments, RollingPair, RollingSum
@@ -48,112 +38,6 @@ _CANDLE: Final = Stream.CANDLE
 MS_PER_YEAR: Final = 365.25 * 24 * 3600 * 1000
 LN2_4: Final = 4.0 * math.log(2.0)
 GK_C: Final = 2.0 * math.log(2.0) - 1.0
-
-FEATURE_NAMES: Final[tuple[str, ...]] = (
-    # book
-    "mid_px",
-    "spread_bps",
-    "weighted_mid_px",
-    "microprice_px",
-    "microprice_offset_bps",
-    "tob_imbalance",
-    "depth_band_bps",
-    "depth_bid_usd",
-    "depth_ask_usd",
-    "depth_imbalance",
-    "book_levels",
-    # flow
-    "ofi",
-    "ofi_norm",
-    "ofi_zscore",
-    "trade_count",
-    "buy_volume",
-    "sell_volume",
-    "vwap_px",
-    "trade_flow_imbalance",
-    "trade_flow_imbalance_bar",
-    "signed_notional_usd",
-    "trade_rate_per_s",
-    "trade_rate_burst",
-    "vpin",
-    # volatility and trend
-    "realized_vol_bps",
-    "realized_vol_ann",
-    "vol_expansion_ratio",
-    "parkinson_vol_ann",
-    "garman_klass_vol_ann",
-    "momentum_bps",
-    "momentum_z",
-    "efficiency_ratio",
-    "variance_ratio",
-    "price_zscore",
-    # relative to the coin's own history
-    "spread_ratio",
-    "depth_ratio",
-    "volume_ratio",
-    # perp context
-    "funding_rate_1h",
-    "premium_bps",
-    "mark_oracle_bps",
-    "open_interest",
-    "oi_change_pct",
-    "mark_px",
-    "oracle_px",
-)
-
-FEATURE_BOUNDS: Final[dict[str, Bound]] = dict.fromkeys(FEATURE_NAMES, FINITE) | {
-    # prices
-    "mid_px": POSITIVE,
-    "weighted_mid_px": POSITIVE,
-    "microprice_px": POSITIVE,
-    "vwap_px": POSITIVE,
-    "mark_px": POSITIVE,
-    "oracle_px": POSITIVE,
-    # book
-    "spread_bps": NON_NEGATIVE,
-    "tob_imbalance": SIGNED_UNIT,
-    "depth_band_bps": POSITIVE,
-    "depth_bid_usd": NON_NEGATIVE,
-    "depth_ask_usd": NON_NEGATIVE,
-    "depth_imbalance": SIGNED_UNIT,
-    "book_levels": NON_NEGATIVE,
-    # flow
-    "trade_count": NON_NEGATIVE,
-    "buy_volume": NON_NEGATIVE,
-    "sell_volume": NON_NEGATIVE,
-    "trade_flow_imbalance": SIGNED_UNIT,
-    "trade_flow_imbalance_bar": SIGNED_UNIT,
-    "trade_rate_per_s": NON_NEGATIVE,
-    "trade_rate_burst": NON_NEGATIVE,
-    "vpin": UNIT,
-    # volatility and trend
-    "realized_vol_bps": NON_NEGATIVE,
-    "realized_vol_ann": NON_NEGATIVE,
-    "vol_expansion_ratio": NON_NEGATIVE,
-    "parkinson_vol_ann": NON_NEGATIVE,
-    "garman_klass_vol_ann": NON_NEGATIVE,
-    "efficiency_ratio": UNIT,
-    "variance_ratio": NON_NEGATIVE,
-    # relative to the coin's own history
-    "spread_ratio": NON_NEGATIVE,
-    "depth_ratio": NON_NEGATIVE,
-    "volume_ratio": NON_NEGATIVE,
-    # perp context
-    "open_interest": NON_NEGATIVE,
-    "oi_change_pct": Bound(-100.0),
-}
-"""Each feature's documented range (every value is also finite); the API schema carries them."""
-
-STEP_ERROR_REASON: Final = "step_error"
-"""``features_missing`` reason of every feature of a bar whose computation failed."""
-
-check_features: Final = compile_checker(
-    "check_features",
-    [(f"features.{n}", f"x[{n!r}]", FEATURE_BOUNDS[n]) for n in FEATURE_NAMES],
-    {},
-)
-"""``check_features(values)``: raise `RangeError` for the first value that is not finite or is
-outside its range (`FEATURE_BOUNDS`); None values are not checked."""
 
 
 _QUOTE_NAMES: Final = (
@@ -211,75 +95,6 @@ _WINDOW_FLOW_NAMES: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class FeatureConfig:
-    """Feature windows and bands.
-
-    Attributes:
-        window_obs: rolling window W, in price observations (bars with a price): volatility,
-            variance ratio, price z-score.
-        trend_obs: trend window R for the direction and flow features (momentum, efficiency
-            ratio, flow imbalances, trade rate, OFI, open-interest change); 0: ``W // 2``, and
-            never below ``short_obs``.
-        short_obs: short window S (volatility expansion, trade-rate burst, first baselines).
-        long_obs: long (baseline) window L for volatility, spread, depth, volume, OFI and trade
-            rate baselines.
-        warmup_obs: observations needed before signals count as warmed up.
-        depth_band_bps: half-width B of the band around mid for depth features, in bps.
-        vr_q: horizon q of the variance ratio, in observations (capped at W/3, at least 2).
-        micro_buckets: imbalance states of the micro-price estimator.
-        micro_memory: forgetting of the micro-price estimator, in mid changes.
-        micro_min_obs: (effective) observations a state needs before its adjustment is used.
-        vpin_buckets: volume buckets VPIN averages over.
-        vpin_min_buckets: completed buckets before VPIN is reported.
-        vpin_bucket_obs: a bucket holds the coin's mean volume of this many bars.
-    """
-
-    window_obs: int = 60
-    trend_obs: int = 0
-    short_obs: int = 10
-    long_obs: int = 600
-    warmup_obs: int = 30
-    depth_band_bps: float = 10.0
-    vr_q: int = 5
-    micro_buckets: int = 10
-    micro_memory: float = 5000.0
-    micro_min_obs: float = 20.0
-    vpin_buckets: int = 50
-    vpin_min_buckets: int = 10
-    vpin_bucket_obs: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not 2 <= self.short_obs < self.window_obs <= self.long_obs:
-            msg = (
-                "need 2 <= short_obs < window_obs <= long_obs, got "
-                f"{self.short_obs}, {self.window_obs}, {self.long_obs}"
-            )
-            raise ValueError(msg)
-        if self.warmup_obs < 2 or self.depth_band_bps <= 0:
-            msg = "warmup_obs must be >= 2 and depth_band_bps > 0"
-            raise ValueError(msg)
-        if self.trend_obs < 0 or self.trend_obs > self.window_obs:
-            msg = f"trend_obs must be in 0..window_obs, got {self.trend_obs}"
-            raise ValueError(msg)
-        if self.vr_q < 2 or self.micro_buckets < 2 or self.vpin_buckets < 1:
-            msg = "need vr_q >= 2, micro_buckets >= 2 and vpin_buckets >= 1"
-            raise ValueError(msg)
-        if self.vpin_bucket_obs <= 0 or self.micro_memory < 1 or self.micro_min_obs <= 0:
-            msg = "need vpin_bucket_obs > 0, micro_memory >= 1 and micro_min_obs > 0"
-            raise ValueError(msg)
-
-    @property
-    def r(self) -> int:
-        """The trend window actually used (``trend_obs``, else ``W // 2``; at least S)."""
-        return max(self.short_obs, self.trend_obs or self.window_obs // 2)
-
-    @property
-    def q(self) -> int:
-        """The variance-ratio horizon actually used: ``min(vr_q, W // 3)``, at least 2."""
-        return max(2, min(self.vr_q, self.window_obs // 3))
-
-
 def price_decimals(x: float) -> int:
     """Decimals of a wire price as its shortest repr shows them (``109741.0`` → 0, ``0.004411``
     → 6, ``1e-07`` → 7), at most `MAX_PX_DECIMALS`."""
@@ -293,52 +108,6 @@ def price_decimals(x: float) -> int:
 
 
 MAX_PX_DECIMALS: Final = 12
-
-
-@dataclass(slots=True)
-class FeatureVector:
-    """Features of one coin as of one bar close (exchange time)."""
-
-    coin: str
-    open_ms: int
-    close_ms: int
-    values: dict[str, float | None]
-    missing: dict[str, str]
-    observations: int
-    window_span_ms: int | None
-    price_source: str | None
-    streams: dict[Stream, StreamClock]
-    """A copy of the coin's stream clocks as of this bar (safe to keep)."""
-    candle_interval_ms: int | None
-    event_count: int
-    warmup_obs: int
-    gaps: int = 0
-    """Input gaps (live reconnects) inside this bar."""
-    book: BookSnapshot | None = None
-    """The latest usable book (both sides present) as of this bar, for book walks (edge costs)."""
-    window_obs: int = 0
-    """Price observations in the window (``window_span_ms`` spans ``window_obs − 1`` intervals)."""
-    degraded: Degraded | None = None
-    """Set when a step failed for this bar (the values are then all None, or held downstream)."""
-    checked: bool = False
-    """The features step has checked ``values`` (finite, in range): the envelope need not again."""
-    bar_return: float | None = None
-    """Log return of this bar's price observation over the previous one (None: no new price, or
-    the first one after an input gap): what the volatility state (`operators.forecast`) folds."""
-    trend_returns: int = 0
-    """Returns in the trend window behind ``momentum_bps`` (``min(R, observations − 1)``)."""
-    px_decimals: int = 0
-    """The most decimals seen in the coin's wire prices so far: published prices are rounded to
-    one more (`operators.envelope.publish_round`)."""
-
-    @property
-    def warming_up(self) -> bool:
-        """Fewer price observations than the warm-up needs."""
-        return self.observations < self.warmup_obs
-
-    def get(self, name: str) -> float | None:
-        """A feature value (None when missing)."""
-        return self.values.get(name)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,50 @@
+"""Rolling market-structure features per coin, updated once per closed bar.
+
+`FeatureState.update(bar)` turns each closed `Bar` into a `FeatureVector`: named values with units
+in their names, plus the reason for every value that could not be computed (never a silent 0).
+Formulas, units, windows and source streams are in DESIGN.md §4 (Features); keep the two in step.
+
+What lives where:
+
+- `vector`: the contract: `FEATURE_NAMES`, their ranges (`FEATURE_BOUNDS`, `check_features`),
+  `STEP_ERROR_REASON` and `FeatureVector`;
+- `config`: `FeatureConfig`, the windows and bands;
+- `state`: `FeatureState`, the per-coin state `update` folds each bar into.
+
+Modules here import only `connectors`, the other `operators` modules they build on (bars,
+rolling windows, microstructure estimators, freshness, failures), the standard library and
+third-party packages; never `flows`, `api` or `tools`. Everything the rest of the code uses is
+re-exported here: import it from ``operators.features``.
+"""
+
+from operators.features.config import FeatureConfig
+from operators.features.state import (
+    GK_C,
+    LN2_4,
+    MAX_PX_DECIMALS,
+    MS_PER_YEAR,
+    FeatureState,
+    price_decimals,
+)
+from operators.features.vector import (
+    FEATURE_BOUNDS,
+    FEATURE_NAMES,
+    STEP_ERROR_REASON,
+    FeatureVector,
+    check_features,
+)
+
+__all__ = [
+    "FEATURE_BOUNDS",
+    "FEATURE_NAMES",
+    "GK_C",
+    "LN2_4",
+    "MAX_PX_DECIMALS",
+    "MS_PER_YEAR",
+    "STEP_ERROR_REASON",
+    "FeatureConfig",
+    "FeatureState",
+    "FeatureVector",
+    "check_features",
+    "price_decimals",
+]
