@@ -9,7 +9,11 @@ What lives where:
 - `vector`: the contract: `FEATURE_NAMES`, their ranges (`FEATURE_BOUNDS`, `check_features`),
   `STEP_ERROR_REASON` and `FeatureVector`;
 - `config`: `FeatureConfig`, the windows and bands;
-- `state`: `FeatureState`, the per-coin state `update` folds each bar into.
+- the feature groups, each a small class with its own state and one `update` per bar:
+  `book` (mid, top of book, micro-price, depth), `volatility` (price observations: volatility
+  and trend), `flow` (OFI and trades) and `context` (perp context);
+- `state`: `FeatureState`, the per-coin state that composes the groups and puts each bar's
+  vector together.
 
 Modules here import only `connectors`, the other `operators` modules they build on (bars,
 rolling windows, microstructure estimators, freshness, failures), the standard library and
@@ -18,14 +22,7 @@ re-exported here: import it from ``operators.features``.
 """
 
 from operators.features.config import FeatureConfig
-from operators.features.state import (
-    GK_C,
-    LN2_4,
-    MAX_PX_DECIMALS,
-    MS_PER_YEAR,
-    FeatureState,
-    price_decimals,
-)
+from operators.features.state import MAX_PX_DECIMALS, FeatureState, price_decimals
 from operators.features.vector import (
     FEATURE_BOUNDS,
     FEATURE_NAMES,
@@ -33,6 +30,7 @@ from operators.features.vector import (
     FeatureVector,
     check_features,
 )
+from operators.features.volatility import GK_C, LN2_4, MS_PER_YEAR
 
 __all__ = [
     "FEATURE_BOUNDS",

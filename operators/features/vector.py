@@ -1,14 +1,15 @@
 """What the features of one bar are: their names (`FEATURE_NAMES`), documented ranges
 (`FEATURE_BOUNDS`, `check_features`) and the `FeatureVector` that carries them downstream.
 
-Every group of `operators.features` fills the same ``values``/``missing`` pair of dicts: a value
-it could not compute is None with a reason code in ``missing`` (never a silent 0).
+Every feature group of `operators.features` fills the same ``values``/``missing`` pair of dicts: a
+value it could not compute stays None and gets a reason code in ``missing`` (never a silent 0).
+`ratio_to_median` is the one rule the ``*_ratio`` features share.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeAlias
 
 from connectors.events import BookSnapshot, Stream
 from operators.failures import (
@@ -22,6 +23,7 @@ from operators.failures import (
     compile_checker,
 )
 from operators.freshness import StreamClock
+from operators.rolling import RollingMedian
 
 FEATURE_NAMES: Final[tuple[str, ...]] = (
     # book
@@ -128,6 +130,28 @@ check_features: Final = compile_checker(
 )
 """``check_features(values)``: raise `RangeError` for the first value that is not finite or is
 outside its range (`FEATURE_BOUNDS`); None values are not checked."""
+
+Values: TypeAlias = dict[str, float | None]
+"""A bar's feature values by name (every name of `FEATURE_NAMES`; None: not computed)."""
+Missing: TypeAlias = dict[str, str]
+"""Why a feature is None, by name (reason codes, DESIGN.md §4)."""
+
+
+def ratio_to_median(
+    history: RollingMedian, x: float, name: str, min_obs: int, values: Values, missing: Missing
+) -> None:
+    """``name`` = x over the rolling median of its own history (then x joins the history):
+    ``warming_up`` while the history holds fewer than ``min_obs`` values, ``zero_baseline`` when
+    its median is not positive."""
+    history.update(x)
+    if len(history) < min_obs:
+        missing[name] = "warming_up"
+        return
+    base = history.get() or 0.0
+    if base > 0:
+        values[name] = x / base
+    else:
+        missing[name] = "zero_baseline"
 
 
 @dataclass(slots=True)
