@@ -1,11 +1,11 @@
 """The envelope's field and feature names with their types, as plain data, defined once.
 
 This is the lowest layer that needs them: the Parquet sink (`connectors.parquet`) makes its
-columns from them, and the operators that build the envelope are to take their names from here.
-`ENVELOPE_FIELDS` mirrors `operators.envelope.build_envelope` key for key, in its order;
-`FEATURE_NAMES` is `operators.features.FEATURE_NAMES`. Tests replay the sample and check every
-key of every envelope against these, and these against the committed JSON Schema, so a name or a
-type cannot drift silently.
+columns from them, and the operators take the feature names from here (`FEATURE_NAMES` is
+defined only here; `operators.features` re-exports it). `ENVELOPE_FIELDS` mirrors
+`operators.envelope.build_envelope` key for key, in its order. Tests replay the sample and check
+every key of every envelope against these, and these against the committed JSON Schema, so a name
+or a type cannot drift silently.
 
 A leaf is one of the type names below; a nested dict is a block. Flattened, a leaf is the column
 named by its path joined with `SEP` (``regime.label`` → ``regime_label``,

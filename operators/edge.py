@@ -14,6 +14,10 @@ at that horizon (else the table's mean |move|). Where skill is not demonstrated 
 is the taker fee plus half the spread plus the slippage of walking the latest book for
 ``size_usd``; ``actionable`` needs a positive net expectation in a regime that allows trading,
 fresh inputs, a finished warm-up and enough liquidity.
+
+One module on purpose: signals, costs and score are one pass from a bar's features and regime to
+the published call, in that order (DESIGN.md §6): the score reads the momentum and liquidity
+signals, the costs decide ``actionable``, and one `Explain` vocabulary speaks for all three.
 """
 
 from __future__ import annotations

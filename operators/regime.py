@@ -5,6 +5,12 @@ construction (efficiency ratio, variance ratio, volatility expansion, trade-flow
 trade-rate burst, spread and depth relative to their rolling medians, open-interest change), so one
 rule set works for BTC and a thin alt, and on 1-second bars or 5-minute candles. Priority,
 thresholds, hysteresis and confidence are documented in DESIGN.md §5; keep the two in step.
+
+One module on purpose: the rules and the hysteresis are one mechanism. The trend, mean-reversion
+and risk-flag thresholds have enter and exit bands picked by the current label (`raw_call`'s
+``current``), `calm` both gates MEAN_REVERTING and ends it in `RegimeClassifier.update`, and the
+held and no-new-data paths publish the same `RegimeState`; either half split off would have to be
+read with the other.
 """
 
 from __future__ import annotations

@@ -29,9 +29,13 @@ from operators.features import (
     FeatureConfig,
     FeatureState,
 )
+from operators.features.book import BookFeatures
+from operators.features.context import ContextFeatures
+from operators.features.flow import FlowFeatures
+from operators.features.volatility import VolatilityFeatures
 from operators.microstructure import MicroPrice, Vpin, walk_book
 from operators.regime import RegimeClassifier, RegimeConfig, RegimeLabel, Rule
-from tests.operators.helpers import bar, bbo, book, candle, ctx, trades
+from tests.operators.helpers import bar, bbo, book, candle, ctx, mid, trades
 from tests.operators.helpers import fv as hfv
 
 CFG = steps.SignalConfig(
@@ -100,10 +104,15 @@ def of(out: list[tuple[str, dict[str, Any]]], coin: str) -> list[dict[str, Any]]
 
 
 def fail_after(
-    monkeypatch: pytest.MonkeyPatch, method: str, coin: str = "ETH", open_ms: int = BAD_K * 1000
+    monkeypatch: pytest.MonkeyPatch,
+    cls: type,
+    method: str,
+    coin: str = "ETH",
+    open_ms: int = BAD_K * 1000,
 ) -> None:
-    """Make ``FeatureState.<method>`` raise for one coin's bar, *after* it has changed the state."""
-    original: Callable[..., Any] = getattr(FeatureState, method)
+    """Make ``cls.<method>`` (a method of the state or of a feature group) raise for one coin's
+    bar, *after* it has changed the state."""
+    original: Callable[..., Any] = getattr(cls, method)
     current: dict[str, Bar] = {}
     update = FeatureState.update
 
@@ -120,7 +129,7 @@ def fail_after(
         return result
 
     monkeypatch.setattr(FeatureState, "update", tracking_update)
-    monkeypatch.setattr(FeatureState, method, failing)
+    monkeypatch.setattr(cls, method, failing)
 
 
 # -- the state's rollback -------------------------------------------------------------------------
@@ -133,7 +142,7 @@ def state_of(x: Any, depth: int = 0) -> Any:
         return repr(x)
     if x is None or isinstance(x, bool | int | str):
         return x
-    if type(x).__module__.startswith("connectors"):
+    if type(x).__module__ == "connectors.events":
         return ("event", id(x))  # events and books are shared, never mutated by the state
     if isinstance(x, list | tuple | deque):
         return (type(x).__name__, tuple(state_of(v, depth + 1) for v in x))
@@ -150,6 +159,7 @@ def sequence() -> list[Bar]:
     t = 61_000
     bars.append(bar("ETH", t, [trades("ETH", t + 10, [(2001.0, 1.0, "B")])]))  # no quote
     bars.append(bar("ETH", t + 1000, [ctx("ETH", t + 1100, oi=0.0, mid_px=2000.0)]))
+    bars.append(bar("ETH", t + 2000, [mid("ETH", t + 2100, 2000.5)]))  # an allMids mid
     return bars
 
 
@@ -167,14 +177,22 @@ def test_mark_restore_covers_every_field_of_the_state() -> None:
 
 
 @pytest.mark.parametrize(
-    "method", ["_absorb_quotes", "_top_of_book", "_ofi", "_depth", "_flow", "_volatility", "_perp"]
+    ("cls", "method"),
+    [
+        (BookFeatures, "update"),
+        (VolatilityFeatures, "update"),
+        (FlowFeatures, "update"),
+        (ContextFeatures, "update"),
+        (FeatureState, "_see_decimals"),
+    ],
 )
 def test_a_failed_bar_leaves_the_state_as_if_it_never_arrived(
-    monkeypatch: pytest.MonkeyPatch, method: str
+    monkeypatch: pytest.MonkeyPatch, cls: type, method: str
 ) -> None:
+    """A failure after each feature group (and the state's own intake) changed its state."""
     bars = sequence()
     bad = bars[BAD_K]
-    fail_after(monkeypatch, method)
+    fail_after(monkeypatch, cls, method)
     state: FeatureState | None = None
     ref: FeatureState | None = None
     for b in bars:
@@ -204,7 +222,7 @@ def test_one_coins_failure_does_not_touch_the_others_or_later_bars(
     inp = two_coins()
     reference = run_flow(inp)
     skipped = run_flow([(c, b) for c, b in inp if not (c == "ETH" and b.open_ms == BAD_K * 1000)])
-    fail_after(monkeypatch, "_volatility")
+    fail_after(monkeypatch, VolatilityFeatures, "update")
     out = run_flow(inp)
 
     assert of(out, "BTC") == of(reference, "BTC")
