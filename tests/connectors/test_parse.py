@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import connectors.parse as parse_mod
+import connectors._parse_trades as trades_mod
 from connectors.errors import FrameError
 from connectors.events import AssetCtx, Bbo, BookSnapshot, Candle, Mid, Trades
 from connectors.files import ReplayStats, read_events
@@ -478,7 +478,8 @@ def test_same_tid_different_time_or_coin_is_not_duplicate() -> None:
 
 
 def test_dedupe_memory_is_bounded_and_keeps_recent_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parse_mod, "DEDUPE_CAPACITY", 4)
+    # Patched where the trades parser reads it (connectors.parse only re-exports it).
+    monkeypatch.setattr(trades_mod, "DEDUPE_CAPACITY", 4)
     parser = _parser()
     for tid in range(1, 6):
         assert len(parser.parse(_trades_frame(_trade("BTC", "B", "1", "1", tid, tid)))) == 1
