@@ -20,15 +20,24 @@ returns ``r_t`` only (causal: nothing after the bar), with ``B`` the bar length:
   with ``s̄_H`` the mean seasonal factor of the ``H`` bars ahead. The forecast variance over the
   horizon is ``V̂ = H · m̂_H · κ_H`` (``κ_H`` = smearing factor, Duan 1983: the mean of
   ``exp(residual)`` on the training data, so that ``V̂`` estimates the mean and not the median),
-  ``vol_bps = 1e4·√V̂``; the 10th–90th percentile interval is ``1e4·√(H·m̂_H·e^{q10_H})`` …
-  ``e^{q90_H}``, the training residuals' quantiles. Coefficients come from the nearest (in log)
-  ``H`` of a ladder of 1 … 128 bars, fitted by OLS on the training data before the split date.
+  ``vol_bps = 1e4·√V̂``. Coefficients come from the nearest (in log) ``H`` of a ladder of
+  1 … 128 bars, fitted by OLS on the training data before the split date.
+- **Interval** (split-conformal, per bar-length family and horizon): the 10th–90th percentile
+  interval is ``1e4·√(H·m̂_H·e^{q10})`` … ``e^{q90}``, ``q10``/``q90`` the empirical quantiles of
+  the log ratio ``ln(RV_H / (H·m̂_H))`` of realised to forecast variance over the fitting rows of
+  one family of bar lengths (the 5 m candles, the 1 h candles, the 1 s bars of the tick capture)
+  at that ``H``. A bar length uses the family nearest it in log, and the horizon nearest ``H``
+  in log within it (ties to the shorter, both) if that is within a factor 2 of ``H``; else the
+  ladder entry's own quantiles (all families pooled) serve. Residuals differ by family: the
+  same ``H`` covers minutes on 5 m bars and a day on 1 h bars, and one set of quantiles for
+  all undercovered.
 - **Risk ratio** ``ρ = √(m̂_F / L)`` at ``F`` = one hour of bars (at least 6, at most the ladder's
   longest): the next hour's forecast volatility against the coin's norm, the regime's risk flag;
   published once the state has folded a day of bars (and at least 100).
 
 The table (`VolModel`) is produced by ``python -m tools.evaluate.vol_fit`` and committed at
-``operators/vol_model.json``; a table of another ``format`` is refused, never read silently.
+``operators/vol_model.json``; a table of another ``format`` is refused, never read silently
+(format 1, without the interval table, is read as fitted: the ladder's pooled quantiles).
 """
 
 from __future__ import annotations
@@ -39,10 +48,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-MODEL_FORMAT: Final = "hlsl-vol-model/1"
+MODEL_FORMAT: Final = "hlsl-vol-model/2"
+"""2: the interval has its own table, per bar-length family and horizon (`IntervalFit`)."""
+OLD_FORMATS: Final = ("hlsl-vol-model/1",)
+"""Read as they were fitted (migrated): no interval table, the ladder's pooled quantiles."""
 DEFAULT_PATH: Final = Path(__file__).resolve().parent / "vol_model.json"
 MS_HOUR: Final = 3_600_000
 MS_DAY: Final = 86_400_000
+INTERVAL_REACH: Final = math.log(2.0)
+"""An interval entry serves horizons within this (log) distance of its own."""
 FLAG_MIN_BARS: Final = 6
 """The risk flag looks one hour of bars ahead, at least this many."""
 
@@ -61,6 +75,17 @@ class LadderFit:
 
 
 @dataclass(frozen=True, slots=True)
+class IntervalFit:
+    """The 10th/90th percentile of ``ln(RV_H / (H·m̂_H))`` of one family and horizon."""
+
+    bar_ms: int
+    bars: int
+    q10: float
+    q90: float
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
 class VolModel:
     """A loaded volatility model table."""
 
@@ -73,6 +98,8 @@ class VolModel:
     flag_enter: float
     flag_exit: float
     ladder: tuple[LadderFit, ...]
+    intervals: tuple[IntervalFit, ...] = ()
+    """Per family (bar length) and horizon; empty: the ladder's pooled ``q10``/``q90``."""
     fitted_on: dict[str, Any] = field(default_factory=dict)
     path: str = ""
 
@@ -80,6 +107,23 @@ class VolModel:
         """The ladder entry nearest ``bars`` in log (ties to the shorter)."""
         lb = math.log(max(1, bars))
         return min(self.ladder, key=lambda f: (abs(math.log(f.bars) - lb), f.bars))
+
+    def interval_for(self, bar_ms: int, bars: int) -> tuple[float, float]:
+        """``(q10, q90)`` of the family nearest ``bar_ms`` in log, at its horizon nearest
+        ``bars`` in log (ties to the shorter, both) when that is within a factor 2 of ``bars``;
+        otherwise (or with no table) the ladder's pooled quantiles for ``bars``."""
+        lh = math.log(max(1, bars))
+        if self.intervals:
+            lb = math.log(max(1, bar_ms))
+            fam = min(self.intervals, key=lambda i: (abs(math.log(i.bar_ms) - lb), i.bar_ms))
+            best = min(
+                (i for i in self.intervals if i.bar_ms == fam.bar_ms),
+                key=lambda i: (abs(math.log(i.bars) - lh), i.bars),
+            )
+            if abs(math.log(best.bars) - lh) <= INTERVAL_REACH:
+                return best.q10, best.q90
+        f = self.fit_for(bars)
+        return f.q10, f.q90
 
     def season_at(self, t_ms: int) -> float:
         """Seasonal factor of the bar that opens at ``t_ms`` (UTC hour; weekend or not)."""
@@ -223,11 +267,12 @@ def forecast(model: VolModel, snap: VolSnapshot, horizon_ms: int) -> Forecast:
     bars = max(1, round(horizon_ms / snap.bar_ms))
     m, fit, s_ahead = mean_var(model, snap, bars)
     var = bars * m
+    q10, q90 = model.interval_for(snap.bar_ms, bars)
     return Forecast(
         horizon_ms=horizon_ms,
         vol_bps=round(1e4 * math.sqrt(var * fit.smear), 4),
-        vol_p10_bps=round(1e4 * math.sqrt(var * math.exp(fit.q10)), 4),
-        vol_p90_bps=round(1e4 * math.sqrt(var * math.exp(fit.q90)), 4),
+        vol_p10_bps=round(1e4 * math.sqrt(var * math.exp(q10)), 4),
+        vol_p90_bps=round(1e4 * math.sqrt(var * math.exp(q90)), 4),
         model=model.version,
         ratio=round(math.sqrt(m / (snap.norm * s_ahead)), 4),
     )
@@ -264,7 +309,7 @@ def parse(doc: Any, path: str = "") -> VolModel:
         msg = "volatility model: the document must be an object"
         raise ValueError(msg)
     fmt = doc.get("format")
-    if fmt != MODEL_FORMAT:
+    if fmt not in (MODEL_FORMAT, *OLD_FORMATS):
         msg = (
             f"volatility model {path or '(document)'}: format {fmt!r} is not {MODEL_FORMAT!r}; "
             "refit it with `python -m tools.evaluate.vol_fit`"
@@ -331,6 +376,36 @@ def parse(doc: Any, path: str = "") -> VolModel:
     if not 0 < leave <= enter:
         msg = "volatility model: need 0 < flag.exit <= flag.enter"
         raise ValueError(msg)
+    intervals: list[IntervalFit] = []
+    raw_iv = doc.get("intervals") if fmt == MODEL_FORMAT else {}
+    if not isinstance(raw_iv, dict) or (fmt == MODEL_FORMAT and not raw_iv):
+        msg = "volatility model: intervals must be a non-empty object {bar_ms: {bars: {...}}}"
+        raise ValueError(msg)
+    for fam, hs in raw_iv.items():
+        if not isinstance(hs, dict) or not hs:
+            msg = f"volatility model: intervals {fam!r} must be a non-empty object"
+            raise ValueError(msg)
+        for key, spec in hs.items():
+            if not isinstance(spec, dict):
+                msg = f"volatility model: intervals {fam}/{key} must be an object"
+                raise ValueError(msg)
+            what = f"intervals {fam}/{key}"
+            try:
+                bar_ms, bars = int(fam), int(key)
+            except ValueError:
+                msg = f"volatility model: {what}: keys must be integers (bar_ms, then bars)"
+                raise ValueError(msg) from None
+            iv = IntervalFit(
+                bar_ms=bar_ms,
+                bars=bars,
+                q10=_num(spec.get("q10"), f"{what} q10"),
+                q90=_num(spec.get("q90"), f"{what} q90"),
+                n=int(_num(spec.get("n"), f"{what} n")),
+            )
+            if iv.bar_ms < 1 or iv.bars < 1 or not iv.q10 < iv.q90:
+                msg = f"volatility model: {what}: need bar_ms >= 1, bars >= 1, q10 < q90"
+                raise ValueError(msg)
+            intervals.append(iv)
     fitted = doc.get("fitted_on")
     return VolModel(
         version=version,
@@ -342,6 +417,7 @@ def parse(doc: Any, path: str = "") -> VolModel:
         flag_enter=enter,
         flag_exit=leave,
         ladder=tuple(ladder),
+        intervals=tuple(sorted(intervals, key=lambda i: (i.bar_ms, i.bars))),
         fitted_on=fitted if isinstance(fitted, dict) else {},
         path=path,
     )

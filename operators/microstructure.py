@@ -39,6 +39,9 @@ def ofi_step(
     return e
 
 
+MAX_MOVE_TICKS: Final = 1.1
+"""Largest mid change (in ticks) the micro-price learns from: half a tick or a tick, Stoikov's
+set ``K`` (his estimator keeps ``|ΔM| ≤ 1.1`` ticks and drops the rest)."""
 SPREAD_STATES: Final = 3
 """Spread states of the micro-price: one tick, two ticks, wider (the tick is the narrowest
 positive spread the coin has shown)."""
@@ -51,15 +54,17 @@ class MicroPrice:
     states, and the spread state ``j`` (Stoikov conditions on the spread too): the spread in
     ticks, 1, 2 or wider, the tick being the narrowest positive spread seen. Every top-of-book
     state ``t`` (in time order) waits for the next change of the mid, at ``τ``; then
-    ``clip((M_τ − M_t)/S_t, −½, ½)`` is added to its cell ``(I, j)`` and the mirror image to
-    ``(1 − I, j)`` (Stoikov's symmetrisation, ``g(1 − I, j) = −g(I, j)``). The clip is the first
-    step of Stoikov's construction: when the touch queue is depleted the mid moves by half a
-    spread (a tick at one tick wide); a larger jump between two book snapshots is the book's
-    coarseness, not what the touch imbalance predicts. The pending states of a cell share its
-    spread state, so their mean ``1/S`` is used. Sums forget exponentially: each mid change
-    multiplies them by ``1 − 1/memory``. ``g(I, j)`` is the cell mean once the cell holds at least
-    ``min_obs`` (effective) observations; the micro-price is ``M + S·g(I, j)``, inside
-    ``[bid, ask]`` since ``|g| ≤ ½``.
+    ``(M_τ − M_t)/S_t`` is added to its cell ``(I, j)`` and the mirror image to ``(1 − I, j)``
+    (Stoikov's symmetrisation, ``g(1 − I, j) = −g(I, j)``), unclipped. Only touch-level moves
+    enter, as in Stoikov's estimator (the set ``K`` of mid changes: ``|M_τ − M_t| ≤ 1.1`` ticks,
+    i.e. half a tick or a tick); a larger jump between two book snapshots is the book's
+    coarseness, not what the touch imbalance predicts, and is dropped with the states waiting
+    for it (neither credited nor clipped). The pending states of a cell share its spread state,
+    so their mean ``1/S`` is used. Sums forget exponentially: each credited mid change multiplies
+    them by ``1 − 1/memory``. ``g(I, j)`` is the cell mean once the cell holds at least
+    ``min_obs`` (effective) observations; the micro-price is ``M + S·g(I, j)``. Nothing bounds
+    ``g`` at one tick wide (a tick is a whole spread there): whether the micro-price stays in
+    ``[bid, ask]`` is what the data say, measured in the evaluation report.
     """
 
     __slots__ = (
@@ -162,9 +167,16 @@ class MicroPrice:
         self._ps[cell] += inv
 
     def _resolve(self, d: float) -> None:
-        """The mid moved by ``d``: credit it to every pending state (and its mirror image)."""
-        lam = self._decay
+        """The mid moved by ``d``: credit it to every pending state (and its mirror image) when
+        it is a touch-level move (at most `MAX_MOVE_TICKS`); drop the pending states otherwise."""
         num, den, pn, ps = self._num, self._den, self._pn, self._ps
+        if abs(d) > MAX_MOVE_TICKS * self._tick:
+            for cell in self._touched:
+                pn[cell] = 0.0
+                ps[cell] = 0.0
+            self._touched.clear()
+            return
+        lam = self._decay
         k = self._k
         for i in range(len(num)):
             num[i] *= lam
@@ -172,7 +184,6 @@ class MicroPrice:
         for cell in self._touched:
             w = pn[cell]
             y = d * ps[cell] / w  # the move in spreads at the cell's mean spread
-            y = 0.5 if y > 0.5 else -0.5 if y < -0.5 else y
             x = w * y
             j, b = divmod(cell, k)
             m = j * k + (k - 1 - b)
@@ -193,7 +204,7 @@ class MicroPrice:
         self._last_mid = None
 
     def g(self, bid_sz: float, ask_sz: float, spread: float | None = None) -> float | None:
-        """Expected next mid change in spreads (within ±½) for these sizes and spread (None:
+        """Expected next mid change in spreads for these sizes and spread (None:
         the one-tick state); None until the cell is warm."""
         total = bid_sz + ask_sz
         if bid_sz < 0.0 or ask_sz < 0.0 or not 0.0 < total < math.inf:

@@ -583,19 +583,20 @@ def test_stoikov_micro_price_from_the_coins_own_mid_changes() -> None:
         window_obs=4, short_obs=2, long_obs=8, warmup_obs=3, micro_buckets=4, micro_min_obs=1.0
     )
     s = FeatureState(cfg)
-    # states (mid, bucket of I): (100.5, 3) -> (101.5, 2): bucket 3 saw +1 spread, credited as
-    # +½ (Stoikov's half-spread step; mirror: bucket 0 −½), all in the one-tick spread state
+    # states (mid, bucket of I): (100.5, 3) -> (101.5, 2): bucket 3 saw +1 tick = +1 spread,
+    # credited unclipped (mirror: bucket 0 −1), all in the one-tick spread state
     v = s.update(bbo_bar(0, [(100.0, 3.0, 101.0, 1.0), (101.0, 1.0, 102.0, 1.0)]))
-    assert s.book.micro.table() == pytest.approx([-0.5, None, None, 0.5])
+    assert s.book.micro.table() == pytest.approx([-1.0, None, None, 1.0])
     assert v.get("microprice_px") is None  # the current state, bucket 2, has no history yet
     assert v.missing["microprice_px"] == "warming_up"
-    # (101.5, 3) -> (102.5, 2): bucket 2 (the state at 101.5 with I = .5) and bucket 3 saw +½
+    # (101.5, 3) -> (102.5, 2): bucket 2 (the state at 101.5 with I = .5) and bucket 3 saw +1
     v = s.update(bbo_bar(1, [(101.0, 3.0, 102.0, 1.0), (102.0, 1.0, 103.0, 1.0)]))
-    assert s.book.micro.table() == pytest.approx([-0.5, -0.5, 0.5, 0.5])
-    assert v.get("microprice_px") == pytest.approx(102.5 + 1.0 * 0.5)  # bucket 2: g = +½: the ask
-    v = s.update(bbo_bar(2, [(102.0, 2.0, 103.0, 6.0)]))  # I = 0.25 -> bucket 1: g = −½
-    assert v.get("microprice_px") == pytest.approx(102.5 - 1.0 * 0.5)
-    assert v.get("microprice_offset_bps") == pytest.approx(-1e4 * 0.5 / 102.5)
+    assert s.book.micro.table() == pytest.approx([-1.0, -1.0, 1.0, 1.0])
+    # bucket 2: g = +1: a tick past the mid, half a tick beyond the ask (nothing clamps it)
+    assert v.get("microprice_px") == pytest.approx(102.5 + 1.0 * 1.0)
+    v = s.update(bbo_bar(2, [(102.0, 2.0, 103.0, 6.0)]))  # I = 0.25 -> bucket 1: g = −1
+    assert v.get("microprice_px") == pytest.approx(102.5 - 1.0 * 1.0)
+    assert v.get("microprice_offset_bps") == pytest.approx(-1e4 * 1.0 / 102.5)
     assert v.get("weighted_mid_px") == pytest.approx((102.0 * 6.0 + 103.0 * 2.0) / 8.0)
 
 

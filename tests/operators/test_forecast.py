@@ -18,6 +18,7 @@ from operators.edge import Direction, EdgeConfig, EdgeScorer, compute_signals
 from operators.forecast import (
     DEFAULT_PATH,
     MODEL_FORMAT,
+    IntervalFit,
     LadderFit,
     VolModel,
     VolSnapshot,
@@ -142,6 +143,58 @@ def test_committed_model_loads_and_older_formats_are_refused() -> None:
     with pytest.raises(ValueError, match="q10 < q90"):
         parse(doc)
     assert _doc()["format"] == MODEL_FORMAT
+
+
+def test_format_1_tables_are_read_with_their_pooled_interval() -> None:
+    doc = _doc()
+    doc["format"] = "hlsl-vol-model/1"
+    del doc["intervals"]
+    m = parse(doc)
+    assert m.intervals == ()
+    f = m.fit_for(12)
+    assert m.interval_for(300_000, 12) == (f.q10, f.q90)
+    doc = _doc()
+    doc["intervals"] = {}
+    with pytest.raises(ValueError, match="intervals must be"):
+        parse(doc)
+    doc = _doc()
+    doc["intervals"]["300000"]["12"]["q90"] = -9.0
+    with pytest.raises(ValueError, match="q10 < q90"):
+        parse(doc)
+    doc = _doc()
+    doc["intervals"]["5m"] = {"1": {"q10": -1, "q90": 1, "n": 1}}
+    with pytest.raises(ValueError, match="keys must be integers"):
+        parse(doc)
+
+
+def test_interval_per_family_and_horizon() -> None:
+    """The family nearest the bar length in log, its horizon nearest in log within a factor 2;
+    else the ladder's pooled quantiles (q10 = −0.5, q90 = 0.6 in `model`)."""
+    base = model()
+    m = VolModel(
+        **{
+            **{f: getattr(base, f) for f in base.__dataclass_fields__},
+            "intervals": (
+                IntervalFit(300_000, 12, -0.9, 0.8, 10),
+                IntervalFit(300_000, 24, -0.7, 0.7, 10),
+                IntervalFit(3_600_000, 24, -0.95, 0.9, 10),
+                IntervalFit(1000, 60, -1.2, 1.1, 10),
+            ),
+        }
+    )
+    assert m.interval_for(300_000, 12) == (-0.9, 0.8)
+    assert m.interval_for(300_000, 16) == (-0.9, 0.8)  # 16/12 < 24/16: nearer 12 in log
+    assert m.interval_for(300_000, 18) == (-0.7, 0.7)
+    assert m.interval_for(900_000, 24) == (-0.7, 0.7)  # 15 m: nearer 5 m than 1 h in log
+    assert m.interval_for(3_600_000, 24) == (-0.95, 0.9)
+    assert m.interval_for(1000, 30) == (-1.2, 1.1)  # a factor 2 below 60: still served
+    assert m.interval_for(1000, 29) == (-0.5, 0.6)  # beyond: the pooled ladder quantiles
+    assert m.interval_for(60_000, 40) == (-0.7, 0.7)  # 1 m: nearer 5 m than 1 s in log
+    snap = VolSnapshot((1e-6,) * 4, 1e-6, MONDAY_NOON, 3_600_000, 500)
+    fc = forecast(m, snap, 24 * 3_600_000)
+    var = 24 * 1e-6 * math.exp(0.0)  # coef (0, .5, 0, 0, 0, 0): ln m = ln L + .5·ln 1
+    assert fc.vol_p10_bps == pytest.approx(round(1e4 * math.sqrt(var * math.exp(-0.95)), 4))
+    assert fc.vol_p90_bps == pytest.approx(round(1e4 * math.sqrt(var * math.exp(0.9)), 4))
 
 
 COMMITTED = load(DEFAULT_PATH)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.microstructure import MicroPrice, Vpin, ofi_step, walk_book
+from operators.microstructure import MAX_MOVE_TICKS, MicroPrice, Vpin, ofi_step, walk_book
 
 # -- OFI (Cont, Kukanov & Stoikov) ----------------------------------------------------------------
 
@@ -48,18 +48,33 @@ def test_ofi_price_moves(
 # -- micro-price ----------------------------------------------------------------------------------
 
 
-def test_micro_price_adjustment_is_the_clipped_mean_next_mid_change_per_cell() -> None:
-    m = MicroPrice(buckets=4, memory=1e15, min_obs=1.0)
+def test_micro_price_adjustment_is_the_mean_touch_level_mid_change_per_cell() -> None:
+    m = MicroPrice(buckets=4, memory=1e15, min_obs=0.5)
     assert m.table() == [None] * 4
     m.observe(100.0, 3.0, 101.0, 1.0)  # I = 0.75 -> bucket 3, mid 100.5, spread 1 (one tick)
     m.observe(100.0, 3.0, 101.0, 1.0)  # same state again: bucket 3 has 2 pending states
-    m.observe(101.0, 1.0, 102.0, 1.0)  # mid +1 = one spread, clipped to +½: bucket 3 +½ twice
-    m.observe(100.0, 1.0, 101.0, 3.0)  # mid −1: bucket 2 (I = .5) gets −½, bucket 1 +½
-    assert m.table() == pytest.approx([-0.5, 0.5, -0.5, 0.5])
-    assert m.g(3.0, 1.0, 1.0) == pytest.approx(0.5)  # bucket 3, one tick wide
-    assert m.g(1.0, 3.0) == pytest.approx(0.5)  # bucket 1 (no spread given: one tick)
+    m.observe(101.0, 1.0, 102.0, 1.0)  # mid +1 = one tick = one spread: bucket 3 +1 twice
+    m.observe(100.0, 1.0, 101.0, 3.0)  # mid −1: bucket 2 (I = .5) gets −1, bucket 1 +1
+    # nothing caps the estimate: a tick is a whole spread at one tick wide
+    assert m.table() == pytest.approx([-1.0, 1.0, -1.0, 1.0])
+    assert m.g(3.0, 1.0, 1.0) == pytest.approx(1.0)  # bucket 3, one tick wide
+    assert m.g(1.0, 3.0) == pytest.approx(1.0)  # bucket 1 (no spread given: one tick)
     assert m.g(0.0, 0.0) is None
     assert m.g(3.0, 1.0, 3.0) is None  # three ticks wide: that cell has seen nothing
+    m.observe(103.0, 3.0, 104.0, 1.0)  # mid +3 ticks: not a touch-level move, dropped
+    m.observe(104.0, 3.0, 105.0, 1.0)  # +1 tick: credits only the state after the jump
+    assert m.table() == pytest.approx([-1.0, 1.0, -1.0, 1.0])  # bucket 3: (2·1 + 1)/3 = 1
+
+
+def test_micro_price_drops_jumps_beyond_a_tick() -> None:
+    m = MicroPrice(buckets=2, memory=1e15, min_obs=1.0)
+    m.observe(100.0, 1.0, 101.0, 3.0)  # bucket 0, one tick
+    m.observe(100.5, 1.0, 101.5, 3.0)  # +½ tick: bucket 0 gets +½, bucket 1 −½
+    assert m.table() == pytest.approx([0.5, -0.5])
+    m.observe(102.0, 3.0, 103.0, 1.0)  # +1.5 ticks: dropped (the pending bucket-0 state too)
+    assert m.table() == pytest.approx([0.5, -0.5])
+    m.observe(101.0, 3.0, 102.0, 1.0)  # −1 tick: the bucket-1 state waiting gets −1
+    assert m.table() == pytest.approx([(0.5 + 1.0) / 2, -(0.5 + 1.0) / 2])
 
 
 def test_micro_price_is_conditioned_on_the_spread_state() -> None:
@@ -67,9 +82,9 @@ def test_micro_price_is_conditioned_on_the_spread_state() -> None:
     m.observe(100.0, 3.0, 102.0, 1.0)  # bucket 1, spread 2 (the narrowest yet: the tick)
     m.observe(99.0, 3.0, 103.0, 1.0)  # same mid, spread 4 = two ticks: its own cell
     assert m.table() == [None, None]
-    m.observe(102.0, 1.0, 104.0, 1.0)  # mid 101 -> 103: +2
-    # one-tick cell: 2/2 = 1 spread, clipped to ½; two-tick cell: 2/4 = ½
-    assert m.table(0) == pytest.approx([-0.5, 0.5])
+    m.observe(102.0, 1.0, 104.0, 1.0)  # mid 101 -> 103: +2 = one tick
+    # one-tick cell: 2/2 = 1 spread; two-tick cell: 2/4 = ½
+    assert m.table(0) == pytest.approx([-1.0, 1.0])
     assert m.table(1) == pytest.approx([-0.5, 0.5])
     assert m.table(2) == [None, None]
     assert (m.spread_state(2.0), m.spread_state(4.0), m.spread_state(6.0)) == (0, 1, 2)
@@ -78,33 +93,28 @@ def test_micro_price_is_conditioned_on_the_spread_state() -> None:
 def test_micro_price_forgets_and_needs_min_obs() -> None:
     m = MicroPrice(buckets=2, memory=2.0, min_obs=1.5)  # each mid change halves the sums
     m.observe(100.0, 3.0, 101.0, 1.0)  # bucket 1
-    m.observe(101.0, 3.0, 102.0, 1.0)  # +1 -> bucket 1: num ½, den 1 (below min_obs)
+    m.observe(101.0, 3.0, 102.0, 1.0)  # +1 -> bucket 1: num 1, den 1 (below min_obs)
     assert m.table() == [None, None]
-    m.observe(102.0, 3.0, 103.0, 1.0)  # +1 again: num ¼ + ½, den ½ + 1
-    assert m.table() == pytest.approx([-0.5, 0.5])
+    m.observe(102.0, 3.0, 103.0, 1.0)  # +1 again: num ½ + 1, den ½ + 1
+    assert m.table() == pytest.approx([-1.0, 1.0])
     # skipped states: crossed, locked or empty
     for bad in ((101.0, 1.0, 101.0, 1.0), (102.0, 1.0, 101.0, 1.0), (100.0, 0.0, 101.0, 0.0)):
         m.observe(*bad)
-    assert m.table() == pytest.approx([-0.5, 0.5])
+    assert m.table() == pytest.approx([-1.0, 1.0])
     m.reset_pending()
     m.observe(50.0, 3.0, 51.0, 1.0)  # after a gap no move is credited across it
-    assert m.table() == pytest.approx([-0.5, 0.5])
+    assert m.table() == pytest.approx([-1.0, 1.0])
 
 
-def test_micro_price_is_antisymmetric_and_inside_the_spread() -> None:
+def test_micro_price_is_antisymmetric_and_bounded_by_a_tick() -> None:
     rng = random.Random(5)
     m = MicroPrice(buckets=10, memory=1e9, min_obs=1.0)
     bid = 100.0
     for _ in range(5000):
-        # coarse snapshots: the mid often jumps many spreads between two states
-        bid += rng.choice((-7.0, -1.0, 0.0, 0.0, 1.0, 9.0))
+        # coarse snapshots: the mid often jumps many ticks between two states (dropped)
+        bid += rng.choice((-7.0, -1.0, -0.5, 0.0, 0.0, 0.5, 1.0, 9.0))
         ask = bid + rng.choice((1.0, 2.0, 5.0))
-        bid_sz, ask_sz = rng.uniform(0.1, 5), rng.uniform(0.1, 5)
-        m.observe(bid, bid_sz, ask, ask_sz)
-        adj = m.g(bid_sz, ask_sz, ask - bid)
-        if adj is not None:
-            micro = (bid + ask) / 2 + (ask - bid) * adj
-            assert bid <= micro <= ask
+        m.observe(bid, rng.uniform(0.1, 5), ask, rng.uniform(0.1, 5))
     for j in range(3):
         tab = m.table(j)
         assert all(x is not None for x in tab)
@@ -113,7 +123,8 @@ def test_micro_price_is_antisymmetric_and_inside_the_spread() -> None:
             assert a is not None
             assert b is not None
             assert a == pytest.approx(-b, abs=1e-9)
-            assert abs(a) <= 0.5
+            # a credited move is at most 1.1 ticks: 1.1 spreads at one tick, ½·1.1 at two
+            assert abs(a) <= MAX_MOVE_TICKS / (1, 2, 5)[j] + 1e-9
 
 
 # -- VPIN -----------------------------------------------------------------------------------------

@@ -409,3 +409,67 @@ def test_flag_score_at_equal_rate() -> None:
     assert s.rate == 0.10
     assert s.ratio > s.rule_ratio
     assert s.auc > s.rule_auc
+
+
+def test_conformal_band_by_hand() -> None:
+    """n = 19: the ⌊20/10⌋ = 2nd and ⌈9·20/10⌉ = 18th smallest; n = 9: the extremes."""
+    from tools.evaluate.vol_fit import conformal_band
+
+    v = np.array(
+        [5.0, 1.0, 19.0, 3.0, 2.0, 4.0, 18.0, 6.0, 7.0, 8.0] + [float(i) for i in range(9, 18)]
+    )
+    assert conformal_band(v) == (2.0, 18.0)
+    assert conformal_band(np.array([3.0, 1.0, 2.0, 9.0, 5.0, 4.0, 8.0, 7.0, 6.0])) == (1.0, 9.0)
+    assert conformal_band(np.array([np.nan, 1.0, np.inf, 2.0])) == (1.0, 2.0)  # finite only
+    with pytest.raises(ValueError, match="no residual"):
+        conformal_band(np.array([np.nan]))
+
+
+def test_hysteresis_flag() -> None:
+    from tools.evaluate.vol_fit import hysteresis
+
+    rho = np.array([0.5, 1.0, 0.96, 0.94, 0.97, 1.2, np.nan, 0.99, 1.0])
+    assert hysteresis(rho, 1.0, 0.95).tolist() == [
+        False, True, True, False, False, True, False, False, True,
+    ]  # fmt: skip
+    assert hysteresis(rho, 1.0, 1.0).tolist() == [
+        False, True, False, False, False, True, False, False, True,
+    ]  # fmt: skip
+
+
+def test_exit_rule_prefers_the_exit_with_the_larger_auc_margin() -> None:
+    """A series whose volatility comes in long bursts: the forecast ratio stays above the norm
+    through a burst, and the rule picks an exit from the grid by its in-sample AUC margin."""
+    from operators.forecast import parse
+    from tools.evaluate.series import CANDLE_SPLIT_MS, CandleSeries
+    from tools.evaluate.vol_fit import EXIT_GRID, choose_exit, components, provisional
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    sig = np.where((np.arange(n) // 150) % 4 == 0, 0.02, 0.005)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, sig)))
+    bar = 3_600_000
+    t0 = CANDLE_SPLIT_MS - (n + 10) * bar
+    s = CandleSeries("X", bar, t0 + bar * np.arange(n, dtype=np.int64), close, Path("x"))
+    doc_model = provisional(np.ones((2, 24)))
+    m = parse(
+        {
+            "format": "hlsl-vol-model/2",
+            "version": "t",
+            "season": {"weekday": [1.0] * 24, "weekend": [1.0] * 24},
+            "half_lives_bars": [1.0, 3.0, 10.0, 30.0],
+            "long_half_life_ms": 30 * 86_400_000,
+            "long_min_bars": 300.0,
+            "floor": 1e-3,
+            "flag": {"enter": 1.0, "exit": 1.0},
+            "ladder": {
+                "8": {"coef": [0, 0.2, 0.3, 0.3, 0.2, 0], "smear": 1, "q10": -1, "q90": 1, "n": 1}
+            },
+            "intervals": {"1": {"1": {"q10": -1.0, "q90": 1.0, "n": 0}}},
+        }
+    )
+    comps, norm = components(doc_model, s)
+    best, scores = choose_exit(m, [(s, comps, norm)])
+    assert best in EXIT_GRID
+    assert set(scores) == {f"{e:.2f}" for e in EXIT_GRID}
+    assert scores[f"{best:.2f}"] == max(scores.values())

@@ -1,6 +1,6 @@
 """Fit the volatility model table (`operators.forecast`) on candle data before the split date.
 
-    python -m tools.evaluate.vol_fit FILE... --out operators/vol_model.json
+    python -m tools.evaluate.vol_fit CANDLE_FILE... --tick CAPTURE --out operators/vol_model.json
 
 Every coin and interval of the candle files is pooled (no per-coin constant is fitted: the model
 is scale-free by construction). Only rows whose forward window ends before
@@ -13,7 +13,21 @@ the fitted coefficients see exactly the components the flow computes.
 2. Components: `VolState` over each series.
 3. For each ladder horizon ``H`` (1, 2, 4, … 128 bars): OLS of
    ``y = ln max(mean r² of the next H bars / L, 1e-6)`` on ``[1, ln max(c_k/L, floor), ln s̄_H]``;
-   ``smear`` = mean ``exp(residual)``, ``q10``/``q90`` = the residuals' quantiles.
+   ``smear`` = mean ``exp(residual)``, ``q10``/``q90`` = the residuals' quantiles (pooled over
+   every family; the flow uses the per-family table of step 4).
+4. Interval (split-conformal): per family of bar length (each candle interval; the tick
+   capture's 1 s bars) and horizon ``H`` of `INTERVAL_BARS`, the 10th/90th percentiles of
+   ``ln(RV_H / (H·m̂_H))`` over the family's fitting rows, ``m̂_H`` the forecast with the ladder
+   entry the flow uses for ``H``. Candles: the rows of step 3. Tick capture (``--tick``): replayed
+   through the flow with the fitted table, the envelopes' own forecast at their horizon against
+   the realised variance on the evaluation's price grid, rows whose forward window ends within
+   the first 60 % of the capture (`tools.evaluate.series.TICK_SPLIT_SHARE`).
+5. Risk-flag exit (a rule fixed before any out-of-sample figure was looked at): among
+   `EXIT_GRID`, the exit that maximises the mean over candle series of the hysteresis flag's
+   AUC minus the one-line rule's AUC at the same flag rate (AUC against "forward realised vol
+   over the next hour of bars in its top decile", `tools.evaluate.vol_eval`), on the fitting rows
+   only; the flag simulated here is ``ρ ≥ enter``, or ``ρ ≥ exit`` while flagged; ties go to the
+   higher exit (less hysteresis).
 """
 
 from __future__ import annotations
@@ -21,15 +35,34 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
-from operators.forecast import MODEL_FORMAT, MS_DAY, MS_HOUR, VolModel, VolState, parse
-from tools.evaluate.series import CANDLE_SPLIT_MS, F64, CandleSeries, read_candles
+from operators.forecast import (
+    MODEL_FORMAT,
+    MS_DAY,
+    MS_HOUR,
+    RISK_MIN_RETURNS,
+    VolModel,
+    VolState,
+    flag_bars,
+    parse,
+)
+from tools.evaluate.series import (
+    CANDLE_SPLIT_MS,
+    F64,
+    TICK_SPLIT_SHARE,
+    CandleSeries,
+    read_candles,
+)
+from tools.evaluate.vol_eval import fwd_sum, one_line_rule, score_flag
 
 LADDER: Final = (1, 2, 4, 8, 16, 32, 64, 128)
 HALF_LIVES: Final = (1.0, 3.0, 10.0, 30.0)
@@ -40,9 +73,14 @@ Y_FLOOR: Final = 1e-6
 SKIP_BARS: Final = 300
 """Rows of a series' first bars are not fitted (its norm is still settling)."""
 FLAG_ENTER: Final = 1.0
-FLAG_EXIT: Final = 0.95
 """Risk flag: enter when the next hour's forecast vol reaches the coin's norm (ρ ≥ 1.0; in the
-training data of the 5m and 1h candles about the top 20 % of bars), leave below 0.95."""
+training data of the 5m and 1h candles about the top 20 % of bars)."""
+EXIT_GRID: Final = (0.70, 0.75, 0.80, 0.85, 0.90, 0.95, 1.00)
+"""Candidate exits of the risk flag (step 5 chooses one on the fitting rows)."""
+INTERVAL_BARS: Final = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+"""Horizons (bars) of the interval table of each candle family."""
+INTERVAL_MIN_ROWS: Final = 200
+"""A family × horizon with fewer fitting rows gets no interval entry."""
 
 
 def season_profile(series: Sequence[CandleSeries]) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -123,7 +161,8 @@ def provisional(season: np.ndarray[Any, np.dtype[np.float64]]) -> VolModel:
             "long_half_life_ms": LONG_HALF_LIFE_MS,
             "long_min_bars": LONG_MIN_BARS,
             "floor": FLOOR,
-            "flag": {"enter": FLAG_ENTER, "exit": FLAG_EXIT},
+            "flag": {"enter": FLAG_ENTER, "exit": FLAG_ENTER},
+            "intervals": {"1": {"1": {"q10": -1.0, "q90": 1.0, "n": 0}}},
             "ladder": {
                 "1": {
                     "coef": [0.0] * (len(HALF_LIVES) + 2),
@@ -137,8 +176,147 @@ def provisional(season: np.ndarray[Any, np.dtype[np.float64]]) -> VolModel:
     )
 
 
-def fit(files: Sequence[Path]) -> dict[str, Any]:
-    """The model document fitted on the training rows of every candle series in ``files``."""
+def conformal_band(res: F64) -> tuple[float, float]:
+    """Split-conformal 10 %/90 % bounds of the finite values of ``res``: the ``⌊(n+1)/10⌋``-th
+    and ``⌈9(n+1)/10⌉``-th smallest (within the sample), so that a new exchangeable value falls
+    below the first, or above the second, with probability about 10 % each."""
+    v = np.sort(res[np.isfinite(res)])
+    n = len(v)
+    if n == 0:
+        msg = "no residual to take quantiles of"
+        raise ValueError(msg)
+    lo = max(1, (n + 1) // 10)
+    hi = min(n, -(-9 * (n + 1) // 10))
+    return float(v[lo - 1]), float(v[hi - 1])
+
+
+def log_forecast(
+    model: VolModel,
+    s: CandleSeries,
+    comps: np.ndarray[Any, np.dtype[np.float64]],
+    norm: F64,
+    h: int,
+) -> tuple[F64, F64, F64]:
+    """``(ln(m̂_h/L), y, end_ms)`` per row with the ladder entry the flow uses for ``h`` (capped
+    at 50 as `operators.forecast.mean_var` does); ``y`` and ``end_ms`` as in `design`."""
+    x, y, end = design(model, s, comps, norm, h)
+    z: F64 = np.minimum(x @ np.asarray(model.fit_for(h).coef), 50.0)
+    return z, y, end
+
+
+def candle_residuals(
+    model: VolModel,
+    s: CandleSeries,
+    comps: np.ndarray[Any, np.dtype[np.float64]],
+    norm: F64,
+    h: int,
+) -> F64:
+    """``ln(RV_h / (h·m̂_h))`` on the series' fitting rows."""
+    z, y, end = log_forecast(model, s, comps, norm, h)
+    res: F64 = y - z
+    ok = (end <= CANDLE_SPLIT_MS) & np.isfinite(res)
+    ok[:SKIP_BARS] = False
+    out: F64 = res[ok]
+    return out
+
+
+def hysteresis(rho: F64, enter: float, leave: float) -> npt.NDArray[np.bool_]:
+    """The flag ``ρ ≥ enter``, or ``ρ ≥ leave`` while flagged (off where ρ is undefined)."""
+    out = np.zeros(len(rho), dtype=bool)
+    on = False
+    for i, v in enumerate(rho.tolist()):
+        on = math.isfinite(v) and v >= (leave if on else enter)
+        out[i] = on
+    return out
+
+
+def choose_exit(
+    model: VolModel, states: Sequence[tuple[CandleSeries, Any, F64]]
+) -> tuple[float, dict[str, float]]:
+    """Step 5: the exit of `EXIT_GRID` with the best mean in-sample AUC margin over the rule."""
+    per = []
+    for s, comps, norm in states:
+        fb = flag_bars(s.bar_ms, model)
+        z, _, _ = log_forecast(model, s, comps, norm, fb)
+        rho: F64 = np.round(np.sqrt(np.exp(z)), 4).astype(np.float64)
+        rho[np.arange(len(rho)) < max(RISK_MIN_RETURNS, MS_DAY // s.bar_ms)] = np.nan
+        r = s.returns
+        mask = np.isfinite(rho) & (s.open_ms + (fb + 1) * s.bar_ms <= CANDLE_SPLIT_MS)
+        mask[:SKIP_BARS] = False
+        per.append((rho, np.sqrt(fwd_sum(r * r, fb)), one_line_rule(r, s.bar_ms), mask))
+    scores: dict[str, float] = {}
+    for leave in EXIT_GRID:
+        margins = []
+        for rho, fwd, rule, mask in per:
+            flag = hysteresis(rho, FLAG_ENTER, leave)
+            f = score_flag(flag, flag.astype(float), rule, fwd, mask, None)
+            margins.append(f.auc - f.rule_auc)
+        scores[f"{leave:.2f}"] = round(float(np.mean(margins)), 5)
+    best = max(EXIT_GRID, key=lambda e: (scores[f"{e:.2f}"], e))
+    return best, scores
+
+
+@contextmanager
+def serving(model: VolModel) -> Iterator[None]:
+    """The flow replays with ``model`` instead of the committed table (for the tick fit)."""
+    import operators.edge
+    import operators.regime
+
+    old = (operators.regime.VOL_MODEL, getattr(operators.edge, "VOL_MODEL"))  # noqa: B009
+    setattr(operators.regime, "VOL_MODEL", model)  # noqa: B010 (a Final module constant)
+    setattr(operators.edge, "VOL_MODEL", model)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(operators.regime, "VOL_MODEL", old[0])  # noqa: B010
+        setattr(operators.edge, "VOL_MODEL", old[1])  # noqa: B010
+
+
+def tick_residuals(path: Path, model: VolModel) -> tuple[int, int, F64]:
+    """``(bar_ms, H, residuals)`` of a tick capture's fitting rows (its first 60 %): the
+    envelopes' own forecast at their horizon against the evaluation's realised variance."""
+    from tools.evaluate import science
+    from tools.evaluate.analysis import analyse
+    from tools.evaluate.datasets import plan_datasets, scan_file
+    from tools.evaluate.replay import Progress, replay_dataset
+
+    scan = scan_file(path)
+    specs = [sp for sp in plan_datasets([scan]) if sp.kind == "tick"]
+    if not specs:
+        msg = f"{path}: not a tick capture"
+        raise ValueError(msg)
+    spec = specs[0]
+    with serving(model):
+        envs, frames, _, _ = replay_dataset(spec, (), Progress(False), "")
+    res = analyse(spec, [scan], envs, split=TICK_SPLIT_SHARE, n_boot=10, seed=0, frames=frames)
+    ex = science.extract(envs)
+    bar = spec.bar_ms
+    out: list[F64] = []
+    hb = 0
+    for coin in sorted(set(res.rows.coin)):
+        g = science.coin_grid(res, coin)
+        fr = science.forecast_rows(res, ex, g) if g is not None else None
+        if g is None or fr is None:
+            continue
+        hb = fr.bars
+        hm = fr.var / model.fit_for(hb).smear  # H·m̂ (vol_bps carries the smearing factor)
+        ok = fr.sel & g.have & (g.tgrid + (hb + 1) * bar <= res.split_ms)
+        ok &= np.isfinite(hm) & (hm > 0) & np.isfinite(fr.rv)
+        out.append(np.log(np.maximum(fr.rv[ok] / hm[ok], Y_FLOOR)))
+    if not out:
+        msg = f"{path}: no forecast in the fitting part"
+        raise ValueError(msg)
+    return bar, hb, np.concatenate(out)
+
+
+def _entry(res: F64) -> dict[str, Any]:
+    q10, q90 = conformal_band(res)
+    return {"q10": round(q10, 6), "q90": round(q90, 6), "n": int(np.isfinite(res).sum())}
+
+
+def fit(files: Sequence[Path], tick: Sequence[Path] = ()) -> dict[str, Any]:
+    """The model document fitted on the training rows of every candle series in ``files`` (and
+    the interval of the 1 s family on the first 60 % of each capture in ``tick``)."""
     series = [s for f in files for s in read_candles(f).values()]
     if not series:
         msg = "no candle series in the files given"
@@ -175,6 +353,8 @@ def fit(files: Sequence[Path]) -> dict[str, Any]:
             "series": len(series),
             "rows_before_utc": "2025-06-01T00:00:00Z",
             "rule": "rows whose forward window ends before the split; first 300 bars skipped",
+            "tick_files": sorted(p.name for p in tick),
+            "tick_rule": "rows whose forward window ends in the capture's first 60 %",
         },
         "season": {
             "weekday": [round(float(v), 6) for v in season[0]],
@@ -184,9 +364,35 @@ def fit(files: Sequence[Path]) -> dict[str, Any]:
         "long_half_life_ms": LONG_HALF_LIFE_MS,
         "long_min_bars": LONG_MIN_BARS,
         "floor": FLOOR,
-        "flag": {"enter": FLAG_ENTER, "exit": FLAG_EXIT},
+        "flag": {"enter": FLAG_ENTER, "exit": FLAG_ENTER},
         "ladder": ladder,
+        "intervals": {"1": {"1": {"q10": -1.0, "q90": 1.0, "n": 0}}},
     }
+    fitted = parse({**doc, "version": "tmp"})
+    # 4. the interval per family and horizon
+    intervals: dict[str, dict[str, Any]] = {}
+    for bar_ms in sorted({s.bar_ms for s in series}):
+        fam = [st for st in states if st[0].bar_ms == bar_ms]
+        for h in INTERVAL_BARS:
+            res = np.concatenate([candle_residuals(fitted, *st, h) for st in fam])
+            if res.size >= INTERVAL_MIN_ROWS:
+                intervals.setdefault(str(bar_ms), {})[str(h)] = _entry(res)
+    for path in tick:
+        bar_ms, h, res = tick_residuals(
+            path, parse({**doc, "intervals": intervals, "version": "t"})
+        )
+        if res.size >= INTERVAL_MIN_ROWS:
+            intervals.setdefault(str(bar_ms), {})[str(h)] = _entry(res)
+    doc["intervals"] = intervals
+    # 5. the risk flag's exit
+    leave, scores = choose_exit(fitted, states)
+    doc["flag"]["exit"] = leave
+    doc["fitted_on"]["flag_exit_rule"] = (
+        "exit in 0.70..1.00 (step 0.05) maximising the mean over candle series of the "
+        "hysteresis flag's AUC minus the one-line rule's AUC at the same rate, fitting rows "
+        "only; ties to the higher exit"
+    )
+    doc["fitted_on"]["flag_exit_auc_margin"] = scores
     # the training share of bars the flag's enter threshold selects (a documented figure)
     fitted = parse({**doc, "version": "tmp"})
     from operators.forecast import VolSnapshot, risk_ratio
@@ -215,9 +421,16 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     ap = argparse.ArgumentParser(prog="python -m tools.evaluate.vol_fit", description=__doc__)
     ap.add_argument("files", nargs="+", type=Path, help="candle capture files")
+    ap.add_argument(
+        "--tick",
+        type=Path,
+        action="append",
+        default=[],
+        help="a tick capture whose first 60 %% fits the 1 s family's interval (repeatable)",
+    )
     ap.add_argument("--out", type=Path, required=True, help="where to write the model table")
     ns = ap.parse_args(argv)
-    doc = fit(ns.files)
+    doc = fit(ns.files, ns.tick)
     ns.out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     share = doc["fitted_on"]["train_flag_share"]
     print(f"wrote {ns.out} ({doc['version']}); training flag share {share}")
