@@ -16,10 +16,13 @@ How it stays cheap and never slows the flow:
   own (one timer per event loop, every ``keepalive_s / 4``, wakes the clients that have been
   idle for ``keepalive_s`` to send their ping). Each event is rendered and encoded once, and a
   batch the writer stored goes to every client that takes all of it as the same bytes.
-- A subscriber whose queue is full is told (``dropped``) and removed; nothing is buffered
-  without bound. (A client that reads nothing at all keeps only its socket, with at most the
-  transport's high-water mark of bytes, until it reads or goes away: its subscription and
-  queue are gone.)
+- A subscriber that is behind (still holding queued events) and whose queue a new batch would
+  overflow is told (``dropped``) and removed; nothing is buffered without bound. A subscriber
+  that has taken everything takes the next batch whole, however large: a batch is at most one
+  envelope per coin per bar closed, and a whole market closing a few bars at once exceeds the
+  default queue without any client being slow. (A client that reads nothing at all keeps only
+  its socket, with at most the transport's high-water mark of bytes, until it reads or goes
+  away: its subscription and queue are gone.)
 """
 
 from __future__ import annotations
@@ -207,7 +210,10 @@ class _Fanout:
                 run = whole
             else:
                 run = _Run(accepted)
-            if sub.queued + len(accepted) > sub.queue_size:
+            # Slow means behind: a client that has taken everything so far takes the next batch
+            # whole, however large (one flush of the whole market can exceed the queue); one
+            # that is still holding events is dropped once the batch would take it past its queue.
+            if sub.queued and sub.queued + len(accepted) > sub.queue_size:
                 sub.dropped = sub.queued + len(accepted)
                 sub.queue.clear()
                 sub.queued = 0
