@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import logging
+import re
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 import lz4.frame
 import orjson
 import pytest
+from bytewax.testing import cluster_main
 
 from connectors.events import BookSnapshot, Event
 from connectors.files import ReplayStats, read_events
@@ -33,7 +36,11 @@ from connectors.partitions import (
 )
 from connectors.split import load_manifest, split_once
 from connectors.validate import ValidationConfig
+from flows.pipeline import Cluster, build_pipeline
+from flows.settings import Settings
 from tests.conftest import LIVE_CAPTURE, SAMPLE, real_file
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "hashes.json"
 
 
 def norm(e: Event) -> tuple[Any, ...]:
@@ -234,3 +241,26 @@ def test_another_run_gets_its_own_split(tmp_path: Path) -> None:
     assert not a.spool.exists()
     assert b.spool.exists()
     assert not a.spool.with_name(a.spool.name + ".lock").exists()
+
+
+# -- the flow on 2 workers -------------------------------------------------------------------
+
+
+def test_two_workers_publish_the_golden_sample(tmp_path: Path) -> None:
+    cluster = Cluster(workers_per_process=2)
+    settings = Settings(replay=[str(SAMPLE)], api=False)
+    p = build_pipeline(settings, collect=True, cluster=cluster)
+    assert p.plan is not None
+    assert p.plan.spool is not None
+    cluster_main(p.flow, [], 0, worker_count_per_proc=2)
+    items = sorted(p.collected or [], key=lambda kv: (kv[1]["timestamp_ms"], kv[0]))
+    data = b"".join(orjson.dumps(env) + b"\n" for _, env in items)
+    data = re.sub(rb'"code_version":"[^"]*"', b'"code_version":"*"', data)
+    record = orjson.loads(GOLDEN.read_bytes())["sample"]
+    assert len(items) == record["envelopes"]
+    assert hashlib.sha256(data).hexdigest() == record["sha256"]
+    assert p.stats is not None
+    assert p.stats.lines == 19_311
+    assert sorted(p.stats.partitions) == ["coin:BTC", "coin:ETH", "coin:SOL", OTHER_PART]
+    p.release()
+    assert not p.plan.spool.exists()
