@@ -60,9 +60,9 @@ from connectors.split import (
     OTHER,
     SKIP,
     Record,
+    Spool,
     line_key,
     parse_record,
-    remove_spool,
     split_once,
 )
 from connectors.validate import ValidationConfig
@@ -92,7 +92,8 @@ class ReplayPlan:
 
     files: list[str]
     parts: list[PartSpec]
-    spool: Path | None = None
+    spool: Spool | None = None
+    """The split of the multi-coin captures (None: there were none)."""
 
     @property
     def coins(self) -> frozenset[str]:
@@ -107,10 +108,10 @@ class ReplayPlan:
         msg = f"no replay partition {key!r}"
         raise KeyError(msg)
 
-    def remove_spool(self) -> None:
-        """Delete the split of the multi-coin captures (when the whole run is over)."""
+    def release(self) -> None:
+        """This process is done with the split (the run is over): the last one removes it."""
         if self.spool is not None:
-            remove_spool(self.spool)
+            self.spool.release()
 
 
 def plan_replay(
@@ -140,9 +141,9 @@ def plan_replay(
         elif coins is None or coin in coins:
             single.setdefault(coin, []).append(i)
     streams: dict[str, str] = {}
-    spool: Path | None = None
+    spool: Spool | None = None
     if multi:
-        spool, manifest = split_once(
+        spool = split_once(
             files,
             multi,
             coins=coins,
@@ -151,7 +152,7 @@ def plan_replay(
             root=spool_root,
             config=config,
         )
-        streams = {coin: str(spool / name) for coin, name in manifest.streams.items()}
+        streams = {coin: str(spool.path / name) for coin, name in spool.manifest.streams.items()}
     parts: list[PartSpec] = []
     for coin in sorted(set(single) | (set(streams) - {OTHER})):
         inputs = [(streams[coin], True)] if coin in streams else []

@@ -34,9 +34,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import heapq
+import itertools
 import logging
 import os
 import shutil
+import socket
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -718,6 +721,31 @@ def load_manifest(spool: Path, digest: str) -> Manifest | None:
     return Manifest(digest=digest, streams=streams)
 
 
+@dataclass(frozen=True)
+class Spool:
+    """A split, as one process uses it: where it is, what it holds, and this use of it."""
+
+    path: Path
+    manifest: Manifest
+    user: str
+    """This process's registration: the last user to `release` it removes the spool."""
+
+    def release(self) -> None:
+        """This use is over (the run has ended): remove the spool if no other user is left."""
+        release_spool(self.path, self.user)
+
+
+_USERS = itertools.count()
+
+
+def _users(spool: Path) -> Path:
+    return spool.with_name(spool.name + ".users")
+
+
+def _lock(spool: Path) -> Path:
+    return spool.with_name(spool.name + ".lock")
+
+
 def split_once(
     files: Sequence[str],
     indexes: Sequence[int],
@@ -727,24 +755,29 @@ def split_once(
     run_key: str,
     root: Path,
     config: ValidationConfig | None = None,
-) -> tuple[Path, Manifest]:
+) -> Spool:
     """The spool of these captures under ``root``: made by the first caller, found by the rest.
 
-    Callers (the processes of one cluster, on one machine or sharing ``root``) serialise on a
-    lock file beside the spool; the first writes the spool into a temporary directory and
-    renames it when complete, so a process never sees half a spool.
+    Callers (the processes of one run, on one machine or sharing ``root``) serialise on a lock
+    file beside the spool; the first writes the spool into a temporary directory and renames it
+    when complete, so a process never sees half a spool. Each caller registers as a user; the
+    last to `Spool.release` it removes it (hosts that do not share ``root`` split once each).
     """
     config = config if config is not None else ValidationConfig()
     digest = spool_digest(files, indexes, coins, known, run_key, config)
     root.mkdir(parents=True, exist_ok=True)
     spool = root / f"hlsl-split-{digest}"
-    with (root / f"hlsl-split-{digest}.lock").open("a+b") as lock:
+    user = f"{socket.gethostname()}-{os.getpid()}-{next(_USERS)}"
+    with _lock(spool).open("a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            _users(spool).mkdir(exist_ok=True)
+            (_users(spool) / user).touch()
             manifest = load_manifest(spool, digest)
             if manifest is not None:
                 log.info("replay: using the split of %d capture(s) in %s", len(indexes), spool)
-                return spool, manifest
+                return Spool(spool, manifest, user)
+            started = time.monotonic()
             tmp = root / f"hlsl-split-{digest}.tmp-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
@@ -758,23 +791,37 @@ def split_once(
                 tmp.rename(spool)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
+                (_users(spool) / user).unlink(missing_ok=True)
                 raise
             log.info(
-                "replay: split %d capture(s) into %d coin stream(s) in %s",
+                "replay: split %d capture(s) into %d coin stream(s) in %.1f s (%s)",
                 len(indexes),
                 len(manifest.coins()),
+                time.monotonic() - started,
                 spool,
             )
-            return spool, manifest
+            return Spool(spool, manifest, user)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def remove_spool(spool: Path) -> None:
-    """Delete a spool and its lock file (the run that made it is over)."""
-    shutil.rmtree(spool, ignore_errors=True)
-    lock = spool.with_name(spool.name + ".lock")
-    lock.unlink(missing_ok=True)
+def release_spool(spool: Path, user: str) -> None:
+    """``user`` is done with ``spool``: the last user removes it (and its lock and registry)."""
+    lock_path = _lock(spool)
+    if not lock_path.exists():
+        return
+    with lock_path.open("a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            users = _users(spool)
+            (users / user).unlink(missing_ok=True)
+            if users.is_dir() and any(users.iterdir()):
+                return
+            shutil.rmtree(spool, ignore_errors=True)
+            shutil.rmtree(users, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 __all__ = [
@@ -787,11 +834,12 @@ __all__ = [
     "Manifest",
     "Record",
     "Splitter",
+    "Spool",
     "envelope_key",
     "line_key",
     "load_manifest",
     "parse_record",
     "record",
-    "remove_spool",
+    "release_spool",
     "split_once",
 ]

@@ -181,10 +181,10 @@ class Pipeline:
     """A partitioned replay's plan (None: one partition, or live)."""
 
     def release(self) -> None:
-        """Delete what the run made for itself (the split of multi-coin captures): process 0
-        does, once the whole run is over."""
-        if self.plan is not None and self.cluster.process_id == 0:
-            self.plan.remove_spool()
+        """Give up what the run made for itself (the split of multi-coin captures, removed by
+        the last process done with it) once the run is over."""
+        if self.plan is not None:
+            self.plan.release()
 
 
 class _EndPartition(StatelessSinkPartition[tuple[str, Envelope]]):

@@ -85,7 +85,7 @@ def assert_same_as_one_partition(
     assert {c: evs for c, evs in got.items() if evs} == dict(by_coin)
     assert counters(parted) == counters(whole)
     assert parted.finished
-    plan.remove_spool()
+    plan.release()
     return parts
 
 
@@ -137,7 +137,7 @@ def test_an_archive_file_joins_its_coins_partition(tmp_path: Path) -> None:
     btc = plan.part("coin:BTC")
     assert (str(hour), False) in btc.inputs
     assert len(btc.inputs) == 2
-    plan.remove_spool()
+    plan.release()
     assert_same_as_one_partition([str(rest), str(hour)], tmp_path)
 
 
@@ -219,16 +219,21 @@ def test_the_split_is_made_once_and_found_by_every_process(
     for t in threads:
         t.join(timeout=120)
     assert len(results) == 3
-    spools = {str(spool) for spool, _ in results}
-    assert len(spools) == 1
+    assert len({spool.path for spool in results}) == 1
+    assert len({spool.user for spool in results}) == 3
     messages = [r.getMessage() for r in caplog.records]
     assert sum(m.startswith("replay: split 1 capture") for m in messages) == 1
     assert sum(m.startswith("replay: using the split") for m in messages) == 2
-    spool = Path(spools.pop())
-    manifest = results[0][1]
-    assert load_manifest(spool, manifest.digest) is not None
+    path, manifest = results[0].path, results[0].manifest
+    assert load_manifest(path, manifest.digest) is not None
     assert manifest.coins() == {"BTC", "ETH", "SOL"}
     assert not list(tmp_path.glob("*.tmp-*"))
+    # The last process done with the split removes it, whichever made it.
+    results[0].release()
+    results[2].release()
+    assert path.is_dir()
+    results[1].release()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_another_run_gets_its_own_split(tmp_path: Path) -> None:
@@ -236,11 +241,12 @@ def test_another_run_gets_its_own_split(tmp_path: Path) -> None:
     b = plan_replay([str(SAMPLE)], coins=None, run_key="run b", spool_root=tmp_path)
     assert a.spool is not None
     assert b.spool is not None
-    assert a.spool != b.spool
-    a.remove_spool()
-    assert not a.spool.exists()
-    assert b.spool.exists()
-    assert not a.spool.with_name(a.spool.name + ".lock").exists()
+    assert a.spool.path != b.spool.path
+    a.release()
+    assert not a.spool.path.exists()
+    assert b.spool.path.exists()
+    b.release()
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- the flow on 2 workers -------------------------------------------------------------------
@@ -263,4 +269,4 @@ def test_two_workers_publish_the_golden_sample(tmp_path: Path) -> None:
     assert p.stats.lines == 19_311
     assert sorted(p.stats.partitions) == ["coin:BTC", "coin:ETH", "coin:SOL", OTHER_PART]
     p.release()
-    assert not p.plan.spool.exists()
+    assert not p.plan.spool.path.exists()
