@@ -115,6 +115,8 @@ class ReplayStats:
     finished_partitions: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _merged: _Merged = field(default_factory=_Merged, init=False, repr=False)
+    _logged: Counter[str] = field(default_factory=Counter, init=False, repr=False)
+    """Skips of this process's partitions so far, by reason (to thin their logging)."""
 
     def __post_init__(self) -> None:
         if not self.parsers:
@@ -134,7 +136,7 @@ class ReplayStats:
         reporting as `parser`) and counters, added to these by `merge_into`."""
         proto = self.parser
         parser = parser_type(proto.coins, proto.config)
-        kid = ReplayStats(files=list(self.files), parser=parser)
+        kid = ReplayStats(files=list(self.files), parser=parser, skips=_PartitionSkipLog(self))
         if proto.on_reject is not None:
             kid.report_held_rejections()
         with self._lock:
@@ -208,6 +210,25 @@ class ReplayStats:
         for p in self.parsers:
             out |= p.seen_coins
         return out
+
+
+class _PartitionSkipLog(SkipLog):
+    """A partition's skips: counted on their own (added to the process's by `merge_into`),
+    logged as thinly as the process's own log (the first 20 per reason in the process, then
+    every 1,000th), not 20 per partition."""
+
+    def __init__(self, process: ReplayStats) -> None:
+        super().__init__(log)
+        self._process = process
+
+    def skip(self, reason: str, where: str, detail: str) -> None:
+        self.counts[reason] += 1
+        process = self._process
+        with process._lock:
+            process._logged[reason] += 1
+            n = process._logged[reason]
+        if n <= self._first or n % self._every == 0:
+            self._log.warning("skipped %s at %s (%s so far): %s", reason, where, n, detail)
 
 
 class _FillsBlock:

@@ -38,7 +38,7 @@ import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
-from connectors.archive import archive_coin
+from connectors.archive import archive_coin, fills_lines
 from connectors.errors import FrameError
 from connectors.events import Event
 from connectors.files import (
@@ -196,11 +196,23 @@ class _Input:
         n = self.reader.lineno
         if not line.strip():
             return (self.last, self.idx, n, -1, -1, COUNTED | BLANK, b"")
-        key = line_key(line, self.last, self.max_depth)
+        if self.reader.kind == "fills":
+            key = _fills_key(line, self.last, self.max_depth)
+        else:
+            key = line_key(line, self.last, self.max_depth)
         if key is None:
             return (self.last, self.idx, n, -1, -1, COUNTED, line)  # parsed, so it is reported
         self.last = key
         return (key, self.idx, n, -1, -1, COUNTED, line)
+
+
+def _fills_key(line: bytes, last: int, max_depth: int) -> int | None:
+    """A fills line's merge key: its block's receive time (else ``last``); None: not a block."""
+    try:
+        recv_ns, _ = fills_lines(line, max_depth)
+    except FrameError:
+        return None
+    return recv_ns if recv_ns is not None else last
 
 
 class _CoinPartition(StatefulSourcePartition[Event, dict[str, int]]):

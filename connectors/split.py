@@ -805,6 +805,28 @@ def split_once(
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _forget_the_dead(users: Path) -> None:
+    """Drop the registrations of processes of this host that are gone (a crashed run), so they
+    do not keep a spool forever."""
+    host = socket.gethostname() + "-"
+    for entry in users.iterdir() if users.is_dir() else ():
+        if not entry.name.startswith(host):
+            continue
+        pid = entry.name[len(host) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def release_spool(spool: Path, user: str) -> None:
     """``user`` is done with ``spool``: the last user removes it (and its lock and registry)."""
     lock_path = _lock(spool)
@@ -815,6 +837,7 @@ def release_spool(spool: Path, user: str) -> None:
         try:
             users = _users(spool)
             (users / user).unlink(missing_ok=True)
+            _forget_the_dead(users)
             if users.is_dir() and any(users.iterdir()):
                 return
             shutil.rmtree(spool, ignore_errors=True)

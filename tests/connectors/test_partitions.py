@@ -14,6 +14,9 @@ import gzip
 import hashlib
 import logging
 import re
+import socket
+import subprocess
+import sys
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -233,6 +236,25 @@ def test_the_split_is_made_once_and_found_by_every_process(
     results[2].release()
     assert path.is_dir()
     results[1].release()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_crashed_process_does_not_keep_the_split(tmp_path: Path) -> None:
+    kw: dict[str, Any] = {"coins": None, "known": set(), "run_key": "r", "root": tmp_path}
+    spool = split_once([str(SAMPLE)], [0], **kw)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    users = spool.path.with_name(spool.path.name + ".users")
+    (users / f"{socket.gethostname()}-{dead}-0").touch()  # registered, then gone
+    (users / "another-host-1-0").touch()  # another host's process: not ours to judge
+    spool.release()
+    assert spool.path.is_dir()
+    (users / "another-host-1-0").unlink()
+    spool.release()  # (again: only the dead one was left, and it is forgotten)
     assert list(tmp_path.iterdir()) == []
 
 
