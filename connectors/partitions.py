@@ -307,7 +307,6 @@ class _CoinPartition(StatefulSourcePartition[Event, dict[str, int]]):
             return
         saved = (Counter(parser.frames), Counter(parser.control)) if flags & DERIVED else None
         events: list[Event] = []
-        where = f"{self._files[idx] if 0 <= idx < len(self._files) else src.path}:{lineno}"
         try:
             if src.reader.kind == "fills" and not src.spooled:
                 events = parse_fills_line(parser, payload)
@@ -316,9 +315,9 @@ class _CoinPartition(StatefulSourcePartition[Event, dict[str, int]]):
         except PartialFrameError as ex:
             events = ex.events
             for err in ex.errors:
-                stats.skips.skip(err.reason, where, err.detail)
+                stats.skips.skip(err.reason, self._where(idx, lineno, src), err.detail)
         except FrameError as ex:
-            stats.skips.skip(ex.reason, where, ex.detail)
+            stats.skips.skip(ex.reason, self._where(idx, lineno, src), ex.detail)
         finally:
             if saved is not None:
                 parser.frames, parser.control = saved
@@ -331,8 +330,13 @@ class _CoinPartition(StatefulSourcePartition[Event, dict[str, int]]):
         if len(mine) != len(events):
             others = sorted({e.coin for e in events if e.coin != coin})
             detail = f"events of {', '.join(others)} in the partition of {coin}"
-            stats.skips.skip(FOREIGN_COIN, where, detail)
+            stats.skips.skip(FOREIGN_COIN, self._where(idx, lineno, src), detail)
         out.extend(mine)
+
+    def _where(self, idx: int, lineno: int, src: _Input) -> str:
+        """``file:line`` of a record: the capture it came from (a spool record names it)."""
+        path = self._files[idx] if 0 <= idx < len(self._files) else src.path
+        return f"{path}:{lineno}"
 
     def _report(self, flags: int, payload: bytes) -> None:
         """A skip or an error the split pass met (logged there): counted here, once."""
