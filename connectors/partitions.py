@@ -6,9 +6,9 @@ events still arrive in order.
 - a capture in Hyperliquid's archive layout (``…/YYYYMMDD/H/l2Book/COIN.lz4``) holds one coin:
   it belongs to that coin's partition, read by nobody else;
 - the other captures (recordings, the sample, ``node_fills_by_block``) hold several coins: they
-  are split once (`connectors.split`) into one stream per coin, which joins that coin's partition,
-  plus one stream of everything no coin takes (control frames, bad lines), read by a partition of
-  its own (`OTHER_PART`) that only counts and reports.
+  are split once (`connectors.split`) into one stream per coin (`connectors.spool`), which joins
+  that coin's partition, plus one stream of everything no coin takes (control frames, bad lines),
+  read by a partition of its own (`OTHER_PART`) that only counts and reports.
 
 Each coin partition (`PartitionedReplaySource`) merges its inputs by receive time (ties by the
 captures' order on the command line), exactly as the one-partition replay merges every file, and
@@ -52,7 +52,9 @@ from connectors.files import (
     resume_offsets,
 )
 from connectors.parse import FrameParser
-from connectors.split import (
+from connectors.peek import line_key
+from connectors.split import split_once
+from connectors.spool import (
     BLANK,
     COUNTED,
     DERIVED,
@@ -61,9 +63,7 @@ from connectors.split import (
     SKIP,
     Record,
     Spool,
-    line_key,
     parse_record,
-    split_once,
 )
 from connectors.validate import ValidationConfig
 

@@ -25,236 +25,65 @@ the one-partition parser closes a coin's open candle as soon as any frame receiv
 candle's close time arrives, and the hint lets the coin's partition close it at the same point of
 its stream. Each coin stream ends with a hint-only record for the frames after its last line.
 
-The spool is made once per cluster: the first process to take the spool's lock writes it (into a
-temporary directory, renamed when complete, with a manifest), every other process finds it there.
+The spool (`connectors.spool`) is made once per run: the first process to take its lock writes
+it, every other process finds it there. Cheap reads of the lines: `connectors.peek`.
+
+One module past ~400 lines: `Splitter` is one pass whose routing, counting and clocks share its
+state line by line (the open candles, the source clock, the streams); split up, they would only
+pass that state between modules.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import heapq
-import itertools
 import logging
-import os
-import shutil
-import socket
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import lz4.frame
-import msgspec
 import orjson
 
 from connectors.archive import fills_trades, trades_line
 from connectors.errors import FrameError, SkipLog
 from connectors.files import ReplayStats, _FileReader, sort_key
 from connectors.parse import ControlMarker, decode_line, iso_to_ns
+from connectors.peek import (
+    COIN_CHANNELS,
+    DATA_CHANNELS,
+    ENVELOPE,
+    PEEK_ERRORS,
+    Candle,
+    PeekEnvelope,
+    envelope_stamp,
+    frame_candle,
+    frame_times,
+    marker_coins,
+    peek,
+    rewrite,
+)
+from connectors.spool import (
+    BLANK,
+    COUNTED,
+    DERIVED,
+    ERROR,
+    OTHER,
+    SKIP,
+    SPOOL_VERSION,
+    Spool,
+    Stream,
+    make_once,
+    record,
+)
 from connectors.validate import TimeCheck, ValidationConfig
 
 log = logging.getLogger(__name__)
 
-SPLIT_VERSION: Final = 1
-"""Bump when the spool format or the routing changes (a spool of another version is remade)."""
-MANIFEST: Final = "manifest.json"
-OTHER: Final = ""
-"""The stream key of the lines no coin partition takes."""
-
-COUNTED: Final = 1
-"""The record counts as a line read (each capture line counts once, wherever its copies went)."""
-DERIVED: Final = 2
-"""A per-coin copy of a multi-coin line: the frame and control counts it adds are undone."""
-BLANK: Final = 4
-"""A blank capture line."""
-SKIP: Final = 8
-"""A skip the split pass met (a torn tail); payload ``[reason, where, detail]``."""
-ERROR: Final = 16
-"""A capture error the split pass met (a corrupt file); payload is the message."""
-
-DATA_CHANNELS: Final = frozenset({"trades", "l2Book", "bbo", "candle", "allMids", "activeAssetCtx"})
-_COIN_CHANNELS: Final = frozenset({"l2Book", "bbo", "activeAssetCtx"})
+SPLIT_VERSION: Final = 2
+"""Bump when the routing changes (a split made by another version is remade)."""
 _FLUSH_BYTES: Final = 128 << 10
 _BUFFER_BYTES: Final = 32 << 20
-
-
-# -- record format --------------------------------------------------------------------------------
-# One line per record: b"<key> <capture index> <line> <clock ms> <latest ms> <flags> <payload>".
-
-Record = tuple[int, int, int, int, int, int, bytes]
-"""``(key, capture index, line number, clock ms, latest ms, flags, payload)``; the two clocks
-are -1 when unknown."""
-
-
-def record(
-    key: int, idx: int, lineno: int, clock: int, latest: int, flags: int, payload: bytes
-) -> bytes:
-    """One spool record (a line, with its newline)."""
-    return b"%d %d %d %d %d %d %s\n" % (key, idx, lineno, clock, latest, flags, payload)
-
-
-def parse_record(line: bytes) -> Record:
-    """The fields of a spool line."""
-    key, idx, lineno, clock, latest, flags, payload = line.split(b" ", 6)
-    return int(key), int(idx), int(lineno), int(clock), int(latest), int(flags), payload
-
-
-# -- cheap routing of the common lines ------------------------------------------------------------
-
-
-class _PeekRaw(msgspec.Struct):
-    channel: str
-    data: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class _PeekEnvelope(msgspec.Struct):
-    time: str
-    ver_num: int
-    raw: _PeekRaw
-
-
-class _PeekCoin(msgspec.Struct):
-    coin: Any = None
-    time: Any = None
-
-
-class _PeekCandle(msgspec.Struct):
-    s: Any = None
-    i: Any = None
-    t: Any = None
-    T: Any = None
-
-
-_ENVELOPE = msgspec.json.Decoder(_PeekEnvelope)
-_COIN = msgspec.json.Decoder(_PeekCoin)
-_COINS = msgspec.json.Decoder(list[_PeekCoin])
-_CANDLE = msgspec.json.Decoder(_PeekCandle)
-_PEEK_ERRORS: Final = (msgspec.ValidationError, msgspec.DecodeError, RecursionError, FrameError)
-
-
-Candle = tuple[str, int, int]
-"""A candle frame's ``(interval, open time t, close time T)``: what the parser holds open."""
-
-
-def _peek(channel: str, data: msgspec.Raw) -> tuple[str | None, list[Any], Candle | None]:
-    """The one coin of a frame's data (None: several coins, none, or not readable here), the
-    exchange times the parser would take as the source clock, and a candle's interval and T."""
-    times: list[Any] = []
-    candle: Candle | None = None
-    if channel in _COIN_CHANNELS:
-        row = _COIN.decode(data)
-        coin = row.coin
-        if channel != "activeAssetCtx":
-            times.append(row.time)
-    elif channel == "candle":
-        c = _CANDLE.decode(data)
-        coin = c.s
-        if type(c.i) is str and type(c.t) is int and type(c.T) is int:
-            candle = (c.i, c.t, c.T)
-    elif channel == "trades":
-        rows = _COINS.decode(data)
-        if not rows:
-            return None, times, None
-        coin = rows[0].coin
-        if any(r.coin != coin for r in rows):
-            return None, times, None
-        times.extend(r.time for r in rows)
-    else:
-        return None, times, None
-    return (coin if type(coin) is str and coin else None), times, candle
-
-
-def _frame_candle(channel: Any, frame: Any) -> tuple[str, Candle] | None:
-    """A decoded candle frame's ``(coin, (interval, T))``."""
-    data = frame.get("data") if type(frame) is dict else None
-    if channel != "candle" or type(data) is not dict:
-        return None
-    coin, interval, start, close = data.get("s"), data.get("i"), data.get("t"), data.get("T")
-    if type(coin) is str and type(interval) is str and type(start) is int and type(close) is int:
-        return coin, (interval, start, close)
-    return None
-
-
-def _frame_times(channel: Any, frame: Any) -> list[Any]:
-    """The exchange times of a decoded frame that the parser takes as the source clock."""
-    data = frame.get("data") if type(frame) is dict else None
-    if channel in ("l2Book", "bbo") and type(data) is dict:
-        return [data.get("time")]
-    if channel == "trades" and type(data) is list:
-        return [tr.get("time") for tr in data if type(tr) is dict]
-    return []
-
-
-def envelope_key(line: bytes) -> int | None:
-    """The receive ns of an archive-envelope line of a frame (what `decode_line` would give),
-    read without decoding the frame; None for any other line."""
-    if not line.startswith(b'{"time":'):
-        return None
-    try:
-        return iso_to_ns(_ENVELOPE.decode(line).time)
-    except _PEEK_ERRORS:
-        return None
-
-
-def line_key(line: bytes, last: int, max_depth: int = 64) -> int | None:
-    """A capture line's merge key as the one-partition replay computes it (`sort_key`), or None
-    for a line it would skip (blank or undecodable)."""
-    if not line.strip():
-        return None
-    fast = envelope_key(line)
-    if fast is not None:
-        return fast
-    try:
-        recv_ns, frame = decode_line(line, max_depth)
-    except FrameError:
-        return None
-    return sort_key(recv_ns, frame, last)
-
-
-def _rewrite(stamp: Any, recv_ns: int | None, frame: Any) -> bytes:
-    """A capture line holding ``frame`` with the receive time of the line it came from:
-    ``stamp`` is that line's archive-envelope ``time`` (None: it had no envelope)."""
-    if stamp is not None:
-        return orjson.dumps({"time": stamp, "ver_num": 1, "raw": frame})
-    body = orjson.dumps(frame)
-    return body if recv_ns is None else b"%d %s" % (recv_ns, body)
-
-
-# -- the spool -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Manifest:
-    """What a spool holds: its digest, and the file of each stream (by coin; `OTHER`)."""
-
-    digest: str
-    streams: dict[str, str]
-    version: int = SPLIT_VERSION
-
-    def coins(self) -> set[str]:
-        """The coins with a stream."""
-        return {c for c in self.streams if c != OTHER}
-
-
-class _Stream:
-    """One output stream: records buffered, flushed as LZ4 frames appended to its file."""
-
-    __slots__ = ("buf", "path", "size")
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.buf: list[bytes] = []
-        self.size = 0
-        path.touch()
-
-    def flush(self) -> None:
-        if self.buf:
-            with self.path.open("ab") as fh:
-                fh.write(lz4.frame.compress(b"".join(self.buf)))
-            self.buf.clear()
-            self.size = 0
 
 
 class _RecordingSkipLog(SkipLog):
@@ -278,7 +107,7 @@ class _Line:
     idx: int
     lineno: int
     line: bytes
-    env: _PeekEnvelope | None = None
+    env: PeekEnvelope | None = None
     """The archive envelope around a frame, when the line is one."""
     fills: list[tuple[str, list[dict[str, Any]]]] | None = None
     """A fills line: each coin's taker fills as WebSocket trades."""
@@ -288,7 +117,7 @@ class _Line:
     """Why a fills line is not a block (the other partition counts the skip)."""
 
 
-_Item = tuple[int, int, int, bytes, _PeekEnvelope | _Line]
+_Item = tuple[int, int, int, bytes, PeekEnvelope | _Line]
 """A line read: ``(merge key, capture index, line number, line, envelope or _Line)``."""
 
 
@@ -311,7 +140,7 @@ class Splitter:
     coins: frozenset[str] | None
     known: set[str]
     config: ValidationConfig = field(default_factory=ValidationConfig)
-    streams: dict[str, _Stream] = field(default_factory=dict)
+    streams: dict[str, Stream] = field(default_factory=dict)
     active: set[str] | None = None
     clock_ms: int = -1
     """What closes candles: the receive time (else the source clock) of the latest data frame."""
@@ -328,8 +157,8 @@ class Splitter:
     _buffered: int = 0
     _last_key: int = 0
 
-    def run(self) -> Manifest:
-        """Split every capture; returns the manifest (also written to ``dest``)."""
+    def run(self) -> dict[str, str]:
+        """Split every capture; returns the file name of each stream (by coin; `OTHER`)."""
         self.known = set(self.known)
         self.max_depth = self.config.max_json_depth
         self._times = TimeCheck(self.config)
@@ -346,9 +175,7 @@ class Splitter:
                 stream.buf.append(end)  # the frames after a coin's last line close candles too
         for stream in self.streams.values():
             stream.flush()
-        names = {coin: s.path.name for coin, s in self.streams.items()}
-        manifest = Manifest(digest="", streams=names)
-        return manifest
+        return {coin: s.path.name for coin, s in self.streams.items()}
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -360,7 +187,7 @@ class Splitter:
         errors = stats.errors
         reader = _FileReader(Path(self.files[idx]), 0, stats)
         next_line = reader.next_line
-        decode = _ENVELOPE.decode
+        decode = ENVELOPE.decode
         last = 0
         try:
             while True:
@@ -379,7 +206,7 @@ class Splitter:
                     try:
                         env = decode(raw)
                         last = iso_to_ns(env.time)
-                    except _PEEK_ERRORS:
+                    except PEEK_ERRORS:
                         pass
                     else:
                         yield last, idx, reader.lineno, raw, env
@@ -414,10 +241,10 @@ class Splitter:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def _stream(self, coin: str) -> _Stream:
+    def _stream(self, coin: str) -> Stream:
         stream = self.streams.get(coin)
         if stream is None:
-            stream = self.streams[coin] = _Stream(self.dest / f"s{len(self.streams):05d}.lz4")
+            stream = self.streams[coin] = Stream(self.dest / f"s{len(self.streams):05d}.lz4")
             if coin != OTHER:
                 stream.buf.extend(self._broadcast)
                 self.known.add(coin)
@@ -431,7 +258,7 @@ class Splitter:
         if stream.size >= _FLUSH_BYTES or self._buffered >= _BUFFER_BYTES:
             self._flush(stream)
 
-    def _flush(self, stream: _Stream) -> None:
+    def _flush(self, stream: Stream) -> None:
         """Write a full stream out; every stream, when they hold too much together."""
         if self._buffered >= _BUFFER_BYTES:
             for s in self.streams.values():
@@ -462,10 +289,10 @@ class Splitter:
         key, idx, lineno, line, what = item
         if key > self._last_key:
             self._last_key = key
-        if isinstance(what, _PeekEnvelope):
+        if isinstance(what, PeekEnvelope):
             try:
-                coin, times, candle = _peek(what.raw.channel, what.raw.data)
-            except _PEEK_ERRORS:
+                coin, times, candle = peek(what.raw.channel, what.raw.data)
+            except PEEK_ERRORS:
                 coin, times, candle = None, [], None
             if coin is not None:
                 # The common line: one coin's frame in an archive envelope, passed on as it is.
@@ -520,17 +347,17 @@ class Splitter:
         if not routes:
             self._other_record(key, rec.idx, rec.lineno, COUNTED, line)
         else:
-            stamp = env.time if env is not None else _stamp(line)
+            stamp = env.time if env is not None else envelope_stamp(line)
             mids = channel == "allMids"
             for n, (coin, sub) in enumerate(routes):
-                payload = line if sub is frame else _rewrite(stamp, recv_ns, sub)
+                payload = line if sub is frame else rewrite(stamp, recv_ns, sub)
                 flags = COUNTED if n == 0 else DERIVED
                 # allMids fans out to activated coins even outside the coin filter (as the
                 # one-partition parser does), so those copies go to the coins' own partitions.
                 self._to_coin(rec, key, coin, payload, flags, any_coin=mids)
         if channel in DATA_CHANNELS:
             at = (key, rec.idx, rec.lineno)
-            self._tick(recv_ns, _frame_times(channel, frame), at, _frame_candle(channel, frame))
+            self._tick(recv_ns, frame_times(channel, frame), at, frame_candle(channel, frame))
 
     def _tick(
         self,
@@ -596,7 +423,7 @@ class Splitter:
     def _frame_routes(self, channel: Any, frame: Any) -> list[tuple[str, Any]]:
         """``[(coin, frame for it)]`` of a decoded frame; ``[]``: the other stream's."""
         data = frame.get("data") if type(frame) is dict else None
-        if channel in _COIN_CHANNELS and type(data) is dict:
+        if channel in COIN_CHANNELS and type(data) is dict:
             coin = data.get("coin")
             return [(coin, frame)] if type(coin) is str and coin else []
         if channel == "candle":
@@ -629,7 +456,7 @@ class Splitter:
     def _route_marker(self, rec: _Line, key: int, body: Any) -> None:
         channel = body.get("channel") if type(body) is dict else None
         data = body.get("data") if type(body) is dict else None
-        coins = _marker_coins(data)
+        coins = marker_coins(data)
         line = rec.line
         if channel == "hlsl.activate" and coins:
             self.active = (self.active or set()) | set(coins)
@@ -641,7 +468,7 @@ class Splitter:
                     self._write(coin, copy)
             return
         if channel == "hlsl.gap" and coins and type(data) is dict:
-            stamp = _stamp(line)
+            stamp = envelope_stamp(line)
             for n, coin in enumerate(coins):
                 one = {**body, "data": {**data, "coins": [coin]}}
                 sub = orjson.dumps({"time": stamp, "ver_num": 1, "hlsl": one})
@@ -662,28 +489,11 @@ class Splitter:
             self._tick(rec.recv_ns, [tr.get("time") for tr in trades], (key, rec.idx, rec.lineno))
 
 
-def _marker_coins(data: Any) -> list[str]:
-    """A control marker's coins, if they are a list of non-empty strings (else ``[]``: the
-    parser refuses the marker, once, in the other stream)."""
-    coins = data.get("coins") if type(data) is dict else None
-    if type(coins) is not list or not all(type(c) is str and c for c in coins):
-        return []
-    return coins
-
-
-def _stamp(line: bytes) -> Any:
-    """The ``time`` of an archive-envelope line (None for any other line)."""
-    if not line.startswith(b"{"):
-        return None
-    obj = orjson.loads(line)
-    return obj.get("time") if type(obj) is dict and "ver_num" in obj else None
-
-
 def _merge_order(item: _Item) -> tuple[int, int]:
     return item[0], item[1]
 
 
-# -- once per cluster -----------------------------------------------------------------------------
+# -- once per run -------------------------------------------------------------------------------
 
 
 def spool_digest(
@@ -697,53 +507,12 @@ def spool_digest(
     """What a spool depends on: the captures split (path, size, mtime), the coin filter, the coins
     known from archive files, the validation limits, the run (cluster) and the format version."""
     limits = [config.max_json_depth, config.max_clock_skew_ms, config.max_age_ms]
-    ident: list[Any] = [SPLIT_VERSION, run_key, limits, sorted(known)]
+    ident: list[Any] = [SPLIT_VERSION, SPOOL_VERSION, run_key, limits, sorted(known)]
     ident.append(sorted(coins) if coins is not None else None)
     for i in indexes:
         st = Path(files[i]).stat()
         ident.append([i, str(Path(files[i]).resolve()), st.st_size, st.st_mtime_ns])
     return hashlib.sha256(orjson.dumps(ident)).hexdigest()[:20]
-
-
-def load_manifest(spool: Path, digest: str) -> Manifest | None:
-    """The manifest of a complete spool made for ``digest``, else None."""
-    try:
-        raw = orjson.loads((spool / MANIFEST).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    if type(raw) is not dict or raw.get("digest") != digest:
-        return None
-    if raw.get("version") != SPLIT_VERSION or type(raw.get("streams")) is not dict:
-        return None
-    streams = {str(k): str(v) for k, v in raw["streams"].items()}
-    if not all((spool / name).is_file() for name in streams.values()):
-        return None
-    return Manifest(digest=digest, streams=streams)
-
-
-@dataclass(frozen=True)
-class Spool:
-    """A split, as one process uses it: where it is, what it holds, and this use of it."""
-
-    path: Path
-    manifest: Manifest
-    user: str
-    """This process's registration: the last user to `release` it removes the spool."""
-
-    def release(self) -> None:
-        """This use is over (the run has ended): remove the spool if no other user is left."""
-        release_spool(self.path, self.user)
-
-
-_USERS = itertools.count()
-
-
-def _users(spool: Path) -> Path:
-    return spool.with_name(spool.name + ".users")
-
-
-def _lock(spool: Path) -> Path:
-    return spool.with_name(spool.name + ".lock")
 
 
 def split_once(
@@ -756,113 +525,26 @@ def split_once(
     root: Path,
     config: ValidationConfig | None = None,
 ) -> Spool:
-    """The spool of these captures under ``root``: made by the first caller, found by the rest.
-
-    Callers (the processes of one run, on one machine or sharing ``root``) serialise on a lock
-    file beside the spool; the first writes the spool into a temporary directory and renames it
-    when complete, so a process never sees half a spool. Each caller registers as a user; the
-    last to `Spool.release` it removes it (hosts that do not share ``root`` split once each).
-    """
+    """The split of these captures under ``root``: made by the first caller, found by the rest
+    (`connectors.spool.make_once`; hosts that do not share ``root`` split once each)."""
     config = config if config is not None else ValidationConfig()
     digest = spool_digest(files, indexes, coins, known, run_key, config)
-    root.mkdir(parents=True, exist_ok=True)
-    spool = root / f"hlsl-split-{digest}"
-    user = f"{socket.gethostname()}-{os.getpid()}-{next(_USERS)}"
-    with _lock(spool).open("a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            _users(spool).mkdir(exist_ok=True)
-            (_users(spool) / user).touch()
-            manifest = load_manifest(spool, digest)
-            if manifest is not None:
-                log.info("replay: using the split of %d capture(s) in %s", len(indexes), spool)
-                return Spool(spool, manifest, user)
-            started = time.monotonic()
-            tmp = root / f"hlsl-split-{digest}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            try:
-                splitter = Splitter(files, indexes, tmp, coins, set(known), config)
-                manifest = splitter.run()
-                manifest.digest = digest
-                body = {"version": SPLIT_VERSION, "digest": digest, "streams": manifest.streams}
-                (tmp / MANIFEST).write_bytes(orjson.dumps(body))
-                shutil.rmtree(spool, ignore_errors=True)
-                tmp.rename(spool)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                (_users(spool) / user).unlink(missing_ok=True)
-                raise
-            log.info(
-                "replay: split %d capture(s) into %d coin stream(s) in %.1f s (%s)",
-                len(indexes),
-                len(manifest.coins()),
-                time.monotonic() - started,
-                spool,
-            )
-            return Spool(spool, manifest, user)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def make(tmp: Path) -> dict[str, str]:
+        return Splitter(files, indexes, tmp, coins, set(known), config).run()
+
+    spool, seconds = make_once(root / f"hlsl-split-{digest}", digest, make)
+    if seconds is None:
+        log.info("replay: using the split of %d capture(s) in %s", len(indexes), spool.path)
+    else:
+        log.info(
+            "replay: split %d capture(s) into %d coin stream(s) in %.1f s (%s)",
+            len(indexes),
+            len(spool.manifest.coins()),
+            seconds,
+            spool.path,
+        )
+    return spool
 
 
-def _forget_the_dead(users: Path) -> None:
-    """Drop the registrations of processes of this host that are gone (a crashed run), so they
-    do not keep a spool forever."""
-    host = socket.gethostname() + "-"
-    for entry in users.iterdir() if users.is_dir() else ():
-        if not entry.name.startswith(host):
-            continue
-        pid = entry.name[len(host) :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            entry.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def release_spool(spool: Path, user: str) -> None:
-    """``user`` is done with ``spool``: the last user removes it (and its lock and registry)."""
-    lock_path = _lock(spool)
-    if not lock_path.exists():
-        return
-    with lock_path.open("a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            users = _users(spool)
-            (users / user).unlink(missing_ok=True)
-            _forget_the_dead(users)
-            if users.is_dir() and any(users.iterdir()):
-                return
-            shutil.rmtree(spool, ignore_errors=True)
-            shutil.rmtree(users, ignore_errors=True)
-            lock_path.unlink(missing_ok=True)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-__all__ = [
-    "BLANK",
-    "COUNTED",
-    "DERIVED",
-    "ERROR",
-    "OTHER",
-    "SKIP",
-    "Manifest",
-    "Record",
-    "Splitter",
-    "Spool",
-    "envelope_key",
-    "line_key",
-    "load_manifest",
-    "parse_record",
-    "record",
-    "release_spool",
-    "split_once",
-]
+__all__ = ["SPLIT_VERSION", "Splitter", "split_once", "spool_digest"]

@@ -37,7 +37,8 @@ from connectors.partitions import (
     plan_replay,
     read_partitions,
 )
-from connectors.split import load_manifest, split_once
+from connectors.split import split_once
+from connectors.spool import load_manifest
 from connectors.validate import ValidationConfig
 from flows.pipeline import Cluster, build_pipeline
 from flows.settings import Settings
