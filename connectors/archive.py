@@ -27,7 +27,8 @@ from typing import Any, Final, Literal
 import orjson
 
 from connectors.errors import FrameError
-from connectors.parse import iso_to_ns
+from connectors.events import Event
+from connectors.parse import FrameParser, iso_to_ns
 from connectors.validate import json_depth_exceeds
 
 ARCHIVE_CHANNELS: Final = frozenset({"l2Book", "trades", "bbo", "activeAssetCtx", "candle"})
@@ -144,17 +145,64 @@ def fills_lines(line: bytes, max_depth: int = 64) -> tuple[int | None, list[tupl
     return recv_ns, [(coin, trades_line(stamp, trades)) for coin, trades in per_coin]
 
 
+# -- fills into events ---------------------------------------------------------------------------
+
+
+class FillsBlock:
+    """The capture lines (one ``trades`` frame per coin) a ``node_fills_by_block`` line gives."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = lines
+
+
+class PartialFrameError(FrameError):
+    """Some frames of a line failed (a fills block of several coins): the good ones' events are
+    kept; each error is counted."""
+
+    def __init__(self, events: list[Event], errors: list[FrameError]) -> None:
+        super().__init__(errors[0].reason, errors[0].detail)
+        self.events = events
+        self.errors = errors
+
+
+def parse_fills_line(parser: FrameParser, line: bytes) -> list[Event]:
+    """Events of a ``node_fills_by_block`` line: each coin's trades frame parsed on its own, so
+    one bad frame costs only that coin's trades of the block (`PartialFrameError`)."""
+    _, subs = fills_lines(line, parser.config.max_json_depth)
+    return parse_lines(parser, [sub for _, sub in subs])
+
+
+def parse_lines(parser: FrameParser, lines: list[bytes]) -> list[Event]:
+    """Parse capture lines one by one; `PartialFrameError` if any failed."""
+    out: list[Event] = []
+    errors: list[FrameError] = []
+    for sub in lines:
+        try:
+            out.extend(parser.parse_line(sub))
+        except FrameError as ex:
+            errors.append(ex)
+    if errors:
+        raise PartialFrameError(out, errors)
+    return out
+
+
 def _error(reason: str, detail: str) -> FrameError:
     return FrameError(reason, detail)
 
 
 __all__ = [
     "ARCHIVE_CHANNELS",
+    "FillsBlock",
+    "PartialFrameError",
     "archive_coin",
     "capture_format",
     "fills_lines",
     "fills_trades",
     "is_archive_dir",
     "is_fills_line",
+    "parse_fills_line",
+    "parse_lines",
     "trades_line",
 ]

@@ -38,21 +38,13 @@ import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
-from connectors.archive import archive_coin, fills_lines
+from connectors.archive import PartialFrameError, archive_coin, fills_lines, parse_fills_line
 from connectors.errors import FrameError
 from connectors.events import Event
-from connectors.files import (
-    Pace,
-    PartialFrameError,
-    ReplayStats,
-    _FileReader,
-    check_replay_options,
-    drain,
-    parse_fills_line,
-    resume_offsets,
-)
+from connectors.files import Pace, _FileReader, check_replay_options, drain, resume_offsets
 from connectors.parse import FrameParser
 from connectors.peek import line_key
+from connectors.replay_stats import ReplayStats
 from connectors.split import split_once
 from connectors.spool import (
     BLANK,

@@ -47,7 +47,7 @@ import orjson
 
 from connectors.archive import fills_trades, trades_line
 from connectors.errors import FrameError, SkipLog
-from connectors.files import ReplayStats, _FileReader, sort_key
+from connectors.files import _FileReader, sort_key
 from connectors.parse import ControlMarker, decode_line, iso_to_ns
 from connectors.peek import (
     COIN_CHANNELS,
@@ -63,6 +63,7 @@ from connectors.peek import (
     peek,
     rewrite,
 )
+from connectors.replay_stats import ReplayStats
 from connectors.spool import (
     BLANK,
     COUNTED,
