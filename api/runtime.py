@@ -36,7 +36,15 @@ from api.mcp import mcp_http_app
 from api.stream import close_streams_on_exit
 from connectors.store import RunState
 from flows.outcome import skip_counts
-from flows.pipeline import Pipeline, build_pipeline, finish_run, run_pipeline, tune_gc
+from flows.pipeline import (
+    Pipeline,
+    build_pipeline,
+    bytewax_cluster,
+    check_cluster,
+    finish_run,
+    run_pipeline,
+    tune_gc,
+)
 from flows.settings import Settings
 from flows.startup import (
     LOG_FORMAT,
@@ -256,6 +264,9 @@ def _force_exit_status() -> None:
 def _entry_pipeline() -> Pipeline:
     settings = Settings.load()
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    # One of N processes (bytewax.run -i/-a, bytewax.testing -p): refuse what the store can't do.
+    cluster = bytewax_cluster()
+    check_cluster(settings, cluster, store="memory")
     if not (settings.api or settings.signals_out or settings.record):
         msg = (
             "nothing would receive the signals: HLSL_API=0 and no HLSL_SIGNALS_OUT (or "
@@ -270,7 +281,9 @@ def _entry_pipeline() -> Pipeline:
         sock = bind_listener(settings.host, settings.port)
     holder: list[Pipeline] = []
     try:
-        pipeline = build_pipeline(settings, stop=stop, on_end=lambda: _flow_ended(holder[0]))
+        pipeline = build_pipeline(
+            settings, stop=stop, on_end=lambda: _flow_ended(holder[0]), cluster=cluster
+        )
     except BaseException:
         if sock is not None:
             sock.close()
@@ -286,6 +299,7 @@ def _entry_pipeline() -> Pipeline:
         # A flow that fails under bytewax.run surfaces here: one line, the rest at DEBUG.
         pipeline.store.state = RunState.FAILED
         pipeline.store.error = one_line(value)
+        pipeline.release()
         log.error("the signal flow failed: %s", one_line(value))
         log.debug("the signal flow failed", exc_info=(kind, value, tb))
         if settings.api:

@@ -14,9 +14,16 @@ receive time (else exchange time), parses every frame into typed events with one
 - A corrupt compressed file (bad data, CRC or checksum, not that format at all) ends that file
   with a `ReplayFileError` recorded in the stats (and logged), after every good line before it
   was delivered; other files go on.
+- A ``node_fills_by_block`` file (Hyperliquid's archive of fills; told by its first line) becomes
+  one ``trades`` frame per coin and block (`connectors.archive.fills_lines`), validated as live
+  trades are.
 - The resume state is the decompressed byte offset per file.
+- The counters go to a `connectors.replay_stats.ReplayStats` (re-exported here).
 - ``speed`` paces the replay by event timestamps (``0`` = as fast as possible, ``1`` = real time).
 - The source ends when every file is read, or as soon as ``stop`` is set (Bytewax has no stop API).
+
+This is the one-partition replay (one worker reads every file). `connectors.partitions` builds the
+partitioned one (a partition per coin) from the same readers, for runs of several workers.
 """
 
 from __future__ import annotations
@@ -29,7 +36,6 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -38,9 +44,19 @@ import lz4.frame
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
-from connectors.errors import FrameError, ReplayFileError, SkipLog
+from connectors.archive import (
+    FillsBlock,
+    Format,
+    PartialFrameError,
+    capture_format,
+    fills_lines,
+    parse_fills_line,
+    parse_lines,
+)
+from connectors.errors import FrameError, ReplayFileError
 from connectors.events import Event
-from connectors.parse import FrameParser, decode_line, peek_time_ms
+from connectors.parse import decode_line, peek_time_ms
+from connectors.replay_stats import ReplayStats
 
 log = logging.getLogger(__name__)
 
@@ -65,38 +81,17 @@ def open_capture(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
-@dataclass
-class ReplayStats:
-    """Counters of one replay source, shared with the store and the summary.
-
-    Updated by the worker thread only; readers take plain copies of ints and dicts.
-    """
-
-    files: list[str] = field(default_factory=list)
-    lines: int = 0
-    blank_lines: int = 0
-    errors: list[str] = field(default_factory=list)
-    finished: bool = False
-    parser: FrameParser = field(default_factory=FrameParser)
-    skips: SkipLog = field(default_factory=lambda: SkipLog(log))
-
-    @property
-    def frames(self) -> int:
-        """Data frames accepted."""
-        return sum(self.parser.frames.values())
-
-    @property
-    def skipped(self) -> dict[str, int]:
-        """Lines skipped, by reason."""
-        return dict(self.skips.counts)
-
-
 class _FileReader:
-    """Reads one capture in chunks, yielding decoded records with their line numbers."""
+    """Reads one capture in chunks, yielding decoded records with their line numbers.
+
+    ``kind`` is the file's format, told by its first line: ``"frames"`` (capture lines of
+    frames) or ``"fills"`` (``node_fills_by_block``); None until a line was read.
+    """
 
     def __init__(self, path: Path, offset: int, stats: ReplayStats) -> None:
         self.path = path
         self._stats = stats
+        self.kind: Format | None = None
         fh = open_capture(path)
         self.lineno = 0
         self._fh: io.BufferedIOBase | None = fh
@@ -137,13 +132,31 @@ class _FileReader:
                     # The last line has no newline: still a complete record.
                     self._lines = [self._rest]
                     self._rest = b""
+                    if self.kind is None:
+                        self._sniff(self._lines)
                     return True
                 return False
             lines = (self._rest + data).split(b"\n") if self._rest else data.split(b"\n")
             self._rest = lines.pop()
             if lines:
                 self._lines = lines
+                if self.kind is None:
+                    self._sniff(lines)
                 return True
+
+    def _sniff(self, lines: list[bytes]) -> None:
+        if any(line.strip() for line in lines):
+            self.kind = capture_format(lines)
+
+    def next_line(self) -> bytes | None:
+        """The next raw line (blank ones too), or None at the end of the file; counts nothing."""
+        if self._idx >= len(self._lines) and not self._fill():
+            self.done = True
+            return None
+        line = self._lines[self._idx]
+        self._idx += 1
+        self.lineno += 1
+        return line
 
     def _fail(self, ex: BaseException) -> None:
         if isinstance(ex, EOFError):
@@ -185,23 +198,32 @@ class _FileReader:
         """The next decodable record ``(recv_ns, frame)``, or None at the end of the file."""
         stats = self._stats
         while True:
-            if self._idx >= len(self._lines) and not self._fill():
-                self.done = True
+            line = self.next_line()
+            if line is None:
                 return None
-            line = self._lines[self._idx]
-            self._idx += 1
-            self.lineno += 1
             stats.lines += 1
             if not line.strip():
                 stats.blank_lines += 1
                 continue
             try:
+                if self.kind == "fills":
+                    recv_ns, subs = fills_lines(line, stats.parser.config.max_json_depth)
+                    return recv_ns, FillsBlock([sub for _, sub in subs])
                 return decode_line(line)
             except FrameError as ex:
                 stats.skips.skip(ex.reason, f"{self.path}:{self.lineno}", ex.detail)
 
-    def read_batch(self, limit: int, parse_line: Callable[[bytes], list[Event]]) -> list[Event]:
-        """Decode and parse up to ``limit`` lines straight into events (the unpaced fast path)."""
+    def read_batch(
+        self,
+        limit: int,
+        parse_line: Callable[[bytes], list[Event]],
+        parse_fills: Callable[[bytes], list[Event]] | None = None,
+    ) -> list[Event]:
+        """Decode and parse up to ``limit`` lines straight into events (the unpaced fast path).
+
+        ``parse_fills`` parses the lines of a fills file instead of ``parse_line``; either may
+        raise `PartialFrameError`: its events are kept, each error counted.
+        """
         stats = self._stats
         skip = stats.skips.skip
         out: list[Event] = []
@@ -209,6 +231,7 @@ class _FileReader:
         lines, idx = self._lines, self._idx
         n = 0
         base = self.lineno
+        parse = parse_fills if self.kind == "fills" and parse_fills is not None else parse_line
         while n < limit:
             if idx >= len(lines):
                 self._idx = idx
@@ -217,11 +240,17 @@ class _FileReader:
                     self.done = True
                     break
                 lines, idx = self._lines, 0
+                if self.kind == "fills" and parse_fills is not None:
+                    parse = parse_fills
             line = lines[idx]
             idx += 1
             n += 1
             try:
-                extend(parse_line(line))
+                extend(parse(line))
+            except PartialFrameError as ex:
+                extend(ex.events)
+                for err in ex.errors:
+                    skip(err.reason, f"{self.path}:{base + n}", err.detail)
             except FrameError as ex:
                 if not line.strip():
                     stats.blank_lines += 1
@@ -249,7 +278,50 @@ def _skip(fh: io.BufferedIOBase, offset: int) -> int:
     return lines
 
 
-def _sort_key(recv_ns: int | None, frame: Any, last: int) -> int:
+class Pace:
+    """The wall clock of a paced replay (``speed`` > 0): the first record sets the origin, and a
+    record is due ``(key - first key) / speed`` later. Shared by partitions (thread-safe)."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self._origin: tuple[float, int] | None = None  # (monotonic s, event ns)
+        self._lock = threading.Lock()
+
+    def due(self, key: int) -> float:
+        """The monotonic second at which a record with event key ``key`` is due."""
+        with self._lock:
+            if self._origin is None:
+                self._origin = (time.monotonic(), key)
+            wall0, key0 = self._origin
+        return wall0 + (key - key0) / 1e9 / self.speed
+
+    def wait(self, key: int) -> datetime | None:
+        """None if the record is due now, else when to poll again (at most 0.25 s ahead)."""
+        due, now = self.due(key), time.monotonic()
+        if due <= now:
+            return None
+        return datetime.now(UTC) + timedelta(seconds=min(due - now, 0.25))
+
+
+def resume_offsets(readers: Sequence[_FileReader], held: Sequence[int | None]) -> dict[str, int]:
+    """A partition's resume state: each file's offset, before the record the partition holds
+    back (at most one per file, not yet emitted) when it holds one."""
+    return {str(r.path): r.offset if h is None else h for r, h in zip(readers, held, strict=True)}
+
+
+def check_replay_options(speed: float, batch_size: int) -> None:
+    """`ValueError` for a pace below 0 or a batch below 1 record."""
+    if speed < 0:
+        msg = f"speed must be >= 0, got {speed!r}"
+        raise ValueError(msg)
+    if batch_size < 1:
+        msg = f"batch_size must be >= 1, got {batch_size!r}"
+        raise ValueError(msg)
+
+
+def sort_key(recv_ns: int | None, frame: Any, last: int) -> int:
+    """The merge key of a capture record: its receive ns, else its exchange time in ns, else
+    ``last`` (the key of the file's record before it)."""
     if recv_ns is not None:
         return recv_ns
     t = peek_time_ms(frame)
@@ -280,7 +352,7 @@ class _ReplayPartition(StatefulSourcePartition[Event, dict[str, int]]):
         for i in range(len(self._readers)):
             self._push(i)
         self._awake: datetime | None = None
-        self._pace_origin: tuple[float, int] | None = None  # (wall s, event ns)
+        self._pace = Pace(speed) if speed > 0 else None
 
     def _push(self, i: int) -> None:
         reader = self._readers[i]
@@ -291,51 +363,56 @@ class _ReplayPartition(StatefulSourcePartition[Event, dict[str, int]]):
             return
         self._held[i] = before
         recv_ns, frame = rec
-        key = _sort_key(recv_ns, frame, self._last_key[i])
+        key = sort_key(recv_ns, frame, self._last_key[i])
         self._last_key[i] = key
         heapq.heappush(self._heap, (key, i, recv_ns, frame))
-
-    def _due(self, key: int) -> float:
-        """Wall-clock second (monotonic) at which a record with event key ``key`` is due."""
-        if self._pace_origin is None:
-            self._pace_origin = (time.monotonic(), key)
-        wall0, key0 = self._pace_origin
-        return wall0 + (key - key0) / 1e9 / self._speed
 
     @override
     def next_batch(self) -> Iterable[Event]:
         if self._stop is not None and self._stop.is_set():
             raise StopIteration
         heap = self._heap
-        pacing = self._speed > 0
-        if not pacing and len(self._readers) == 1:
+        pace = self._pace
+        if pace is None and len(self._readers) == 1:
             return self._fast_batch()
         if not heap:
             self._stats.finished = True
             raise StopIteration
         out: list[Event] = []
         parse = self._parser.parse
+        fills = self._fills
         skip = self._stats.skips.skip
         self._awake = None
         n = 0
         while heap and n < self._batch_size:
             key, i, recv_ns, frame = heap[0]
-            if pacing:
-                due = self._due(key)
-                now = time.monotonic()
-                if due > now:
-                    wait = min(due - now, 0.25)
-                    self._awake = datetime.now(UTC) + timedelta(seconds=wait)
+            if pace is not None:
+                self._awake = pace.wait(key)
+                if self._awake is not None:
                     break
             heapq.heappop(heap)
             n += 1
             try:
-                out.extend(parse(frame, recv_ns))
+                if type(frame) is FillsBlock:
+                    out.extend(fills(frame))
+                else:
+                    out.extend(parse(frame, recv_ns))
+            except PartialFrameError as ex:
+                out.extend(ex.events)
+                r = self._readers[i]
+                for err in ex.errors:
+                    skip(err.reason, f"{r.path}:{r.lineno}", err.detail)
             except FrameError as ex:
                 r = self._readers[i]
                 skip(ex.reason, f"{r.path}:{r.lineno}", ex.detail)
             self._push(i)
         return out
+
+    def _fills(self, block: FillsBlock) -> list[Event]:
+        return parse_lines(self._parser, block.lines)
+
+    def _parse_fills_line(self, line: bytes) -> list[Event]:
+        return parse_fills_line(self._parser, line)
 
     def _fast_batch(self) -> list[Event]:
         """One file, no pacing: read straight from the file, skipping the merge heap."""
@@ -344,11 +421,21 @@ class _ReplayPartition(StatefulSourcePartition[Event, dict[str, int]]):
         if self._heap:  # the record buffered at start-up
             _, _, recv_ns, frame = heapq.heappop(self._heap)
             self._held[0] = None
+            skip = self._stats.skips.skip
             try:
-                out.extend(self._parser.parse(frame, recv_ns))
+                if type(frame) is FillsBlock:
+                    out.extend(self._fills(frame))
+                else:
+                    out.extend(self._parser.parse(frame, recv_ns))
+            except PartialFrameError as ex:
+                out.extend(ex.events)
+                for err in ex.errors:
+                    skip(err.reason, f"{reader.path}:{reader.lineno}", err.detail)
             except FrameError as ex:
-                self._stats.skips.skip(ex.reason, f"{reader.path}:{reader.lineno}", ex.detail)
-        out.extend(reader.read_batch(self._batch_size, self._parser.parse_line))
+                skip(ex.reason, f"{reader.path}:{reader.lineno}", ex.detail)
+        out.extend(
+            reader.read_batch(self._batch_size, self._parser.parse_line, self._parse_fills_line)
+        )
         if reader.done and not out:
             self._stats.finished = True
             raise StopIteration
@@ -360,11 +447,7 @@ class _ReplayPartition(StatefulSourcePartition[Event, dict[str, int]]):
 
     @override
     def snapshot(self) -> dict[str, int]:
-        # The heap holds at most one record per file, not yet emitted: resume before it.
-        return {
-            str(r.path): r.offset if held is None else held
-            for r, held in zip(self._readers, self._held, strict=True)
-        }
+        return resume_offsets(self._readers, self._held)
 
     @override
     def close(self) -> None:
@@ -400,12 +483,7 @@ class NdjsonSource(FixedPartitionedSource[Event, dict[str, int]]):
             if not p.is_file():
                 msg = f"capture file `{p}` does not exist"
                 raise FileNotFoundError(msg)
-        if speed < 0:
-            msg = f"speed must be >= 0, got {speed!r}"
-            raise ValueError(msg)
-        if batch_size < 1:
-            msg = f"batch_size must be >= 1, got {batch_size!r}"
-            raise ValueError(msg)
+        check_replay_options(speed, batch_size)
         self.stats = stats if stats is not None else ReplayStats()
         self.stats.files = [str(p) for p in self.paths]
         self.speed = speed
@@ -428,7 +506,11 @@ class NdjsonSource(FixedPartitionedSource[Event, dict[str, int]]):
 def read_events(paths: Sequence[str | Path], stats: ReplayStats | None = None) -> list[Event]:
     """Read every event of some captures without Bytewax (for tools, tests and evaluation)."""
     stats = stats if stats is not None else ReplayStats()
-    part = NdjsonSource(paths, stats).build_part("read", "replay", None)
+    return drain(NdjsonSource(paths, stats).build_part("read", "replay", None))
+
+
+def drain(part: StatefulSourcePartition[Event, Any]) -> list[Event]:
+    """Every event a replay partition gives, read to its end (and closed) without Bytewax."""
     out: list[Event] = []
     try:
         while True:
@@ -440,4 +522,14 @@ def read_events(paths: Sequence[str | Path], stats: ReplayStats | None = None) -
     return out
 
 
-__all__ = ["NdjsonSource", "ReplayStats", "open_capture", "read_events"]
+__all__ = [
+    "NdjsonSource",
+    "Pace",
+    "ReplayStats",
+    "check_replay_options",
+    "drain",
+    "open_capture",
+    "read_events",
+    "resume_offsets",
+    "sort_key",
+]

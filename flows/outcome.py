@@ -3,6 +3,11 @@
 `replay_info` is what ``/health``, ``/v1/state`` and the summaries show of a replay source;
 `replay_problems` names what went wrong (no data frames, no signals, a requested coin absent
 from the captures, with the coins they do hold and near misses).
+
+In a partitioned replay (several workers) the counters are this process's: the partitions it
+read. A process judges only what it can know: a requested coin that no partition of the run holds,
+and partitions of its own that gave no data frame; no signals from its share of the coins is not
+a failure of the run.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.files import ReplayStats, open_capture
 from connectors.parse import FrameParser
+from connectors.partitions import COIN_PREFIX
 from flows.settings import Settings
 
 if TYPE_CHECKING:
@@ -80,8 +86,10 @@ def skip_counts(stats: ReplayStats) -> str:
 
 def replay_problems(settings: Settings, stats: ReplayStats, store: SignalStore) -> list[str]:
     """Why a finished replay gave nothing useful: no frames, no signals, requested coins absent."""
+    if stats.partitioned:
+        return _partition_problems(settings, stats)
     files = ", ".join(stats.files)
-    problems = _coin_problems(replay_coins(settings), stats.parser.seen_coins, stats.files)
+    problems = _coin_problems(replay_coins(settings), stats.seen_coins, stats.files)
     if stats.frames == 0:
         problems.append(
             f"no data frames accepted from {files} ({stats.lines} lines read; "
@@ -95,19 +103,31 @@ def replay_problems(settings: Settings, stats: ReplayStats, store: SignalStore) 
     return problems
 
 
+def _partition_problems(settings: Settings, stats: ReplayStats) -> list[str]:
+    """`replay_problems` of one process of a partitioned replay."""
+    plan_coins = set(stats.plan_coins or ())
+    problems = _coin_problems(replay_coins(settings), plan_coins, stats.files)
+    mine = [p for p in stats.partitions if p.startswith(COIN_PREFIX)]
+    if mine and stats.frames == 0:
+        problems.append(
+            f"no data frames accepted from the {len(mine)} coin partition(s) this process read "
+            f"({stats.lines} lines read; skipped: {skip_counts(stats)})"
+        )
+    return problems
+
+
 def replay_info(stats: ReplayStats) -> dict[str, Any]:
     """What a replay source has done so far (for /health, /v1/state and summaries)."""
-    p = stats.parser
     return {
         "kind": "replay",
         "files": list(stats.files),
         "lines_read": stats.lines,
-        "frames_by_channel": dict(sorted(p.frames.items())),
-        "control_frames": dict(sorted(p.control.items())),
+        "frames_by_channel": dict(sorted(stats.frames_by_channel().items())),
+        "control_frames": dict(sorted(stats.control_frames().items())),
         "lines_skipped": dict(sorted(stats.skipped.items())),
-        "duplicate_trades": p.duplicates,
-        "ignored_coin_events": p.ignored_coin,
+        "duplicate_trades": stats.duplicates,
+        "ignored_coin_events": stats.ignored_coin,
         "errors": list(stats.errors),
         "finished": stats.finished,
-        "latest_event_ms": p.latest_ms,
+        "latest_event_ms": stats.latest_ms,
     }

@@ -4,17 +4,27 @@
 live) and fails at start, before any work; `run_pipeline` runs it on the calling thread and
 records the outcome in its store. What serves the store (the API, MCP) is assembled above, in
 `api.runtime`; ``python -m bytewax.run flows.signal`` enters there too.
+
+A run of several Bytewax workers (``bytewax.run -w/-i/-a``, ``bytewax.testing -p``; `Cluster`,
+`bytewax_cluster`) replays partitioned by coin (`connectors.partitions`), writes
+``--signals-out`` and ``--record`` one file per process (``signals.p0.ndjson``), and refuses what
+its store cannot do (`check_cluster`).
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import logging
+import os
+import sys
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
@@ -22,12 +32,12 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from bytewax.testing import run_main
 
 from connectors.captures import expand_captures
-from connectors.errors import FrameError
 from connectors.events import Event
 from connectors.files import NdjsonSource, ReplayStats
 from connectors.live import HyperliquidSource, LiveConfig, Recorder
 from connectors.parquet import ParquetSink
 from connectors.parse import FrameParser
+from connectors.partitions import PartitionedReplaySource, ReplayPlan, plan_replay
 from connectors.rest import resolve_coins
 from connectors.sinks import StoreSink
 from connectors.store import RunState, SignalStore
@@ -35,12 +45,124 @@ from connectors.validate import ValidationConfig
 from flows.history import parquet_sink
 from flows.outcome import replay_coins, replay_info, replay_problems
 from flows.settings import Settings
-from flows.startup import check_output_path, fetch_perps
+from flows.startup import StartupError, check_output_path, fetch_perps
 from flows.wiring import build_flow, signal_config
 
 log = logging.getLogger(__name__)
 
 Envelope = dict[str, Any]
+
+
+STORE_KINDS: Final = ("memory",)
+"""Where envelopes are kept: ``memory`` (each process its own `SignalStore`)."""
+_COMPRESSED: Final = (".gz", ".lz4")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where this process stands in a Bytewax run: its id, the processes, workers in each.
+
+    One process with one worker is the default (``api.server``, ``tools.replay``); `bytewax_cluster`
+    reads what ``python -m bytewax.run`` was given.
+    """
+
+    process_id: int = 0
+    processes: int = 1
+    workers_per_process: int = 1
+    addresses: tuple[str, ...] = ()
+
+    @property
+    def workers(self) -> int:
+        """Workers of the whole run (the partitioned replay takes over above one)."""
+        return self.processes * self.workers_per_process
+
+    def output_path(self, path: str | None) -> str | None:
+        """An output file of this process: with several processes, ``signals.ndjson`` becomes
+        ``signals.p0.ndjson`` (the suffix goes before the extension, a ``.gz``/``.lz4`` kept at
+        the end: ``rec.p1.ndjson.gz``) so processes never interleave in one file."""
+        if path is None or self.processes <= 1:
+            return path
+        p = Path(path)
+        name = p.name
+        tail = next((c for c in _COMPRESSED if name.lower().endswith(c)), "")
+        stem = name[: len(name) - len(tail)]
+        base, dot, ext = stem.rpartition(".")
+        if not dot or not base:
+            base, ext = stem, ""
+        suffixed = f"{base}.p{self.process_id}" + (f".{ext}" if ext else "") + tail
+        return str(p.with_name(suffixed))
+
+    def run_key(self) -> str:
+        """What the processes of this run share and no concurrent run does (the addresses of a
+        cluster; this process otherwise)."""
+        if self.processes > 1:
+            return "cluster " + ";".join(self.addresses)
+        return f"process {os.getpid()}"
+
+
+def bytewax_cluster(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Cluster:
+    """How ``python -m bytewax.run`` runs this process (one process when it does not).
+
+    Reads the command line as ``bytewax.run`` does (bytewax-0.21.md §5.1): ``-i/--process-id``,
+    ``-a/--addresses`` (``"h1:p;h2:p"``: one address per process) and
+    ``-w/--workers-per-process``, with the same environment fallbacks (``BYTEWAX_PROCESS_ID``,
+    ``BYTEWAX_ADDRESSES``, ``BYTEWAX_WORKERS_PER_PROCESS``, and a Kubernetes pod's
+    ``BYTEWAX_POD_NAME``/``BYTEWAX_STATEFULSET_NAME`` and ``BYTEWAX_HOSTFILE_PATH``).
+    ``python -m bytewax.testing flows.signal -p N`` starts N such processes.
+
+    Args:
+        argv: the arguments after the program (default: ``sys.argv[1:]``, read only when this
+            process is ``python -m bytewax.run``).
+        environ: the environment (default: ``os.environ``).
+    """
+    env = os.environ if environ is None else environ
+    if argv is None:
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is None or spec.name != "bytewax.run":
+            return Cluster()
+        argv = sys.argv[1:]
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("-w", "--workers-per-process", type=int)
+    ap.add_argument("-i", "--process-id", type=int)
+    ap.add_argument("-a", "--addresses")
+    ns, _ = ap.parse_known_args(list(argv))
+    workers = ns.workers_per_process or int(env.get("BYTEWAX_WORKERS_PER_PROCESS") or 1)
+    pid = ns.process_id
+    if pid is None and env.get("BYTEWAX_PROCESS_ID"):
+        pid = int(env["BYTEWAX_PROCESS_ID"])
+    if pid is None and "BYTEWAX_POD_NAME" in env and "BYTEWAX_STATEFULSET_NAME" in env:
+        pid = int(env["BYTEWAX_POD_NAME"].replace(env["BYTEWAX_STATEFULSET_NAME"] + "-", ""))
+    addresses = ns.addresses or env.get("BYTEWAX_ADDRESSES")
+    if pid is not None and addresses is None and "BYTEWAX_HOSTFILE_PATH" in env:
+        with open(env["BYTEWAX_HOSTFILE_PATH"]) as fh:
+            addresses = ";".join(line.strip() for line in fh if line.strip())
+    if pid is None or not addresses:
+        return Cluster(workers_per_process=max(1, workers))
+    hosts = tuple(a for a in addresses.split(";") if a)
+    return Cluster(pid, max(1, len(hosts)), max(1, workers), hosts)
+
+
+def check_cluster(settings: Settings, cluster: Cluster, store: str = "memory") -> None:
+    """Refuse at start a run the store cannot serve (`StartupError`, one line).
+
+    With the in-memory store each process keeps the envelopes of the coins keyed to it, so with
+    several processes an API would answer for a subset of the coins: ``-p N`` (or ``-i/-a`` with
+    several addresses) and ``HLSL_API=1`` are refused. A store that every process shares lifts
+    this; ``store`` names the kind (`STORE_KINDS`).
+    """
+    if store not in STORE_KINDS:
+        msg = f"store {store!r}: one of {', '.join(STORE_KINDS)}"
+        raise StartupError(msg)
+    if cluster.processes > 1 and settings.api and store == "memory":
+        msg = (
+            f"a cluster of {cluster.processes} processes with the API on (HLSL_API=1) and the "
+            "in-memory store: each process holds only the coins keyed to it, so the API would "
+            "serve a subset of them; run it with HLSL_API=0 and HLSL_SIGNALS_OUT (one file per "
+            "process), or as one process"
+        )
+        raise StartupError(msg)
 
 
 @dataclass
@@ -58,6 +180,15 @@ class Pipeline:
     """Why a finished replay gave nothing useful (no frames, no signals, an absent coin)."""
     history: ParquetSink | None = None
     """The Parquet history sink (``--parquet``), if any: its counters say what was written."""
+    cluster: Cluster = field(default_factory=Cluster)
+    plan: ReplayPlan | None = None
+    """A partitioned replay's plan (None: one partition, or live)."""
+
+    def release(self) -> None:
+        """Give up what the run made for itself (the split of multi-coin captures, removed by
+        the last process done with it) once the run is over."""
+        if self.plan is not None:
+            self.plan.release()
 
 
 class _EndPartition(StatelessSinkPartition[tuple[str, Envelope]]):
@@ -78,11 +209,18 @@ class _EndPartition(StatelessSinkPartition[tuple[str, Envelope]]):
 
 
 class EndNotifyingSink(DynamicSink[tuple[str, Envelope]]):
-    """A sink that calls ``on_end`` once every partition is closed (the flow reached its end)."""
+    """A sink that calls ``on_end`` once every partition of this process is closed (the flow
+    reached its end); ``local_workers``: the workers of this process that build one."""
 
-    def __init__(self, inner: DynamicSink[tuple[str, Envelope]], on_end: Callable[[], None]):
+    def __init__(
+        self,
+        inner: DynamicSink[tuple[str, Envelope]],
+        on_end: Callable[[], None],
+        local_workers: int | None = None,
+    ):
         self.inner = inner
         self.on_end = on_end
+        self.local_workers = local_workers
         self._lock = threading.Lock()
         self._open = 0
         self._built = 0
@@ -97,9 +235,11 @@ class EndNotifyingSink(DynamicSink[tuple[str, Envelope]]):
         return _EndPartition(part, lambda: self._closed(worker_count))
 
     def _closed(self, worker_count: int) -> None:
+        # Each process builds the partitions of its own workers only.
+        expected = worker_count if self.local_workers is None else self.local_workers
         with self._lock:
             self._open -= 1
-            last = self._open == 0 and self._built >= worker_count
+            last = self._open == 0 and self._built >= expected
         if last:
             self.on_end()
 
@@ -112,6 +252,7 @@ def build_pipeline(
     stop: threading.Event | None = None,
     live_override: LiveConfig | None = None,
     on_end: Callable[[], None] | None = None,
+    cluster: Cluster | None = None,
 ) -> Pipeline:
     """Build the pipeline a `Settings` describes: a replay if ``replay`` is set, else live.
 
@@ -120,19 +261,22 @@ def build_pipeline(
     coins (live: retried while the exchange is unreachable, up to ``start_timeout_s``).
     ``live_override`` replaces the connection settings derived from ``settings`` (tests use it
     for short watchdog floors); ``on_end`` is called when the flow has written its last envelope.
+    ``cluster`` is how Bytewax runs the flow: with several workers a replay is partitioned by
+    coin, and with several processes each writes its own output files (`Cluster.output_path`).
     """
+    cluster = cluster if cluster is not None else Cluster()
     stop = stop if stop is not None else threading.Event()
     collected: list[tuple[str, Envelope]] | None = [] if collect else None
     live = not settings.replay
     stats: ReplayStats | None = None
+    plan: ReplayPlan | None = None
     source: Source[Event]
-    check_outputs(settings)
+    check_outputs(settings, cluster)
     if live:
         coins = live_coins(settings, stop)
         store = SignalStore(settings.history_limit, coins, mode="live")
-        recorder = (
-            Recorder(settings.record, flush_s=settings.record_flush_s) if settings.record else None
-        )
+        record = cluster.output_path(settings.record)
+        recorder = Recorder(record, flush_s=settings.record_flush_s) if record else None
         config = live_override if live_override is not None else live_config(settings)
         hl = HyperliquidSource(coins, config, stop=stop, recorder=recorder)
         store.source_info = hl.info
@@ -140,25 +284,36 @@ def build_pipeline(
     else:
         paths = expand_captures(settings.replay)
         wanted = replay_coins(settings)
-        parser = FrameParser(frozenset(wanted) if wanted else None, validation_config(settings))
+        validation = validation_config(settings)
+        parser = FrameParser(frozenset(wanted) if wanted else None, validation)
         stats = ReplayStats(parser=parser)
-        skips = stats.skips
-
-        def held_rejection(ex: FrameError) -> None:
-            skips.skip(ex.reason, "a coin's first prices (held until confirmed)", ex.detail)
-
-        parser.on_reject = held_rejection
+        stats.report_held_rejections()
         store = SignalStore(settings.history_limit, wanted, mode="replay")
         replay_stats = stats
-        store.source_clock = lambda: replay_stats.parser.latest_ms
+        store.source_clock = lambda: replay_stats.latest_ms
         store.source_info = lambda: replay_info(replay_stats)
-        source = NdjsonSource(
-            paths, stats, speed=settings.speed, stop=stop, batch_size=settings.batch_size
-        )
+        if cluster.workers > 1:
+            plan = plan_replay(
+                paths,
+                coins=parser.coins,
+                run_key=cluster.run_key(),
+                spool_root=Path(tempfile.gettempdir()),
+                config=validation,
+            )
+            source = PartitionedReplaySource(
+                plan, stats, speed=settings.speed, stop=stop, batch_size=settings.batch_size
+            )
+        else:
+            source = NdjsonSource(
+                paths, stats, speed=settings.speed, stop=stop, batch_size=settings.batch_size
+            )
     history = parquet_sink(settings)  # the directory is checked here, before any work
-    store_sink = StoreSink(store, collected, on_build, log_path=settings.signals_out)
+    signals_out = cluster.output_path(settings.signals_out)
+    store_sink = StoreSink(store, collected, on_build, log_path=signals_out)
     sink: Sink[tuple[str, Envelope]] = (
-        store_sink if on_end is None else EndNotifyingSink(store_sink, on_end)
+        store_sink
+        if on_end is None
+        else EndNotifyingSink(store_sink, on_end, local_workers=cluster.workers_per_process)
     )
     flow = build_flow(
         source,
@@ -170,7 +325,18 @@ def build_pipeline(
         on_late=lambda coin, _e: store.count_late(coin),
         history=history,
     )
-    return Pipeline(settings, store, stats, stop, flow, collected, source=source, history=history)
+    return Pipeline(
+        settings,
+        store,
+        stats,
+        stop,
+        flow,
+        collected,
+        source=source,
+        history=history,
+        cluster=cluster,
+        plan=plan,
+    )
 
 
 def validation_config(settings: Settings) -> ValidationConfig:
@@ -197,12 +363,16 @@ def live_config(settings: Settings) -> LiveConfig:
     )
 
 
-def check_outputs(settings: Settings) -> None:
-    """Fail now if an output file named by the settings cannot be written (`StartupError`)."""
-    if settings.signals_out:
-        check_output_path(settings.signals_out, "--signals-out (HLSL_SIGNALS_OUT)")
-    if settings.record:
-        check_output_path(settings.record, "--record (HLSL_RECORD)")
+def check_outputs(settings: Settings, cluster: Cluster | None = None) -> None:
+    """Fail now if an output file named by the settings (this process's, in a cluster) cannot
+    be written (`StartupError`)."""
+    cluster = cluster if cluster is not None else Cluster()
+    signals_out = cluster.output_path(settings.signals_out)
+    record = cluster.output_path(settings.record)
+    if signals_out:
+        check_output_path(signals_out, "--signals-out (HLSL_SIGNALS_OUT)")
+    if record:
+        check_output_path(record, "--record (HLSL_RECORD)")
 
 
 def live_coins(settings: Settings, stop: threading.Event | None = None) -> list[str]:
@@ -228,6 +398,7 @@ def finish_run(p: Pipeline) -> None:
     if errors:
         p.store.error = "; ".join(errors)
     p.store.state = RunState.STOPPED if stopped else RunState.FINISHED
+    p.release()
 
 
 def tune_gc() -> None:
