@@ -4,6 +4,7 @@
     python -m tools.bench --live     # live latency against the local exchange (tools.bench_live)
     python -m tools.bench --api      # API throughput and SSE fan-out (tools.bench_api)
     python -m tools.bench --soak     # RSS over a long live run, 120 coins (tools.bench_soak)
+    python -m tools.bench --cluster  # whole-market replay on 1 vs 2 processes (tools.bench_cluster)
 
 Default PATH: the real 35-minute capture ``../shared/data/real/frames/
 hl_live_20250904_btc-eth-sol.ndjson.gz`` (falls back to ``data/sample.ndjson.gz`` when the shared
@@ -140,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         from tools import bench_live
 
         return bench_live.main(args)
+    if "--cluster" in args:
+        args.remove("--cluster")
+        from tools import bench_cluster
+
+        return bench_cluster.main(args)
     if "--soak" in args:
         args.remove("--soak")
         from tools import bench_soak
