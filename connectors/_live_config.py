@@ -54,15 +54,28 @@ class LiveConfig:
     silence_floor_s: dict[str, float] = field(default_factory=lambda: dict(_SILENCE_FLOOR_S))
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     """What a frame must be to be accepted (`connectors.validate`)."""
+    ip_share: int = 1
+    """Processes sharing this machine's IP (a Bytewax cluster on one host): each takes
+    ``1/ip_share`` of the per-IP rate budgets (`Limits`)."""
 
 
 class Limits:
-    """The per-IP budgets shared by every connection of the process."""
+    """The per-IP budgets shared by every connection of the process.
 
-    def __init__(self) -> None:
-        self.ws_messages = RateLimiter(WS_MESSAGES_PER_MIN, burst=1000)
-        self.new_connections = RateLimiter(NEW_CONNECTIONS_PER_MIN, burst=10)
-        self.rest_weight = RateLimiter(REST_WEIGHT_PER_MIN, burst=REST_WEIGHT_PER_MIN / 2)
+    ``share`` processes on one IP (a Bytewax cluster on one host) divide each budget: outbound
+    messages, new connections and REST weight per minute, and their bursts. The connections and
+    subscriptions themselves need no division: they are the source's partitions, one global list
+    that Bytewax spreads over the processes (``allMids`` rides on the first connection only).
+    """
+
+    def __init__(self, share: int = 1) -> None:
+        n = max(1, share)
+        self.share = n
+        self.ws_messages = RateLimiter(WS_MESSAGES_PER_MIN / n, burst=max(1.0, 1000 / n))
+        self.new_connections = RateLimiter(NEW_CONNECTIONS_PER_MIN / n, burst=max(1.0, 10 / n))
+        self.rest_weight = RateLimiter(
+            REST_WEIGHT_PER_MIN / n, burst=max(1.0, REST_WEIGHT_PER_MIN / 2 / n)
+        )
 
 
 def subscriptions_for(coin: str, config: LiveConfig) -> list[dict[str, Any]]:

@@ -177,7 +177,7 @@ class HyperliquidSource(FixedPartitionedSource[Event, None]):
         self.config = config or LiveConfig()
         self.stop = stop or threading.Event()
         self.recorder = recorder
-        self.limits = Limits()
+        self.limits = Limits(self.config.ip_share)
         self.shards = shard(self.coins, self.config.coins_per_connection)
         self.statuses = [ConnectionStatus(f"conn-{i}", s) for i, s in enumerate(self.shards)]
         # One activation set shared by every connection's parser: the first connection's allMids

@@ -92,6 +92,19 @@ class Cluster:
         suffixed = f"{base}.p{self.process_id}" + (f".{ext}" if ext else "") + tail
         return str(p.with_name(suffixed))
 
+    def processes_on_this_host(self) -> int:
+        """Processes of the run whose address names this process's host (they share its IP;
+        ``localhost`` and ``127.*`` count as one host). One outside a cluster."""
+        if self.processes <= 1 or not self.addresses:
+            return 1
+
+        def host(address: str) -> str:
+            h = address.rsplit(":", 1)[0].strip("[]").lower()
+            return "loopback" if h == "localhost" or h.startswith("127.") or h == "::1" else h
+
+        mine = host(self.addresses[self.process_id])
+        return sum(1 for a in self.addresses if host(a) == mine)
+
     def run_key(self) -> str:
         """What the processes of this run share and no concurrent run does (the addresses of a
         cluster; this process otherwise)."""
@@ -277,7 +290,7 @@ def build_pipeline(
         store = SignalStore(settings.history_limit, coins, mode="live")
         record = cluster.output_path(settings.record)
         recorder = Recorder(record, flush_s=settings.record_flush_s) if record else None
-        config = live_override if live_override is not None else live_config(settings)
+        config = live_override if live_override is not None else live_config(settings, cluster)
         hl = HyperliquidSource(coins, config, stop=stop, recorder=recorder)
         store.source_info = hl.info
         source = hl
@@ -349,9 +362,11 @@ def validation_config(settings: Settings) -> ValidationConfig:
     )
 
 
-def live_config(settings: Settings) -> LiveConfig:
-    """Connection settings from `Settings`."""
+def live_config(settings: Settings, cluster: Cluster | None = None) -> LiveConfig:
+    """Connection settings from `Settings` (and how many processes of the cluster share this
+    host's IP: each takes its share of the per-IP budgets)."""
     return LiveConfig(
+        ip_share=(cluster or Cluster()).processes_on_this_host(),
         validation=validation_config(settings),
         ws_url=settings.ws_url,
         info_url=settings.info_url,

@@ -267,3 +267,30 @@ def test_the_refusal_depends_on_the_store_and_the_processes() -> None:
         check_cluster(api_on, Cluster(0, 2))
     with pytest.raises(StartupError, match="store 'redis'"):
         check_cluster(api_on, Cluster(0, 2), store="redis")
+
+
+def test_processes_on_one_host_divide_the_per_ip_budgets() -> None:
+    """Live on N processes of one IP: each takes 1/N of the per-IP rate budgets (messages, new
+    connections, REST weight); connections and subscriptions are the source's partitions (one
+    global list spread by Bytewax), and allMids rides on the first connection only."""
+    from connectors._live_config import (
+        NEW_CONNECTIONS_PER_MIN,
+        REST_WEIGHT_PER_MIN,
+        WS_MESSAGES_PER_MIN,
+        Limits,
+    )
+    from flows.pipeline import live_config
+
+    local = Cluster(1, 3, 1, ("127.0.0.1:2101", "localhost:2102", "127.0.0.1:2103"))
+    mixed = Cluster(0, 3, 1, ("10.0.0.1:2101", "10.0.0.1:2102", "10.0.0.2:2101"))
+    assert local.processes_on_this_host() == 3
+    assert mixed.processes_on_this_host() == 2
+    assert Cluster().processes_on_this_host() == 1
+    settings = Settings(coins=["BTC"])
+    assert live_config(settings, local).ip_share == 3
+    assert live_config(settings).ip_share == 1
+    one, three = Limits(1), Limits(3)
+    assert one.rest_weight.rate_per_s == pytest.approx(REST_WEIGHT_PER_MIN / 60)
+    assert three.rest_weight.rate_per_s == pytest.approx(REST_WEIGHT_PER_MIN / 60 / 3)
+    assert three.ws_messages.rate_per_s == pytest.approx(WS_MESSAGES_PER_MIN / 60 / 3)
+    assert three.new_connections.rate_per_s == pytest.approx(NEW_CONNECTIONS_PER_MIN / 60 / 3)
