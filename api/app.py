@@ -74,7 +74,7 @@ from api.views import render as render_view
 from connectors.codes import Explain
 from connectors.events import Stream
 from connectors.freshness import FreshnessStatus, judge_stream, stream_block
-from connectors.store import RunState, SignalStore, StoredEnvelope
+from connectors.store import MAX_EVENT_ID_CHARS, RunState, SignalStore, StoredEnvelope
 from flows.settings import COIN_PATTERN
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,10 @@ STREAM_DESCRIPTION: Final = """
 **Push: `GET /v1/stream`** (Server-Sent Events). Query: `coins=BTC,eth` (resolved like the REST
 routes; unknown: 404, malformed: 422), `on=every|change` (`change`: only when the regime label,
 direction or actionable flag differs from the coin's previous envelope). Header `Last-Event-ID`
-resumes from the server's history without gaps. Events: `event: signal`, `id: <global sequence
-number>`, `data: <envelope as GET /v1/signal returns it>`; `event: dropped` with data
-`{"missed": n, "last_id": k, "reason": "..."}` when events after `k` will not come (a resume past
+resumes from the server's history without gaps. Events: `event: signal`, `id: <run>:<seq>` (opaque;
+a run id new for each run of the flow, and a sequence number), `data: <envelope as GET /v1/signal
+returns it>`; `event: dropped` with data `{"missed": n, "last_id": "<run>:<seq>", "reason":
+"..."}` when events after `last_id` will not come (a resume past
 the history: then the stream continues; a client that fell behind: then the stream closes);
 `: ping` comments while idle. **Metrics:** `GET /metrics` (Prometheus text).
 """
@@ -255,15 +256,18 @@ CoinParam = Annotated[
 ]
 
 
-def _parse_last_event_id(value: str | None) -> int | None:
-    """The ``Last-Event-ID`` header as a sequence number (None when absent or blank)."""
+def _parse_last_event_id(value: str | None) -> str | None:
+    """The ``Last-Event-ID`` header (None when absent or blank). Ids are opaque
+    (``<run>:<seq>``): one this service did not issue in this run cannot resume gap-free and
+    gets the ``dropped`` event (`api.stream.Broadcaster.events`); only an over-long value is
+    refused (422)."""
     if value is None or not value.strip():
         return None
     text = value.strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
-        msg = f"Last-Event-ID: expected a non-negative integer event id, got {text[:40]!r}"
+    if len(text) > MAX_EVENT_ID_CHARS or not text.isprintable():
+        msg = f"Last-Event-ID: expected an event id (<run>:<seq>), got {text[:40]!r}"
         raise ApiError(422, msg)
-    return int(text)
+    return text
 
 
 def create_app(
@@ -554,7 +558,7 @@ def create_app(
             str | None, Header(description="resume after this event id (SSE reconnect)")
         ] = None,
     ) -> EventSourceResponse:
-        """New envelopes as Server-Sent Events (``event: signal``, ``id: <sequence>``)."""
+        """New envelopes as Server-Sent Events (``event: signal``, ``id: <run>:<seq>``)."""
         wanted: frozenset[str] | None = None
         if coins is not None:
             names = [c.strip() for c in coins.split(",")]

@@ -125,7 +125,10 @@ class DroppedEvent(_Model):
     """The data of an ``event: dropped`` on ``GET /v1/stream``."""
 
     missed: int = Field(ge=0, description="events after last_id this client will not get")
-    last_id: int = Field(ge=0, description="the id of the last event the client has")
+    last_id: str = Field(
+        description="the id of the last event the client has (opaque, <run>:<seq>), or the "
+        "Last-Event-ID it sent"
+    )
     reason: str = Field(description="machine code, a colon, then the explanation")
 
 

@@ -42,7 +42,7 @@ from api.sse import (
     dropped_event,
     with_retry,
 )
-from connectors.store import Envelope, SignalStore, StoredEnvelope, StreamEntry
+from connectors.store import Envelope, SignalStore, StoredEnvelope, StreamEntry, event_id
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,11 @@ class _Run:
     (the ring would hold ~4 KB more per entry); a client whose filter takes part of a batch, or
     a resume from the ring, splices the stored bytes again (a few microseconds)."""
 
-    __slots__ = ("_data", "entries", "last_seq")
+    __slots__ = ("_data", "entries", "last")
 
     def __init__(self, entries: tuple[StreamEntry, ...] | list[StreamEntry]) -> None:
         self.entries = entries
-        self.last_seq = entries[-1].seq
+        self.last = entries[-1]
         self._data: bytes | None = None
 
     def data(self, owner: Broadcaster) -> bytes:
@@ -105,6 +105,9 @@ class Subscription:
         changes_only: only envelopes whose change key differs from the coin's previous one.
         last_id: the ``Last-Event-ID`` it resumes after, or None for new events only.
         queue_size: events it may be behind before it is dropped.
+
+    ``last_sent`` is the id of the last event the client was sent (or, before any, the id it
+    resumed after, or the newest event when it subscribed): the ``dropped`` event's ``last_id``.
     """
 
     __slots__ = (
@@ -120,6 +123,7 @@ class Subscription:
         "queue",
         "queue_size",
         "queued",
+        "run",
         "waiter",
     )
 
@@ -127,7 +131,7 @@ class Subscription:
         self,
         coins: frozenset[str] | None,
         changes_only: bool,
-        last_id: int | None,
+        last_id: str | None,
         queue_size: int,
     ) -> None:
         self.coins = coins
@@ -137,7 +141,8 @@ class Subscription:
         self.queue: deque[_Run] = deque()
         self.queued = 0
         self.after = 0
-        self.last_sent = last_id or 0
+        self.run = ""
+        self.last_sent: StreamEntry | str = last_id or ""
         self.last_write = 0.0
         self.ping = False
         self.dropped: int | None = None
@@ -196,6 +201,9 @@ class _Fanout:
         whole: _Run | None = None
         first = batch[0].seq
         for sub in tuple(self.subs):
+            if sub.run != batch[0].run:  # the store started a new run: numbers restart
+                sub.run = batch[0].run
+                sub.after = 0
             if sub.coins is None and not sub.changes_only and sub.after < first:
                 accepted: tuple[StreamEntry, ...] | list[StreamEntry] = batch
             else:
@@ -276,7 +284,7 @@ class Broadcaster:
         except Exception:
             log.exception("cannot render stream entry %d (%s)", e.seq, e.coin)
             return None
-        return b"event: signal\ndata: " + data + b"\nid: " + str(e.seq).encode() + b"\n\n"
+        return b"event: signal\ndata: " + data + b"\nid: " + e.id.encode() + b"\n\n"
 
     def changed(self, e: StreamEntry) -> bool:
         """Whether the entry's change key differs from its coin's previous envelope."""
@@ -338,7 +346,7 @@ class Broadcaster:
         coins: frozenset[str] | None = None,
         *,
         changes_only: bool = False,
-        last_id: int | None = None,
+        last_id: str | None = None,
     ) -> AsyncIterator[bytes]:
         """The encoded SSE stream of one client (runs until it disconnects or is dropped).
 
@@ -346,7 +354,11 @@ class Broadcaster:
             coins: exact coin names to pass, or None for all.
             changes_only: only envelopes whose regime label, direction or actionable flag
                 differs from the coin's previous envelope.
-            last_id: resume after this id (``Last-Event-ID``), or None for new events only.
+            last_id: resume after this id (``Last-Event-ID``, ``<run>:<seq>``), or None for
+                new events only. An id of another run (or none this service issues) gets
+                ``dropped`` (``restarted``) and the events still held; one older than the ring
+                gets the events a shared store still holds (`SignalStore.backfill`), else
+                ``dropped`` (``history_evicted``) and the oldest held.
         """
         sub = Subscription(coins, changes_only, last_id, self.queue_size)
         fan = self._fanout()
@@ -354,19 +366,29 @@ class Broadcaster:
         fan.add(sub)  # before the snapshot: nothing stored after it can be missed
         self.connections += 1
         try:
-            backlog, first, head = self.store.since(last_id)
-            sub.after = head  # anything up to head comes from the backlog (or not at all)
-            if last_id is not None and last_id > head:
+            r = self.store.since(last_id)
+            backlog = r.entries
+            sub.after = r.head  # anything up to head comes from the backlog (or not at all)
+            sub.run = r.run
+            if last_id is None:
+                sub.last_sent = event_id(r.run, r.head)
+            elif r.after is None:
                 self.resume_gaps += 1
-                yield dropped_event(first - 1, last_id, REASON_RESTARTED)
-            elif last_id is not None and first > last_id + 1:
-                self.resume_gaps += 1
-                yield dropped_event(first - 1 - last_id, last_id, REASON_EVICTED)
+                yield dropped_event(r.first - 1, last_id, REASON_RESTARTED)
+            elif r.first > r.after + 1:
+                older = None
+                if self.store.backfill is not None:
+                    older = await self.store.backfill(r.run, r.after, r.first)
+                if older is not None and (not older or older[0].seq == r.after + 1):
+                    backlog = [*older, *backlog]
+                else:
+                    self.resume_gaps += 1
+                    yield dropped_event(r.first - 1 - r.after, last_id, REASON_EVICTED)
             chunk: list[bytes] = []
             for e in backlog:
                 if self.wants(sub, e) and (f := self.frame(e)) is not None:
                     chunk.append(f)
-                    sub.last_sent = e.seq
+                    sub.last_sent = e
                 if len(chunk) >= MAX_CHUNK_EVENTS:
                     yield b"".join(chunk)
                     chunk = []
@@ -375,7 +397,9 @@ class Broadcaster:
             while True:
                 if sub.dropped is not None:
                     n = sub.queue_size
-                    yield dropped_event(sub.dropped, sub.last_sent, REASON_SLOW.format(n=n))
+                    sent = sub.last_sent
+                    last = sent if isinstance(sent, str) else sent.id
+                    yield dropped_event(sub.dropped, last, REASON_SLOW.format(n=n))
                     return
                 if sub.closed:
                     return
@@ -391,7 +415,7 @@ class Broadcaster:
                             parts.append(run.data(self))
                         data = b"".join(parts)
                     sub.queued -= taken
-                    sub.last_sent = run.last_seq
+                    sub.last_sent = run.last
                     sub.last_write = loop.time()
                     sub.ping = False
                     if data:
