@@ -119,11 +119,19 @@ class FromEnv(Enum):
 class ApiError(Exception):
     """An error with an HTTP status, a reason and optionally the coins served."""
 
-    def __init__(self, status: int, detail: str, coins: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        coins: list[str] | None = None,
+        *,
+        earliest_ms: int | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.coins = coins
+        self.earliest_ms = earliest_ms
 
 
 def refresh(env: dict[str, Any], now_ms: int | None) -> dict[str, Any]:
@@ -190,9 +198,18 @@ def list_json(recs: Iterable[StoredEnvelope], now_ms: int | None) -> bytes:
     return b'{"data":[' + b",".join(parts) + b'],"count":' + str(len(parts)).encode() + b"}"
 
 
-def history_json(coin: str, recs: Sequence[StoredEnvelope]) -> bytes:
+_NO_NEXT: Final = object()
+
+
+def history_json(
+    coin: str, recs: Sequence[StoredEnvelope], next_since_ms: int | object | None = _NO_NEXT
+) -> bytes:
     """The body of ``GET /v1/signal/{coin}/history`` (`api.schemas.SignalHistory`): the stored
-    envelopes as emitted (freshness as of their bar close), oldest first."""
+    envelopes as emitted (freshness as of their bar close), oldest first; a range request
+    (``until_ms``) also says ``next_since_ms``."""
+    tail = b"}"
+    if next_since_ms is not _NO_NEXT:
+        tail = b',"next_since_ms":' + orjson.dumps(next_since_ms) + b"}"
     return b"".join(
         (
             b'{"coin":',
@@ -201,9 +218,43 @@ def history_json(coin: str, recs: Sequence[StoredEnvelope]) -> bytes:
             b",".join(rec.raw for rec in recs),
             b'],"count":',
             str(len(recs)).encode(),
-            b"}",
+            tail,
         )
     )
+
+
+def history_page(
+    s: SignalStore, coin: str, limit: int, since_ms: int | None, until_ms: int | None
+) -> tuple[list[StoredEnvelope], int | object | None]:
+    """The envelopes a history request gets and, for a range (``until_ms``), where the next
+    page starts (None: this is the last).
+
+    Raises `ApiError` 404 (with ``earliest_ms``) when a range reaches before what is still held.
+    """
+    if until_ms is None:
+        return s.record_history(coin, limit=limit, since_ms=since_ms), _NO_NEXT
+    earliest, evicted = s.retention(coin)
+    if evicted is not None and (
+        (since_ms is not None and since_ms < evicted) or (since_ms is None and until_ms <= evicted)
+    ):
+        msg = (
+            f"history of {coin} from since_ms={since_ms} is no longer held (the store keeps "
+            f"the newest HLSL_HISTORY_LIMIT envelopes per coin; the oldest held closed at "
+            f"{earliest})"
+        )
+        raise ApiError(404, msg, earliest_ms=earliest)
+    recs = s.record_history(coin, limit=limit + 1, since_ms=since_ms, until_ms=until_ms)
+    if len(recs) > limit:
+        recs = recs[:limit]
+        return recs, recs[-1].timestamp_ms
+    return recs, None
+
+
+def vouch(s: SignalStore) -> None:
+    """Raise the 503 for data this server cannot vouch for (a mirror cut off from its store)."""
+    reason = s.unavailable
+    if reason is not None:
+        raise ApiError(503, reason)
 
 
 def check_coin_name(name: str) -> None:
@@ -284,6 +335,7 @@ def create_app(
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
     extra_routers: Iterable[APIRouter] = (),
     mounts: Iterable[tuple[str, ASGIApp]] = (),
+    store_status: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
     """Build the API over ``store``.
 
@@ -303,6 +355,8 @@ def create_app(
         extra_routers: more routers to include (e.g. the dashboard).
         mounts: ``(path, asgi_app)`` sub-apps to mount (e.g. MCP over HTTP); the access
             middleware covers them too.
+        store_status: the shared store's status (`connectors.redis_mirror.RedisMirror.status`)
+            for ``/health`` and ``/metrics``; None for the memory store.
 
     ``app.state`` holds ``store``, ``streams`` (the `Broadcaster`: uvicorn's graceful shutdown
     waits for open streams, so call `api.stream.close_streams_on_exit` on the server, or
@@ -340,6 +394,8 @@ def create_app(
         body: dict[str, Any] = {"detail": ex.detail}
         if ex.coins is not None:
             body["coins"] = ex.coins
+        if ex.earliest_ms is not None:
+            body["earliest_ms"] = ex.earliest_ms
         return JSONResponse(body, status_code=ex.status)
 
     @app.exception_handler(RequestValidationError)
@@ -371,19 +427,42 @@ def create_app(
         ]
         return stale, len(latest)
 
+    def store_problem(s: SignalStore, shared: dict[str, Any] | None) -> str | None:
+        """Why the shared store's data cannot be vouched for now (None: it can, or memory)."""
+        if s.unavailable is not None:
+            return s.unavailable
+        if shared is None:
+            return None
+        if shared.get("writers_disconnected"):
+            names = ", ".join(shared["writers_disconnected"])
+            return (
+                f"flow process {names} cannot write to the shared store ({shared['buffered']} "
+                f"envelopes buffered, {shared['dropped']} dropped)"
+            )
+        if shared.get("silent_processes"):
+            names = ", ".join(shared["silent_processes"])
+            return f"flow process {names} has stopped reporting to the shared store"
+        return None
+
     def unhealthy(s: SignalStore) -> tuple[bool, bool, list[str]]:
         """Whether ``/health`` is a 503; whether every coin is stale; the stale coins."""
         stale, with_signal = stale_coins(s)
         all_stale = with_signal > 0 and len(stale) == with_signal
-        return s.state is RunState.FAILED or all_stale, all_stale, stale
+        shared = store_status() if store_status is not None else None
+        cut_off = store_problem(s, shared) is not None
+        return s.state is RunState.FAILED or all_stale or cut_off, all_stale, stale
 
     def judge_health(s: SignalStore) -> tuple[Health, bool]:
         """The health document and whether it is a 503 (flow failed, or every coin stale)."""
         flow_ok = s.state in (RunState.STARTING, RunState.RUNNING, RunState.FINISHED)
         is_503, all_stale, stale = unhealthy(s)
         failed = s.state is RunState.FAILED
+        shared = store_status() if store_status is not None else None
+        cut_off = store_problem(s, shared)
         reason = None
-        if failed:
+        if cut_off is not None:
+            reason = cut_off
+        elif failed:
             reason = "the signal flow failed"
         elif all_stale:
             reason = "every coin's latest signal is stale"
@@ -392,7 +471,7 @@ def create_app(
         elif not flow_ok:
             reason = f"the signal flow is {s.state}"
         health = Health(
-            ok=flow_ok and not s.error and not all_stale,
+            ok=flow_ok and not s.error and not all_stale and cut_off is None,
             status=str(s.state),
             mode=s.mode,
             error=s.error,
@@ -403,6 +482,7 @@ def create_app(
             connections=(s.source_info() or {}).get("connections", []),
             stale_coins=stale,
             reason=reason,
+            store=shared,
         )
         return health, is_503
 
@@ -466,6 +546,7 @@ def create_app(
     def signals(s: StoreDep, view: ViewQuery = None, features: FeaturesQuery = None) -> Response:
         """The latest signal of every coin that has one (freshness judged now)."""
         # Spliced from the stored bytes (no Pydantic pass, as GET /v1/signal/{coin}).
+        vouch(s)
         now = s.now_ms()
         latest = s.records()
         body = list_json((latest[c] for c in s.coins() if c in latest), now)
@@ -491,8 +572,8 @@ def create_app(
         # validate every envelope a replay emits, and every one served, against the model.
         name = resolve(s, coin)
         rec = s.record(name)
-        if rec is None:
-            raise ApiError(503, no_signal_reason(s, name))
+        if rec is None or s.unavailable is not None:
+            raise ApiError(503, s.unavailable or no_signal_reason(s, name))
         now = s.now_ms()
         last = rendered.get(name)
         if last is not None and last[0] is rec and last[1] == now:
@@ -522,13 +603,26 @@ def create_app(
         since_ms: Annotated[
             int | None, Query(ge=0, description="only envelopes after this exchange time")
         ] = None,
+        until_ms: Annotated[
+            int | None,
+            Query(
+                ge=0,
+                description="a time range: envelopes with since_ms < timestamp_ms <= until_ms, "
+                "the oldest `limit` of them (page on with next_since_ms); 404 with earliest_ms "
+                "when the range reaches before the history held",
+            ),
+        ] = None,
         view: ViewQuery = None,
         features: FeaturesQuery = None,
     ) -> Response:
-        """A coin's stored signals, oldest first, as they were emitted (freshness as of then)."""
+        """A coin's stored signals, oldest first, as they were emitted (freshness as of then):
+        the newest ``limit`` (after ``since_ms``), or a time range with ``until_ms``."""
         name = resolve(s, coin)
-        recs = s.record_history(name, limit=limit, since_ms=since_ms)
-        body = render_view(history_json(name, recs), view, features)
+        vouch(s)
+        if until_ms is not None and since_ms is not None and until_ms < since_ms:
+            raise ApiError(422, "until_ms: must be >= since_ms")
+        recs, next_since = history_page(s, name, limit, since_ms, until_ms)
+        body = render_view(history_json(name, recs, next_since), view, features)
         return Response(body, media_type="application/json")
 
     @app.get(
@@ -567,6 +661,7 @@ def create_app(
             if len(names) > MAX_STREAM_COINS:
                 raise ApiError(422, f"coins: at most {MAX_STREAM_COINS} coins")
             wanted = frozenset(resolve(s, n) for n in names)
+        vouch(s)
         last = _parse_last_event_id(last_event_id)
         events = with_retry(streams.events(wanted, changes_only=on == "change", last_id=last))
         return EventSourceResponse(
@@ -574,7 +669,9 @@ def create_app(
         )
 
     registry = make_registry(
-        ServiceCollector(store, refresh, streams, access, lambda: not unhealthy(store)[0])
+        ServiceCollector(
+            store, refresh, streams, access, lambda: not unhealthy(store)[0], store_status
+        )
     )
     app.state.metrics_registry = registry
 
@@ -625,6 +722,8 @@ __all__ = [
     "envelope_json",
     "get_store",
     "history_json",
+    "history_page",
     "list_json",
     "refresh",
+    "vouch",
 ]

@@ -27,6 +27,7 @@ from connectors.events import Event
 from connectors.files import NdjsonSource, ReplayStats
 from connectors.live import HyperliquidSource, LiveConfig, Recorder
 from connectors.parse import FrameParser
+from connectors.redis_store import RedisWriter, wait_for_redis
 from connectors.rest import resolve_coins
 from connectors.sinks import StoreSink
 from connectors.store import RunState, SignalStore
@@ -54,6 +55,14 @@ class Pipeline:
     source: Source[Event] | None = None
     problems: list[str] = field(default_factory=list)
     """Why a finished replay gave nothing useful (no frames, no signals, an absent coin)."""
+    writer: RedisWriter | None = None
+    """The shared store's writer (``--store redis://…``), or None (memory store)."""
+
+    def finish_writer(self) -> None:
+        """Write what the shared store's writer holds and mark this process done (idempotent)."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.finish()
 
 
 class _EndPartition(StatelessSinkPartition[tuple[str, Envelope]]):
@@ -123,9 +132,14 @@ def build_pipeline(
     stats: ReplayStats | None = None
     source: Source[Event]
     check_outputs(settings)
+    writer = shared_writer(settings, stop)
+    # With a shared store this process's own store keeps only the counters and each coin's
+    # latest envelope: the API serves from the shared store's mirror.
+    limit = 1 if writer is not None else settings.history_limit
+    ring = {"ring_size": 1} if writer is not None else {}
     if live:
         coins = live_coins(settings, stop)
-        store = SignalStore(settings.history_limit, coins, mode="live")
+        store = SignalStore(limit, coins, mode="live", **ring)
         recorder = (
             Recorder(settings.record, flush_s=settings.record_flush_s) if settings.record else None
         )
@@ -144,14 +158,14 @@ def build_pipeline(
             skips.skip(ex.reason, "a coin's first prices (held until confirmed)", ex.detail)
 
         parser.on_reject = held_rejection
-        store = SignalStore(settings.history_limit, wanted, mode="replay")
+        store = SignalStore(limit, wanted, mode="replay", **ring)
         replay_stats = stats
         store.source_clock = lambda: replay_stats.parser.latest_ms
         store.source_info = lambda: replay_info(replay_stats)
         source = NdjsonSource(
             paths, stats, speed=settings.speed, stop=stop, batch_size=settings.batch_size
         )
-    store_sink = StoreSink(store, collected, on_build, log_path=settings.signals_out)
+    store_sink = StoreSink(store, collected, on_build, log_path=settings.signals_out, shared=writer)
     sink: Sink[tuple[str, Envelope]] = (
         store_sink if on_end is None else EndNotifyingSink(store_sink, on_end)
     )
@@ -164,7 +178,28 @@ def build_pipeline(
         config=signal_config(settings),
         on_late=lambda coin, _e: store.count_late(coin),
     )
-    return Pipeline(settings, store, stats, stop, flow, collected, source=source)
+    if writer is not None:
+        writer.join_run()
+        writer.start(store)
+    return Pipeline(settings, store, stats, stop, flow, collected, source=source, writer=writer)
+
+
+def shared_writer(settings: Settings, stop: threading.Event | None) -> RedisWriter | None:
+    """The shared store's writer the settings name (None: memory), once Redis answers.
+
+    Raises:
+        connectors.redis_store.StoreStartError: refused credentials, or no answer for
+            ``start_timeout_s``.
+    """
+    if not settings.shared_store:
+        return None
+    wait_for_redis(settings.store, settings.store_timeout_ms, settings.start_timeout_s, stop)
+    return RedisWriter(
+        settings.store,
+        settings.store_key_prefix(),
+        timeout_ms=settings.store_timeout_ms,
+        history_limit=settings.history_limit,
+    )
 
 
 def validation_config(settings: Settings) -> ValidationConfig:
@@ -222,6 +257,7 @@ def finish_run(p: Pipeline) -> None:
     if errors:
         p.store.error = "; ".join(errors)
     p.store.state = RunState.STOPPED if stopped else RunState.FINISHED
+    p.finish_writer()
 
 
 def tune_gc() -> None:
@@ -244,5 +280,6 @@ def run_pipeline(p: Pipeline, epoch_interval: timedelta = timedelta(seconds=10))
         p.store.state = RunState.FAILED
         p.store.error = f"{type(ex).__name__}: {ex}"
         log.exception("the signal flow failed")
+        p.finish_writer()
         raise
     finish_run(p)

@@ -147,7 +147,9 @@ def seq_of(event_id: str | bytes | None) -> int:
     assert event_id is not None
     text = event_id.decode() if isinstance(event_id, bytes) else event_id
     run, sep, seq = text.rpartition(":")
-    assert sep and run and ":" not in run, text
+    assert sep, text
+    assert run, text
+    assert ":" not in run, text
     return int(seq)
 
 
