@@ -19,7 +19,6 @@ which ends the flow's source (a clean end of input, bytewax-0.21.md §5.4) and j
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import logging
@@ -40,7 +39,7 @@ from api.app import create_app
 from api.dashboard import dashboard_router
 from api.mcp import mcp_http_app
 from api.stream import close_streams_on_exit
-from connectors.redis_mirror import RedisMirror, start_mirror
+from connectors.redis_mirror import RedisMirror, start_mirror, stop_mirror
 from connectors.redis_store import wait_for_redis
 from connectors.store import DEFAULT_RING_SIZE, RunState, SignalStore
 from connectors.store_url import redact_url
@@ -150,13 +149,7 @@ def build_app(
         async with contextlib.AsyncExitStack() as stack:
             if mirror is not None:
                 task = await start_mirror(mirror, MIRROR_FIRST_LOAD_S)
-
-                async def stop_mirror() -> None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-
-                stack.push_async_callback(stop_mirror)
+                stack.push_async_callback(stop_mirror, mirror, task)
             if mcp is not None:
                 await stack.enter_async_context(mcp.lifespan())
             if runner is not None:

@@ -169,6 +169,7 @@ class RedisMirror:
         store.source_info = self._source_info
         store.backfill = self.backfill
         self._info: dict[str, Any] = {}
+        self._stopping = False
 
     # -- what the store reads -----------------------------------------------------------------
 
@@ -231,25 +232,26 @@ class RedisMirror:
         return self._client, self._tail
 
     async def close(self) -> None:
-        """Close the connections."""
-        for c in (self._client, self._tail):
+        """Close the connections (bounded: a connection cancelled mid-read may not close
+        cleanly, and stopping must never hang)."""
+        clients, self._client, self._tail = (self._client, self._tail), None, None
+        for c in clients:
             if c is not None:
                 with contextlib.suppress(Exception):
-                    await c.aclose()
-        self._client = self._tail = None
+                    await asyncio.wait_for(c.aclose(), self.timeout_ms / 1000)
 
     async def run_forever(self) -> None:
         """Load, then follow the store until cancelled; reconnect with backoff on errors."""
         delay = 0.1
         try:
-            while True:
+            while not self._stopping:
                 try:
                     client, tail = self._clients()
                     await self.load(client)
                     self._up()
                     delay = 0.1
                     next_counters = 0.0
-                    while True:
+                    while not self._stopping:
                         if time.monotonic() >= next_counters:
                             await self.read_counters(client)
                             next_counters = time.monotonic() + COUNTERS_EVERY_S
@@ -436,10 +438,22 @@ class RedisMirror:
 
 async def start_mirror(mirror: RedisMirror, wait_s: float) -> asyncio.Task[None]:
     """Start the mirror's task and wait up to ``wait_s`` for its first load."""
+    mirror._stopping = False
     task = asyncio.create_task(mirror.run_forever(), name="redis-mirror")
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(mirror.loaded.wait(), wait_s)
     return task
+
+
+async def stop_mirror(mirror: RedisMirror, task: asyncio.Task[None]) -> None:
+    """Stop the mirror's task. A cancellation that lands inside a redis-py read can be taken
+    for a connection error and swallowed, so the task also stops at its next turn (within
+    `BLOCK_MS` plus the timeout) on a flag; the wait is bounded either way."""
+    mirror._stopping = True
+    task.cancel()
+    limit = (BLOCK_MS + 2 * mirror.timeout_ms) / 1000 + 1
+    with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+        await asyncio.wait_for(task, limit)
 
 
 __all__ = [
@@ -448,4 +462,5 @@ __all__ = [
     "RedisMirror",
     "merge_source_info",
     "start_mirror",
+    "stop_mirror",
 ]

@@ -12,6 +12,7 @@ key                         type    what
                                     writer refreshes about once a second
 ``P:writers``               hash    process -> ``running`` / ``done``
 ``P:seq``                   string  the last sequence number given (the ``<seq>`` of SSE ids)
+``P:written``               hash    process -> its last envelope written (retries are idempotent)
 ``P:events``                stream  entry id ``0-<seq>``; fields ``c`` coin, ``d`` the envelope's
                                     bytes, ``n`` the source clock when stored, ``t`` Redis time
                                     (ms); ``MAXLEN ~`` the SSE ring size
@@ -34,7 +35,8 @@ Faults: the sink never waits for Redis. `RedisWriter.submit` appends to a bounde
 (`BUFFER_LIMIT` envelopes) that a background thread writes in chunks; while Redis is unreachable
 the flow keeps computing, the buffer fills, then the oldest buffered envelopes are dropped and
 counted (``dropped`` in the process's counters, ``/health``, ``/metrics``); when Redis answers
-again the buffer is written (a retried chunk whose answer was lost may be written twice). Every
+again the buffer is written (a chunk retried after its answer was lost is not written twice:
+each process numbers its envelopes and the script skips those already written). Every
 call times out after ``HLSL_STORE_TIMEOUT_MS``. At start, an unreachable Redis is retried until
 ``--start-timeout-s``; a refused password or ACL fails at once (`StoreStartError`).
 """
@@ -102,26 +104,46 @@ end
 for _, c in ipairs(redis.call('SMEMBERS', p .. ':procs')) do
   redis.call('DEL', p .. ':proc:' .. c)
 end
-redis.call('DEL', p .. ':coins', p .. ':procs', p .. ':events', p .. ':seq', p .. ':writers')
+redis.call('DEL', p .. ':coins', p .. ':procs', p .. ':events', p .. ':seq', p .. ':writers',
+  p .. ':prev', p .. ':written')
+if ARGV[5] ~= '' then redis.call('SET', p .. ':prev', ARGV[5]) end
 redis.call('SET', p .. ':run', ARGV[2])
 redis.call('HSET', p .. ':writers', ARGV[3], 'running')
 redis.call('SADD', p .. ':procs', ARGV[3])
 redis.call('SET', p .. ':alive', ARGV[2], 'PX', ARGV[4])
 return {ARGV[2], 1}
 """
-"""ARGV: prefix, a new run id, this process, heartbeat TTL (ms). Returns ``{run, created}``."""
+"""ARGV: prefix, a new run id, this process, heartbeat TTL (ms), the run this one replaces after
+Redis lost its data ('' if none: ``P:prev``). Returns ``{run, created}``."""
 
 WRITE_SCRIPT: Final = """
 local p = ARGV[1]
-if redis.call('GET', p .. ':run') ~= ARGV[2] then return {-1, 0} end
-local n = (#ARGV - 4) / 4
+local run = redis.call('GET', p .. ':run')
+if not run then return {-2, 0} end
+if run ~= ARGV[2] then
+  if redis.call('GET', p .. ':prev') == ARGV[2] then return {-3, run} end
+  return {-1, 0}
+end
+local done = tonumber(redis.call('HGET', p .. ':written', ARGV[5]) or '0')
+local todo = {}
+local top = done
+for b = 6, #ARGV, 5 do
+  local k = tonumber(ARGV[b])
+  if k > done then
+    todo[#todo + 1] = b
+    if k > top then top = k end
+  end
+end
+local n = #todo
+if n == 0 then return {tonumber(redis.call('GET', p .. ':seq') or '0'), 0} end
 local last = redis.call('INCRBY', p .. ':seq', n)
+redis.call('HSET', p .. ':written', ARGV[5], string.format('%.0f', top))
 local first = last - n + 1
 local t = redis.call('TIME')
 local tms = string.format('%.0f', t[1] * 1000 + math.floor(t[2] / 1000))
 local skipped = 0
 for i = 0, n - 1 do
-  local b = 5 + 4 * i
+  local b = todo[i + 1] + 1
   local coin, ts, now, data = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local seq = string.format('%.0f', first + i)
   redis.call('XADD', p .. ':events', 'MAXLEN', '~', ARGV[3], '0-' .. seq,
@@ -135,9 +157,14 @@ for i = 0, n - 1 do
 end
 return {last, skipped}
 """
-"""ARGV: prefix, run id, events MAXLEN, history MAXLEN, then (coin, timestamp_ms or '', source
-clock or '', bytes) per envelope. Returns ``{last seq, history entries refused}``; ``{-1, 0}``
-when the run is not this writer's any more (another run took the prefix)."""
+"""ARGV: prefix, run id, events MAXLEN, history MAXLEN, this process, then (k, coin,
+timestamp_ms or '', source clock or '', bytes) per envelope, ``k`` the process's own count of
+envelopes submitted: an envelope whose ``k`` is at or below the process's last written
+(``P:written``) is skipped, so a chunk retried after a lost answer is not written twice.
+Returns ``{last seq, history entries refused}``; ``{-1, 0}`` when the run is not this writer's
+any more (another run took the prefix); ``{-2, 0}`` when there is no run (Redis restarted
+without its data: the writer starts a new run); ``{-3, run}`` when another writer of this run
+already started that new run (join it)."""
 
 
 class StoreStartError(ValueError):
@@ -258,6 +285,8 @@ def process_name() -> str:
 Item = tuple[str, int | None, bytes, int | None]
 """One envelope to write: coin, ``timestamp_ms``, its bytes, the source clock when stored."""
 
+_Queued = tuple[int, str, int | None, bytes, int | None]
+
 
 class RedisWriter:
     """Writes a flow process's envelopes and counters to the shared store (see the module).
@@ -295,7 +324,8 @@ class RedisWriter:
         self._join = self._client.register_script(JOIN_SCRIPT)
         self._write = self._client.register_script(WRITE_SCRIPT)
         self._cond = threading.Condition()
-        self._pending: deque[Item] = deque()
+        self._pending: deque[_Queued] = deque()
+        self._k = 0
         self._inflight = 0
         self._finish_deadline = float("inf")
         self._thread: threading.Thread | None = None
@@ -314,9 +344,12 @@ class RedisWriter:
 
     # -- start -----------------------------------------------------------------------------
 
-    def join_run(self) -> str:
-        """Join the prefix's current run, or start a new one (clearing the prefix's keys)."""
-        out = self._join(args=[self.keys.prefix, new_run_id(), self.process, HEARTBEAT_TTL_MS])
+    def join_run(self, previous: str = "") -> str:
+        """Join the prefix's current run, or start a new one (clearing the prefix's keys);
+        ``previous``: the run this one replaces because Redis lost its data."""
+        args: list[str | int] = [self.keys.prefix, new_run_id(), self.process, HEARTBEAT_TTL_MS]
+        args.append(previous)
+        out = self._join(args=args)
         run = out[0].decode() if isinstance(out[0], bytes) else str(out[0])
         created = bool(int(out[1]))
         self.run = run
@@ -341,7 +374,9 @@ class RedisWriter:
     def submit(self, items: Iterable[Item]) -> None:
         """Queue envelopes for writing; never waits for Redis (drops the oldest past the buffer)."""
         with self._cond:
-            self._pending.extend(items)
+            for coin, ts, data, now in items:
+                self._k += 1
+                self._pending.append((self._k, coin, ts, data, now))
             self._trim()
             self._cond.notify()
 
@@ -421,11 +456,38 @@ class RedisWriter:
                 if closing and time.monotonic() > self._finish_deadline:
                     return
 
-    def _write_chunk(self, chunk: list[Item]) -> None:
+    def _write_chunk(self, chunk: list[_Queued]) -> None:
         args: list[Any] = [self.keys.prefix, self.run, self.ring_size, self.history_limit]
-        for coin, ts, data, now in chunk:
-            args += (coin, "" if ts is None else ts, "" if now is None else now, data)
+        args.append(self.process)
+        for k, coin, ts, data, now in chunk:
+            args += (k, coin, "" if ts is None else ts, "" if now is None else now, data)
         last, refused = self._write(args=args)
+        if int(last) == -2:
+            log.warning(
+                "store %s, prefix %s: run %s is gone (Redis restarted without its data?); "
+                "starting a new run",
+                self.shown,
+                self.keys.prefix,
+                self.run,
+            )
+            self.join_run(previous=self.run or "")
+            args[1] = self.run
+            last, refused = self._write(args=args)
+        if int(last) == -3:
+            new = refused.decode() if isinstance(refused, bytes) else str(refused)
+            log.warning(
+                "store %s, prefix %s: run %s continues as run %s (Redis restarted without its "
+                "data)",
+                self.shown,
+                self.keys.prefix,
+                self.run,
+                new,
+            )
+            self.run = new
+            self._client.hset(self.keys.writers, self.process, "running")
+            self._client.sadd(self.keys.procs, self.process)
+            args[1] = new
+            last, refused = self._write(args=args)
         if int(last) < 0:
             if not self.superseded:
                 log.error(
