@@ -12,8 +12,11 @@ an API restart and across replicas. A resume older than the local ring reads the
 clock, lag, and each writer's buffer and drops, for ``/health``, ``/metrics`` and ``/v1/state``.
 
 While Redis cannot be read the store's ``unavailable`` says why (data routes answer 503 with it,
-``/health`` too) and the mirror retries with backoff; when Redis answers again it reloads (a new
-run, or entries trimmed while it was away, are taken whole). Keys: `connectors.redis_store`.
+``/health`` too) and the mirror retries with backoff; when Redis answers again it goes on from
+the last sequence number it had, so open SSE streams get everything written meanwhile, in
+order. A new run, or entries trimmed before they were read (a mirror away longer than the event
+stream holds), are loaded whole instead: open streams then continue with the new entries only.
+Keys: `connectors.redis_store`.
 """
 
 from __future__ import annotations
@@ -243,13 +246,16 @@ class RedisMirror:
     async def run_forever(self) -> None:
         """Load, then follow the store until cancelled; reconnect with backoff on errors."""
         delay = 0.1
+        must_load = True
         try:
             while not self._stopping:
                 try:
                     client, tail = self._clients()
-                    await self.load(client)
-                    self._up()
-                    delay = 0.1
+                    if must_load:
+                        await self.load(client)
+                        must_load = False
+                    # after an outage the same run goes on from `head`: open streams get
+                    # everything written meanwhile, in order (a reload would skip them)
                     next_counters = 0.0
                     while not self._stopping:
                         if time.monotonic() >= next_counters:
@@ -257,7 +263,11 @@ class RedisMirror:
                             next_counters = time.monotonic() + COUNTERS_EVERY_S
                         if not await self.follow(tail):
                             self.reloads += 1
+                            must_load = True
                             break  # a new run, or entries trimmed before they were read
+                        if not self.connected:  # only once Redis has answered again
+                            self._up()
+                            delay = 0.1
                 except (TimeoutError, redis.RedisError, OSError) as ex:
                     self._down(ex)
                     await self.close()

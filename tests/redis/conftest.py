@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from tests.api.test_stream import sample  # noqa: F401 - the sample's envelopes, shared
-from tests.flows.test_cli import free_port
+from tests.flows.test_cli import free_port, start  # noqa: F401 - start: subprocesses, killed after
 
 START_WITHIN_S = 10.0
 
