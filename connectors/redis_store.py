@@ -43,6 +43,7 @@ call times out after ``HLSL_STORE_TIMEOUT_MS``. At start, an unreachable Redis i
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -368,6 +369,9 @@ class RedisWriter:
         self.store = store
         self._thread = threading.Thread(target=self._loop, name="redis-writer", daemon=True)
         self._thread.start()
+        # a process that ends without the flow's end (an entry point that exits early) still
+        # writes what it holds and marks itself done; `finish` runs once
+        atexit.register(self.finish)
 
     # -- the sink's side -----------------------------------------------------------------------
 
@@ -574,9 +578,9 @@ class RedisWriter:
     def finish(self, timeout_s: float = FINISH_TIMEOUT_S) -> bool:
         """Write what is buffered and the final counters, mark this writer done, stop the
         thread; True if everything was written within ``timeout_s``."""
-        thread = self._thread
+        thread, self._thread = self._thread, None
         if thread is None:
-            return True
+            return not self._pending
         self._finish_deadline = time.monotonic() + timeout_s
         with self._cond:
             self._closing = True

@@ -104,7 +104,10 @@ class EndNotifyingSink(DynamicSink[tuple[str, Envelope]]):
     def _closed(self, worker_count: int) -> None:
         with self._lock:
             self._open -= 1
-            last = self._open == 0 and self._built >= worker_count
+            # Every partition built in this process closed: in a cluster (``-p N``, ``-i K``)
+            # a process builds only its own workers' partitions, never ``worker_count`` (the
+            # cluster's), so waiting for that many never ended a run there.
+            last = self._open == 0 and self._built > 0
         if last:
             self.on_end()
 
