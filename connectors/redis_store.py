@@ -125,43 +125,39 @@ if run ~= ARGV[2] then
   if redis.call('GET', p .. ':prev') == ARGV[2] then return {-3, run} end
   return {-1, 0}
 end
+local t = redis.call('TIME')
+local tms = string.format('%.0f', t[1] * 1000 + math.floor(t[2] / 1000))
 local done = tonumber(redis.call('HGET', p .. ':written', ARGV[5]) or '0')
-local todo = {}
-local top = done
+local last = 0
+local skipped = 0
 for b = 6, #ARGV, 5 do
   local k = tonumber(ARGV[b])
   if k > done then
-    todo[#todo + 1] = b
-    if k > top then top = k end
+    local coin, ts, now, data = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+    last = redis.call('INCR', p .. ':seq')
+    local seq = string.format('%.0f', last)
+    redis.call('XADD', p .. ':events', 'MAXLEN', '~', ARGV[3], '0-' .. seq,
+      'c', coin, 'd', data, 'n', now, 't', tms)
+    local hid = '*'
+    if ts ~= '' then hid = ts .. '-*' end
+    local ok = redis.pcall('XADD', p .. ':hist:' .. coin, 'MAXLEN', '~', ARGV[4], hid,
+      'd', data, 's', seq, 'n', now)
+    if type(ok) == 'table' and ok.err then skipped = skipped + 1 end
+    redis.call('SADD', p .. ':coins', coin)
+    redis.call('HSET', p .. ':written', ARGV[5], ARGV[b])
+    done = k
   end
 end
-local n = #todo
-if n == 0 then return {tonumber(redis.call('GET', p .. ':seq') or '0'), 0} end
-local last = redis.call('INCRBY', p .. ':seq', n)
-redis.call('HSET', p .. ':written', ARGV[5], string.format('%.0f', top))
-local first = last - n + 1
-local t = redis.call('TIME')
-local tms = string.format('%.0f', t[1] * 1000 + math.floor(t[2] / 1000))
-local skipped = 0
-for i = 0, n - 1 do
-  local b = todo[i + 1] + 1
-  local coin, ts, now, data = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local seq = string.format('%.0f', first + i)
-  redis.call('XADD', p .. ':events', 'MAXLEN', '~', ARGV[3], '0-' .. seq,
-    'c', coin, 'd', data, 'n', now, 't', tms)
-  local hid = '*'
-  if ts ~= '' then hid = ts .. '-*' end
-  local ok = redis.pcall('XADD', p .. ':hist:' .. coin, 'MAXLEN', '~', ARGV[4], hid,
-    'd', data, 's', seq, 'n', now)
-  if type(ok) == 'table' and ok.err then skipped = skipped + 1 end
-  redis.call('SADD', p .. ':coins', coin)
-end
+if last == 0 then last = tonumber(redis.call('GET', p .. ':seq') or '0') end
 return {last, skipped}
 """
 """ARGV: prefix, run id, events MAXLEN, history MAXLEN, this process, then (k, coin,
 timestamp_ms or '', source clock or '', bytes) per envelope, ``k`` the process's own count of
 envelopes submitted: an envelope whose ``k`` is at or below the process's last written
-(``P:written``) is skipped, so a chunk retried after a lost answer is not written twice.
+(``P:written``) is skipped, so a chunk retried after a lost answer is not written twice. Redis
+does not roll a script back when a command fails in it (no memory, no permission): each
+envelope's sequence number, event, history entry and ``P:written`` mark are made one after the
+other, so a script stopped midway leaves whole envelopes written and the rest for the retry.
 Returns ``{last seq, history entries refused}``; ``{-1, 0}`` when the run is not this writer's
 any more (another run took the prefix); ``{-2, 0}`` when there is no run (Redis restarted
 without its data: the writer starts a new run); ``{-3, run}`` when another writer of this run

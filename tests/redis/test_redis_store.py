@@ -273,3 +273,29 @@ def test_start_up_refused_credentials_fail_at_once_unreachable_after_the_timeout
         wait_for_redis(f"redis://:pw@127.0.0.1:{server.port}/0", 200, 1.0)
     assert 1.0 <= time.monotonic() - t0 < 10
     assert "pw@" not in str(gone.value)
+
+
+ACL = ["~hlsl:*", "+@read", "+@write", "+@stream", "+@scripting", "+@transaction", "+ping", "+info"]
+"""The README's ACL for the flows and APIs, less ``+time``."""
+
+
+def test_the_readmes_acl_works_and_a_script_refused_midway_loses_nothing(
+    redis_server: RedisServer, sample: list[tuple[str, Envelope]]
+) -> None:
+    admin = redis_server.client()
+    admin.acl_setuser("hlsl", enabled=True, passwords=["+pw-123"], commands=ACL[1:], keys=ACL[:1])
+    url = f"redis://hlsl:pw-123@127.0.0.1:{redis_server.port}/0"
+    w = RedisWriter(url, PREFIX, timeout_ms=500, history_limit=1000)
+    w.join_run()
+    w.start()
+    w.submit(items(sample[:20]))
+    until("the refusal", lambda: w.last_error is not None and "script" in w.last_error)
+    assert w.written == 0
+    assert w.buffered == 20  # held, not marked written
+    assert admin.xlen(f"{PREFIX}:events") == 0
+    admin.acl_setuser("hlsl", enabled=True, commands=["+time"])  # the README's full list
+    until("the buffer written", lambda: w.written == 20 and w.buffered == 0)
+    assert w.finish()
+    events = admin.xrange(f"{PREFIX}:events")
+    assert [e for e, _ in events] == [f"0-{n}".encode() for n in range(1, 21)]  # once each
+    assert w.last_error is not None  # the refusal stays reported
