@@ -22,7 +22,9 @@ Run it:
 
 - ``python -m api.mcp`` (stdio) runs the flow in-process with the server's settings (``HLSL_*``
   variables or the same flags as ``python -m api.server``: ``--replay CAPTURE``, else live
-  ``--coins``), or ``python -m api.mcp --api-url http://127.0.0.1:8000`` reads a running server.
+  ``--coins``), or ``python -m api.mcp --api-url http://127.0.0.1:8000`` reads a running server,
+  or ``python -m api.mcp --serve-only --store redis://…`` serves the shared store (its mirror on
+  a thread of its own, `api.runtime.MirrorThread`).
   A finished replay keeps being served; the server ends when the client closes stdin (or on
   SIGINT/SIGTERM), stopping the flow cleanly. Nothing but MCP messages is written to stdout
   (logs go to stderr; see `protect_stdout`).
@@ -1550,8 +1552,9 @@ def main(argv: list[str] | None = None) -> int:
         0 on a clean end (stdin closed, SIGINT or SIGTERM), 1 if the flow failed, 2 if it could
         not start.
     """
-    from api.runtime import FlowThread
+    from api.runtime import FlowThread, MirrorThread, shared_store
     from connectors.errors import FeedError
+    from connectors.redis_store import wait_for_redis
     from flows.pipeline import build_pipeline, tune_gc
 
     out = protect_stdout()
@@ -1562,20 +1565,28 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     runner: FlowThread | None = None
+    mirror: MirrorThread | None = None
     source: SignalSource
     try:
         if api_url:
             source = ApiSource(api_url, timeout_s, client_token())
         else:
-            pipeline = build_pipeline(settings)
-            tune_gc()
-            runner = FlowThread(pipeline)
-            source = StoreSource(pipeline.store, replay_wait_s(settings))
+            if not settings.serve_only:
+                pipeline = build_pipeline(settings)
+                tune_gc()
+                runner = FlowThread(pipeline)
+                source = StoreSource(pipeline.store, replay_wait_s(settings))
+            if settings.shared_store:  # --store redis://: serve what every flow wrote
+                wait_for_redis(settings.store, settings.store_timeout_ms, settings.start_timeout_s)
+                mirror = MirrorThread(shared_store(settings))
+                source = StoreSource(mirror.mirror.store, replay_wait_s(settings))
     except (ValueError, FileNotFoundError, FeedError) as ex:
         log.error("cannot start: %s", ex)
         return 2
     server = build_server(source)
     signal.signal(signal.SIGTERM, _interrupt)
+    if mirror is not None:
+        mirror.start()
     if runner is not None:
         runner.start()
     log.info(
@@ -1588,6 +1599,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if runner is not None:
             runner.stop()
+        if mirror is not None:
+            mirror.stop()
     if runner is not None and runner.pipeline.store.error is not None:
         return 1
     return 0

@@ -19,6 +19,7 @@ which ends the flow's source (a clean end of input, bytewax-0.21.md §5.4) and j
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
@@ -119,6 +120,45 @@ def shared_store(settings: Settings) -> RedisMirror:
         history_limit=settings.history_limit,
         ring_size=DEFAULT_RING_SIZE,
     )
+
+
+class MirrorThread:
+    """A shared store's mirror on its own thread and event loop, for a process whose own loop
+    cannot host it (MCP over stdio): `start` waits for the first load, `stop` ends it."""
+
+    def __init__(self, mirror: RedisMirror) -> None:
+        self.mirror = mirror
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="redis-mirror", daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            task = await start_mirror(self.mirror, MIRROR_FIRST_LOAD_S)
+            self._ready.set()
+            await self._stop.wait()
+            await stop_mirror(self.mirror, task)
+
+        try:
+            asyncio.run(main())
+        finally:
+            self._ready.set()
+
+    def start(self) -> None:
+        """Start the mirror and wait (up to `MIRROR_FIRST_LOAD_S`) for its first load."""
+        self._thread.start()
+        self._ready.wait(MIRROR_FIRST_LOAD_S + 1)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """End the mirror's task and thread."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        self._thread.join(timeout=timeout_s)
 
 
 def build_app(

@@ -16,6 +16,8 @@ Every wait is a condition with a generous bound; each test stays under 60 s.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +26,9 @@ from typing import Any
 import orjson
 import pytest
 
+from connectors.redis_store import RedisWriter
 from tests.api.test_stream import Reader, seq_of, stream
-from tests.conftest import SAMPLE
+from tests.conftest import REPO, SAMPLE
 from tests.flows.test_cli import Proc, assert_clean_stderr, clean_env, free_port, get_json
 from tests.flows.test_startup_errors import run
 from tests.redis.conftest import RedisServer, redis_binary
@@ -280,3 +283,54 @@ def test_bad_store_settings_and_refused_auth_exit_2_in_one_line_without_the_pass
 
 def api_args_for(url: str, port: int) -> list[str]:
     return ["-m", "api.server", "--serve-only", "--store", url, "--port", str(port)]
+
+
+def test_mcp_over_stdio_serves_the_shared_store(
+    redis_server: RedisServer, sample: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """``python -m api.mcp --serve-only --store redis://…``: MCP tools answer from Redis."""
+    w = RedisWriter(redis_server.url, PREFIX, timeout_ms=500, history_limit=1000)
+    w.join_run()
+    w.start()
+    w.submit((c, e["timestamp_ms"], orjson.dumps(e), e["timestamp_ms"]) for c, e in sample[:300])
+    assert w.finish()
+    args = [sys.executable, "-m", "api.mcp", "--serve-only", "--store", redis_server.url]
+    env = clean_env(HLSL_LOG_LEVEL="WARNING", HLSL_STORE_PREFIX=PREFIX)
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        hello = {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        }
+        ask = {"name": "get_signal", "arguments": {"coin": "ETH"}}
+        calls = [
+            {"method": "initialize", "params": hello},
+            {"method": "tools/call", "params": ask},
+        ]
+        answers = []
+        for i, call in enumerate(calls, 1):
+            proc.stdin.write(orjson.dumps({"jsonrpc": "2.0", "id": i, **call}).decode() + "\n")
+            proc.stdin.flush()
+            answers.append(orjson.loads(proc.stdout.readline()))
+            if i == 1:
+                note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+                proc.stdin.write(orjson.dumps(note).decode() + "\n")
+                proc.stdin.flush()
+        got = orjson.loads(answers[1]["result"]["content"][0]["text"])
+        want = [e for c, e in sample[:300] if c == "ETH"][-1]
+        assert got["coin"] == "ETH"
+        assert got["timestamp_ms"] == want["timestamp_ms"]
+        proc.stdin.close()
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+        if not proc.stdin.closed:
+            proc.stdin.close()
