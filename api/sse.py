@@ -21,8 +21,11 @@ further than the store's ring (then the stream continues with the oldest event s
 when the id is from another run, or is no id this service issued (the stream continues with the
 whole ring; ``last_id`` is the id the client sent),
 and (b) last, when the client fell behind by more than its queue holds: the server closes the
-stream right after it (reconnect with ``Last-Event-ID: k`` to resume from the ring). A ``: ping``
-comment is sent after ``keepalive_s`` (up to a quarter more) without an event.
+stream right after it (reconnect with ``Last-Event-ID: k`` to resume from the ring), and (c)
+in the middle of a stream served from a shared store, when a flow process dropped envelopes it
+could not write (Redis unreachable past its buffer: they never got an id, so no resume can fetch
+them; reason ``store_gap``, `connectors.redis_mirror.REASON_STORE_GAP`); the stream goes on.
+A ``: ping`` comment is sent after ``keepalive_s`` (up to a quarter more) without an event.
 
 ``signal`` frames and ``: ping`` comments are written by `api.stream.Broadcaster`, which fans the
 stored envelopes out (it encodes each ``signal`` frame once, inline, on the hot path); this module

@@ -25,6 +25,7 @@ How it stays cheap and never slows the flow:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -97,6 +98,17 @@ class _Run:
         return self._data
 
 
+class _Notice:
+    """A ``dropped`` event queued mid-stream (`REASON_STORE_GAP`): it takes no place in the
+    sequence and the stream goes on."""
+
+    __slots__ = ("missed", "reason")
+
+    def __init__(self, missed: int, reason: str) -> None:
+        self.missed = missed
+        self.reason = reason
+
+
 class Subscription:
     """One SSE client: its filter, bounded queue and progress (touched on its loop only).
 
@@ -138,7 +150,7 @@ class Subscription:
         self.changes_only = changes_only
         self.last_id = last_id
         self.queue_size = queue_size
-        self.queue: deque[_Run] = deque()
+        self.queue: deque[_Run | _Notice] = deque()
         self.queued = 0
         self.after = 0
         self.run = ""
@@ -194,6 +206,20 @@ class _Fanout:
             except RuntimeError:  # the loop closed in between
                 return False
         return True
+
+    def notify_gap(self, missed: int, reason: str) -> None:
+        """Gap listener (any thread): schedule a ``dropped`` notice for every subscriber."""
+        if self.loop.is_closed():
+            return
+        if self.subs:
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                self.loop.call_soon_threadsafe(self.dispatch_gap, missed, reason)
+
+    def dispatch_gap(self, missed: int, reason: str) -> None:
+        """Queue the notice for every subscriber (on the loop)."""
+        for sub in tuple(self.subs):
+            sub.queue.append(_Notice(missed, reason))
+            sub.wake()
 
     def dispatch(self, batch: tuple[StreamEntry, ...]) -> None:
         """Queue a batch for every subscriber that wants it (on the loop)."""
@@ -274,6 +300,8 @@ class Broadcaster:
         self.connections = 0
         self.slow_clients = 0
         self.resume_gaps = 0
+        self.store_gaps = 0
+        """``dropped`` notices sent mid-stream for envelopes a shared store's writer lost."""
 
     # -- rendering (once per entry, shared by every client) -----------------------------------
 
@@ -322,11 +350,14 @@ class Broadcaster:
         loop = asyncio.get_running_loop()
         with self._lock:
             for old in [lp for lp in self._fanouts if lp.is_closed()]:
-                self.store.remove_listener(self._fanouts.pop(old).notify)
+                gone = self._fanouts.pop(old)
+                self.store.remove_listener(gone.notify)
+                self.store.remove_gap_listener(gone.notify_gap)
             fan = self._fanouts.get(loop)
             if fan is None:
                 fan = self._fanouts[loop] = _Fanout(self, loop)
                 self.store.add_listener(fan.notify)
+                self.store.add_gap_listener(fan.notify_gap)
             return fan
 
     def close_all(self) -> None:
@@ -404,13 +435,25 @@ class Broadcaster:
                 if sub.closed:
                     return
                 if sub.queue:
-                    run = sub.queue.popleft()
+                    head = sub.queue.popleft()
+                    if isinstance(head, _Notice):
+                        self.store_gaps += 1
+                        sent = sub.last_sent
+                        last = sent if isinstance(sent, str) else sent.id
+                        sub.last_write = loop.time()
+                        yield dropped_event(head.missed, last, head.reason)
+                        continue
+                    run = head
                     taken = len(run.entries)
                     data = run.data(self)
                     if sub.queue and taken < MAX_CHUNK_EVENTS:
                         parts = [data]
                         while sub.queue and taken < MAX_CHUNK_EVENTS:
-                            run = sub.queue.popleft()
+                            nxt = sub.queue[0]
+                            if isinstance(nxt, _Notice):
+                                break  # sent on its own, after what came before it
+                            sub.queue.popleft()
+                            run = nxt
                             taken += len(run.entries)
                             parts.append(run.data(self))
                         data = b"".join(parts)

@@ -50,6 +50,12 @@ from connectors.store import (
 )
 from connectors.store_url import redact_url
 
+REASON_STORE_GAP: Final = (
+    "store_gap: flow process {who} dropped envelopes it could not write to the shared store "
+    "(unreachable past its buffer); they never got an id, so no resume can fetch them; the "
+    "stream continues"
+)
+
 log = logging.getLogger(__name__)
 
 BLOCK_MS: Final = 100
@@ -173,6 +179,8 @@ class RedisMirror:
         store.backfill = self.backfill
         self._info: dict[str, Any] = {}
         self._stopping = False
+        self._gap_id = "0-0"
+        self.gaps_seen = 0
 
     # -- what the store reads -----------------------------------------------------------------
 
@@ -220,6 +228,7 @@ class RedisMirror:
             "silent_processes": silent,
             "buffered": sum(int(w.get("buffered") or 0) for w in writers.values()),
             "dropped": sum(int(w.get("dropped") or 0) for w in writers.values()),
+            "gaps_reported": self.gaps_seen,
             "writers_disconnected": sorted(n for n, w in writers.items() if not w.get("connected")),
         }
 
@@ -332,6 +341,8 @@ class RedisMirror:
                     ts = items[0].rec.timestamp_ms
                     if ts is not None:
                         evicted[coin] = ts - 1
+        gaps: Any = await client.xrevrange(k.gaps, count=1)
+        self._gap_id = gaps[0][0].decode() if gaps else "0-0"  # earlier gaps are history
         self.store.replace_all(run, history, ring, head, evicted)
         self.run = run
         self.head = head
@@ -393,6 +404,14 @@ class RedisMirror:
                 procs[name] = {k.decode(): orjson.loads(v) for k, v in doc.items()}
         self.procs = procs
         self._apply(list(procs.values()))
+        gaps: Any = await client.xrange(self.keys.gaps, min=f"({self._gap_id}")
+        for gid, f in gaps:
+            self._gap_id = gid.decode()
+            n = int(f.get(b"n") or 0)
+            if n > 0:
+                self.gaps_seen += n
+                who = (f.get(b"p") or b"?").decode()
+                self.store.report_gap(n, REASON_STORE_GAP.format(who=who))
 
     def _apply(self, docs: list[dict[str, Any]]) -> None:
         s = self.store

@@ -20,6 +20,8 @@ key                         type    what
                                     ``XRANGE``); fields ``d``, ``s`` seq, ``n``; ``MAXLEN ~``
                                     ``HLSL_HISTORY_LIMIT``
 ``P:coins`` / ``P:procs``   set     coins with a history; processes with counters
+``P:gaps``                  stream  a process dropped ``n`` envelopes (fields ``p``, ``n``,
+                                    ``after`` the last seq before): SSE clients get ``dropped``
 ``P:proc:<process>``        hash    a flow process's counters (`ProcessCounters`), ~1/s
 ==========================  ======  =========================================================
 
@@ -106,7 +108,7 @@ for _, c in ipairs(redis.call('SMEMBERS', p .. ':procs')) do
   redis.call('DEL', p .. ':proc:' .. c)
 end
 redis.call('DEL', p .. ':coins', p .. ':procs', p .. ':events', p .. ':seq', p .. ':writers',
-  p .. ':prev', p .. ':written')
+  p .. ':prev', p .. ':written', p .. ':gaps')
 if ARGV[5] ~= '' then redis.call('SET', p .. ':prev', ARGV[5]) end
 redis.call('SET', p .. ':run', ARGV[2])
 redis.call('HSET', p .. ':writers', ARGV[3], 'running')
@@ -180,6 +182,7 @@ class Keys:
         self.events = f"{prefix}:events"
         self.coins = f"{prefix}:coins"
         self.procs = f"{prefix}:procs"
+        self.gaps = f"{prefix}:gaps"
 
     def hist(self, coin: str) -> str:
         """A coin's history stream."""
@@ -334,6 +337,7 @@ class RedisWriter:
         self.last_error: str | None = None
         self.written = 0
         self.dropped = 0
+        self._unreported = 0  # dropped, not yet in P:gaps
         self.refused = 0
         self.outages = 0
         self.down_since: float | None = None
@@ -395,6 +399,7 @@ class RedisWriter:
                 self.dropped + over,
             )
         self.dropped += over
+        self._unreported += over
 
     @property
     def buffered(self) -> int:
@@ -502,7 +507,23 @@ class RedisWriter:
         else:
             self.written += len(chunk) - int(refused)
             self.refused += int(refused)
+            self._report_gap(int(last) - len(chunk))
         self._inflight = 0
+
+    def _report_gap(self, after: int) -> None:
+        """Tell the readers how many envelopes were dropped since the last report (``P:gaps``:
+        their SSE clients get ``dropped``), once Redis answers again."""
+        with self._cond:
+            n, self._unreported = self._unreported, 0
+        if n <= 0:
+            return
+        try:
+            fields: dict[Any, Any] = {"p": self.process, "n": n, "after": max(0, after)}
+            self._client.xadd(self.keys.gaps, fields, maxlen=1000, approximate=True)
+        except redis.RedisError:
+            with self._cond:
+                self._unreported += n
+            raise
 
     def _write_counters(self, *, done: bool = False) -> None:
         doc: dict[Any, Any] = self.counters()

@@ -142,6 +142,10 @@ class StreamEntry:
 Listener = Callable[[tuple[StreamEntry, ...]], bool]
 """Called with each batch of new entries (under the store's lock); returns False to unregister."""
 
+GapListener = Callable[[int, str], None]
+"""Called with ``(missed, reason)`` when envelopes were lost before they got a sequence number
+(a flow process's writer dropped them); must not block."""
+
 Backfill = Callable[[str, int, int], Awaitable[list[StreamEntry] | None]]
 """``(run, after_seq, before_seq)``: the entries between two sequence numbers from a shared store
 (the ones this store's ring no longer holds), or None when they are gone there too."""
@@ -235,6 +239,7 @@ class SignalStore:
         self.run = new_run_id()
         self._ring: deque[StreamEntry] = deque(maxlen=ring_size)
         self._listeners: list[Listener] = []
+        self._gap_listeners: list[GapListener] = []
         self.mode = mode
         self.signals_emitted = 0
         self.emitted_by_coin: Counter[str] = Counter()
@@ -395,6 +400,24 @@ class SignalStore:
         with self._lock:
             self._listeners[:] = [x for x in self._listeners if x is not listener]
 
+    def add_gap_listener(self, listener: GapListener) -> None:
+        """Call ``listener`` with every later `report_gap`."""
+        with self._lock:
+            self._gap_listeners.append(listener)
+
+    def remove_gap_listener(self, listener: GapListener) -> None:
+        """Stop calling ``listener`` (no error if it is not registered)."""
+        with self._lock:
+            self._gap_listeners[:] = [x for x in self._gap_listeners if x is not listener]
+
+    def report_gap(self, missed: int, reason: str) -> None:
+        """Tell the gap listeners (the push channel) that ``missed`` envelopes were lost before
+        they got a sequence number (a shared store's writer dropped them)."""
+        with self._lock:
+            listeners = list(self._gap_listeners)
+        for listener in listeners:
+            listener(missed, reason)
+
     def since(self, last_id: str | None) -> Resume:
         """Entries after the SSE id ``last_id`` still in the ring (one consistent snapshot).
 
@@ -540,6 +563,7 @@ __all__ = [
     "Backfill",
     "Envelope",
     "External",
+    "GapListener",
     "LagHistogram",
     "Listener",
     "Resume",

@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.stream import Broadcaster
 from connectors.redis_mirror import RedisMirror, start_mirror, stop_mirror
 from connectors.redis_store import RedisWriter, StoreStartError, wait_for_redis
 from connectors.store import SignalStore, StoredEnvelope
@@ -299,3 +300,44 @@ def test_the_readmes_acl_works_and_a_script_refused_midway_loses_nothing(
     events = admin.xrange(f"{PREFIX}:events")
     assert [e for e, _ in events] == [f"0-{n}".encode() for n in range(1, 21)]  # once each
     assert w.last_error is not None  # the refusal stays reported
+
+
+def test_envelopes_a_writer_dropped_reach_open_streams_as_a_dropped_event(
+    redis_server: RedisServer, sample: list[tuple[str, Envelope]]
+) -> None:
+    w = writer(redis_server, timeout_ms=200, buffer_limit=10)
+    w.join_run()
+    w.start()
+    mirror = mirror_of(redis_server)
+
+    async def main() -> bytes:
+        task = await start_mirror(mirror, 10)
+        streams = Broadcaster(mirror.store, keepalive_s=60)
+        sse = streams.events()
+        pending = asyncio.ensure_future(anext(sse))  # subscribes, then waits
+        await until_async("the subscriber", lambda: streams.subscribers == 1)
+        redis_server.pause()
+        try:
+            w.submit(items(sample[:40]))  # 10 held at most: the rest dropped, counted
+            await until_async("the drops", lambda: w.dropped >= 30 and not w.connected)
+        finally:
+            redis_server.resume()
+        got = await asyncio.wait_for(pending, 20)
+        while b"store_gap" not in got:
+            got += await asyncio.wait_for(anext(sse), 20)
+        w.submit(items(sample[40:41]))  # and the stream goes on
+        after = b""
+        while b"event: signal" not in after:
+            after += await asyncio.wait_for(anext(sse), 20)
+        await sse.aclose()
+        await stop_mirror(mirror, task)
+        return got + after
+
+    got = asyncio.run(main())
+    assert w.finish()
+    drop = got.split(b"event: dropped\ndata: ", 1)[1].split(b"\n", 1)[0]
+    body = orjson.loads(drop)
+    assert body["reason"].startswith("store_gap:")
+    assert w.process in body["reason"]
+    assert body["missed"] == w.dropped
+    assert b"event: signal" in got  # the stream goes on
