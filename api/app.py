@@ -74,15 +74,17 @@ from api.signals import (
     ApiError,
     explain_signal,
     history_json,
+    history_page,
     latest_record,
     list_json,
     refresh,
     resolve,
+    vouch,
 )
 from api.stream import DEFAULT_KEEPALIVE_S, DEFAULT_QUEUE_SIZE, Broadcaster, with_retry
 from api.views import VIEW_PARAMETERS, FeaturesQuery, ViewError, ViewQuery, view_query
 from api.views import render as render_view
-from connectors.store import SignalStore, StoredEnvelope
+from connectors.store import MAX_EVENT_ID_CHARS, SignalStore, StoredEnvelope
 from operators.explain import RegimeExplanation
 from operators.regime import RegimeConfig
 
@@ -108,9 +110,10 @@ STREAM_DESCRIPTION: Final = """
 **Push: `GET /v1/stream`** (Server-Sent Events). Query: `coins=BTC,eth` (resolved like the REST
 routes; unknown: 404, malformed: 422), `on=every|change` (`change`: only when the regime label,
 direction or actionable flag differs from the coin's previous envelope). Header `Last-Event-ID`
-resumes from the server's history without gaps. Events: `event: signal`, `id: <global sequence
-number>`, `data: <envelope as GET /v1/signal returns it>`; `event: dropped` with data
-`{"missed": n, "last_id": k, "reason": "..."}` when events after `k` will not come (a resume past
+resumes from the server's history without gaps. Events: `event: signal`, `id: <run>:<seq>` (opaque;
+a run id new for each run of the flow, and a sequence number), `data: <envelope as GET /v1/signal
+returns it>`; `event: dropped` with data `{"missed": n, "last_id": "<run>:<seq>", "reason":
+"..."}` when events after `last_id` will not come (a resume past
 the history: then the stream continues; a client that fell behind: then the stream closes);
 `: ping` comments while idle. **Metrics:** `GET /metrics` (Prometheus text).
 """
@@ -137,15 +140,18 @@ CoinParam = Annotated[
 ]
 
 
-def _parse_last_event_id(value: str | None) -> int | None:
-    """The ``Last-Event-ID`` header as a sequence number (None when absent or blank)."""
+def _parse_last_event_id(value: str | None) -> str | None:
+    """The ``Last-Event-ID`` header (None when absent or blank). Ids are opaque
+    (``<run>:<seq>``): one this service did not issue in this run cannot resume gap-free and
+    gets the ``dropped`` event (`api.stream.Broadcaster.events`); only an over-long value is
+    refused (422)."""
     if value is None or not value.strip():
         return None
     text = value.strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
-        msg = f"Last-Event-ID: expected a non-negative integer event id, got {text[:40]!r}"
+    if len(text) > MAX_EVENT_ID_CHARS or not text.isprintable():
+        msg = f"Last-Event-ID: expected an event id (<run>:<seq>), got {text[:40]!r}"
         raise ApiError(422, msg)
-    return int(text)
+    return text
 
 
 def create_app(
@@ -163,6 +169,7 @@ def create_app(
     extra_routers: Iterable[APIRouter] = (),
     mounts: Iterable[tuple[str, ASGIApp]] = (),
     regime_config: RegimeConfig | None = None,
+    store_status: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
     """Build the API over ``store``.
 
@@ -183,6 +190,8 @@ def create_app(
         mounts: ``(path, asgi_app)`` sub-apps to mount (e.g. MCP over HTTP); the access
             middleware covers them too.
         regime_config: thresholds ``/v1/signal/{coin}/explain`` shows (default: the flow's).
+        store_status: the shared store's status (`connectors.redis_mirror.RedisMirror.status`)
+            for ``/health`` and ``/metrics``; None for the memory store.
 
     ``app.state`` holds ``store``, ``streams`` (the `Broadcaster`: uvicorn's graceful shutdown
     waits for open streams, so call `api.stream.close_streams_on_exit` on the server, or
@@ -215,11 +224,17 @@ def create_app(
     app.state.streams = streams
     app.state.access = access
 
+    def shared_status() -> dict[str, Any] | None:
+        """The shared store's status for /health, /v1/state and /metrics (None: memory)."""
+        return store_status() if store_status is not None else None
+
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, ex: ApiError) -> JSONResponse:
         body: dict[str, Any] = {"detail": ex.detail}
         if ex.coins is not None:
             body["coins"] = ex.coins
+        if ex.earliest_ms is not None:
+            body["earliest_ms"] = ex.earliest_ms
         return JSONResponse(body, status_code=ex.status)
 
     @app.exception_handler(RequestValidationError)
@@ -251,7 +266,7 @@ def create_app(
     def health(s: StoreDep) -> Any:
         """Is the flow alive (200), or failed or serving only stale coins (503)? Never blocks;
         needs no token."""
-        h, unhealthy = judge_health(s)
+        h, unhealthy = judge_health(s, shared_status())
         if unhealthy:
             return JSONResponse(h.model_dump(mode="json"), status_code=503)
         return h
@@ -259,12 +274,13 @@ def create_app(
     @app.get("/v1/state", response_model=State, tags=["service"])
     def state(s: StoreDep) -> State:
         """Flow status, source counters (frames by channel, skipped lines by reason), coins."""
-        return state_of(s)
+        return state_of(s, shared_status())
 
     @app.get("/v1/signals", response_model=SignalList, tags=["signals"])
     def signals(s: StoreDep, view: ViewQuery = None, features: FeaturesQuery = None) -> Response:
         """The latest signal of every coin that has one (freshness judged now)."""
         # Spliced from the stored bytes (no Pydantic pass, as GET /v1/signal/{coin}).
+        vouch(s)
         now = s.now_ms()
         latest = s.records()
         body = list_json((latest[c] for c in s.coins() if c in latest), now)
@@ -318,13 +334,26 @@ def create_app(
         since_ms: Annotated[
             int | None, Query(ge=0, description="only envelopes after this exchange time")
         ] = None,
+        until_ms: Annotated[
+            int | None,
+            Query(
+                ge=0,
+                description="a time range: envelopes with since_ms < timestamp_ms <= until_ms, "
+                "the oldest `limit` of them (page on with next_since_ms); 404 with earliest_ms "
+                "when the range reaches before the history held",
+            ),
+        ] = None,
         view: ViewQuery = None,
         features: FeaturesQuery = None,
     ) -> Response:
-        """A coin's stored signals, oldest first, as they were emitted (freshness as of then)."""
+        """A coin's stored signals, oldest first, as they were emitted (freshness as of then):
+        the newest ``limit`` (after ``since_ms``), or a time range with ``until_ms``."""
         name = resolve(s, coin)
-        recs = s.record_history(name, limit=limit, since_ms=since_ms)
-        body = render_view(history_json(name, recs), view, features)
+        vouch(s)
+        if until_ms is not None and since_ms is not None and until_ms < since_ms:
+            raise ApiError(422, "until_ms: must be >= since_ms")
+        recs, next_since = history_page(s, name, limit, since_ms, until_ms)
+        body = render_view(history_json(name, recs, next_since), view, features)
         return Response(body, media_type="application/json")
 
     @app.get(
@@ -371,7 +400,7 @@ def create_app(
             str | None, Header(description="resume after this event id (SSE reconnect)")
         ] = None,
     ) -> EventSourceResponse:
-        """New envelopes as Server-Sent Events (``event: signal``, ``id: <sequence>``)."""
+        """New envelopes as Server-Sent Events (``event: signal``, ``id: <run>:<seq>``)."""
         wanted: frozenset[str] | None = None
         if coins is not None:
             names = [c.strip() for c in coins.split(",")]
@@ -380,6 +409,7 @@ def create_app(
             if len(names) > MAX_STREAM_COINS:
                 raise ApiError(422, f"coins: at most {MAX_STREAM_COINS} coins")
             wanted = frozenset(resolve(s, n) for n in names)
+        vouch(s)
         last = _parse_last_event_id(last_event_id)
         events = with_retry(streams.events(wanted, changes_only=on == "change", last_id=last))
         return EventSourceResponse(
@@ -387,7 +417,14 @@ def create_app(
         )
 
     registry = make_registry(
-        ServiceCollector(store, refresh, streams, access, lambda: not unhealthy(store)[0])
+        ServiceCollector(
+            store,
+            refresh,
+            streams,
+            access,
+            lambda: not unhealthy(store, shared_status())[0],
+            store_status,
+        )
     )
     app.state.metrics_registry = registry
 

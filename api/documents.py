@@ -8,6 +8,8 @@ the push channel's ``event: dropped`` (`DroppedEvent`). The envelope itself is
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from api.signal_envelope import SignalEnvelope, _Model
@@ -29,6 +31,11 @@ class SignalHistory(_Model):
     coin: str
     data: list[SignalEnvelope]
     count: int
+    next_since_ms: int | None = Field(
+        default=None,
+        description="with until_ms: more envelopes are in the range; ask again with this as "
+        "since_ms (the last one's timestamp_ms); null when the page is the last",
+    )
 
 
 class ConnectionState(_Model):
@@ -85,6 +92,12 @@ class Health(_Model):
         description="coins whose latest signal is stale on the source clock now",
     )
     reason: str | None = Field(default=None, description="why ok is false, if it is")
+    store: dict[str, Any] | None = Field(
+        default=None,
+        description="the shared store (--store redis://...): its redacted URL, prefix, run, "
+        "whether this server reads it, the mirror's lag, the flow processes reporting, and "
+        "what their writers buffered or dropped while it was unreachable; null for memory",
+    )
 
 
 class CoinState(_Model):
@@ -119,13 +132,21 @@ class ErrorBody(_Model):
 
     detail: str
     coins: list[str] | None = None
+    earliest_ms: int | None = Field(
+        default=None,
+        description="history: the oldest bar close still held, when the range asked for is "
+        "no longer held (404)",
+    )
 
 
 class DroppedEvent(_Model):
     """The data of an ``event: dropped`` on ``GET /v1/stream``."""
 
     missed: int = Field(ge=0, description="events after last_id this client will not get")
-    last_id: int = Field(ge=0, description="the id of the last event the client has")
+    last_id: str = Field(
+        description="the id of the last event the client has (opaque, <run>:<seq>), or the "
+        "Last-Event-ID it sent"
+    )
     reason: str = Field(description="machine code, a colon, then the explanation")
 
 

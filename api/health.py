@@ -8,6 +8,7 @@ counters (frames by channel, skipped lines by reason) and each coin's latest cal
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from api.schemas import CoinState, Health, SourceState, State
 from connectors.freshness import FreshnessStatus
@@ -22,20 +23,44 @@ def stale_coins(s: SignalStore) -> tuple[list[str], int]:
     return stale, len(latest)
 
 
-def unhealthy(s: SignalStore) -> tuple[bool, bool, list[str]]:
-    """Whether ``/health`` is a 503; whether every coin is stale; the stale coins."""
+def store_problem(s: SignalStore, shared: dict[str, Any] | None) -> str | None:
+    """Why the shared store's data cannot be vouched for now (None: it can, or memory)."""
+    if s.unavailable is not None:
+        return s.unavailable
+    if shared is None:
+        return None
+    if shared.get("writers_disconnected"):
+        names = ", ".join(shared["writers_disconnected"])
+        return (
+            f"flow process {names} cannot write to the shared store ({shared['buffered']} "
+            f"envelopes buffered, {shared['dropped']} dropped)"
+        )
+    if shared.get("silent_processes"):
+        names = ", ".join(shared["silent_processes"])
+        return f"flow process {names} has stopped reporting to the shared store"
+    return None
+
+
+def unhealthy(s: SignalStore, shared: dict[str, Any] | None = None) -> tuple[bool, bool, list[str]]:
+    """Whether ``/health`` is a 503; whether every coin is stale; the stale coins. ``shared``
+    is the shared store's status (`connectors.redis_mirror.RedisMirror.status`; None: memory)."""
     stale, with_signal = stale_coins(s)
     all_stale = with_signal > 0 and len(stale) == with_signal
-    return s.state is RunState.FAILED or all_stale, all_stale, stale
+    cut_off = store_problem(s, shared) is not None
+    return s.state is RunState.FAILED or all_stale or cut_off, all_stale, stale
 
 
-def judge_health(s: SignalStore) -> tuple[Health, bool]:
-    """The health document and whether it is a 503 (flow failed, or every coin stale)."""
+def judge_health(s: SignalStore, shared: dict[str, Any] | None = None) -> tuple[Health, bool]:
+    """The health document and whether it is a 503 (flow failed, every coin stale, or the shared
+    store's data cannot be vouched for)."""
     flow_ok = s.state in (RunState.STARTING, RunState.RUNNING, RunState.FINISHED)
-    is_503, all_stale, stale = unhealthy(s)
+    is_503, all_stale, stale = unhealthy(s, shared)
     failed = s.state is RunState.FAILED
+    cut_off = store_problem(s, shared)
     reason = None
-    if failed:
+    if cut_off is not None:
+        reason = cut_off
+    elif failed:
         reason = "the signal flow failed"
     elif all_stale:
         reason = "every coin's latest signal is stale"
@@ -44,7 +69,7 @@ def judge_health(s: SignalStore) -> tuple[Health, bool]:
     elif not flow_ok:
         reason = f"the signal flow is {s.state}"
     health = Health(
-        ok=flow_ok and not s.error and not all_stale,
+        ok=flow_ok and not s.error and not all_stale and cut_off is None,
         status=str(s.state),
         mode=s.mode,
         error=s.error,
@@ -55,15 +80,17 @@ def judge_health(s: SignalStore) -> tuple[Health, bool]:
         connections=(s.source_info() or {}).get("connections", []),
         stale_coins=stale,
         reason=reason,
+        store=shared,
     )
     return health, is_503
 
 
-def health_of(s: SignalStore) -> Health:
-    return judge_health(s)[0]
+def health_of(s: SignalStore, shared: dict[str, Any] | None = None) -> Health:
+    """The health document alone."""
+    return judge_health(s, shared)[0]
 
 
-def state_of(s: SignalStore) -> State:
+def state_of(s: SignalStore, shared: dict[str, Any] | None = None) -> State:
     """The ``/v1/state`` document."""
     latest = s.records()
     now = s.now_ms()
@@ -95,7 +122,7 @@ def state_of(s: SignalStore) -> State:
         "latest_event_ms": None,
     }
     return State(
-        health=health_of(s),
+        health=health_of(s, shared),
         source=SourceState(**info),
         coins=coins,
         late_events=sum(s.late_events.values()),

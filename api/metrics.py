@@ -33,6 +33,19 @@ metric                                 type     from
 ``hlsl_http_rejected_total{reason}``   counter  401s and 429s
 =====================================  =======  ==============================================
 
+With a shared store (``--store redis://…``), read from its mirror
+(`connectors.redis_mirror.RedisMirror.status`):
+
+========================================  =======  ===========================================
+``hlsl_store_up``                         gauge    1 while this server reads the shared store
+``hlsl_store_mirror_lag_seconds{q}``      gauge    Redis write to local mirror, ``q`` 0.5/0.99
+``hlsl_store_buffered``                   gauge    envelopes the flow processes hold unwritten
+``hlsl_store_dropped_total``              counter  envelopes the flow processes dropped (Redis
+                                                   unreachable past their buffer)
+``hlsl_store_outages_total``              counter  times this server lost the shared store
+``hlsl_store_processes``                  gauge    flow processes reporting
+========================================  =======  ===========================================
+
 and ``hlsl_step_errors_total{step,coin}`` (counter): bars whose computation failed in a step and
 were published degraded, from `operators.failures.STEP_ERRORS` (process-wide).
 
@@ -226,6 +239,41 @@ class CoinGauges:
         )
 
 
+def shared_store_metrics(st: dict[str, Any]) -> Iterator[Metric]:
+    """The shared store's families from its mirror's status."""
+    up = GaugeMetricFamily("hlsl_store_up", "1 while this server reads the shared store")
+    up.add_metric([], 1.0 if st.get("connected") else 0.0)
+    yield up
+    lag = GaugeMetricFamily(
+        "hlsl_store_mirror_lag_seconds",
+        "Time from a Redis write to this server's mirror, recent quantiles",
+        labels=["q"],
+    )
+    for q, key in (("0.5", "p50"), ("0.99", "p99")):
+        value = (st.get("mirror_lag_ms") or {}).get(key)
+        if value is not None:
+            lag.add_metric([q], float(value) / 1000)
+    yield lag
+    buffered = GaugeMetricFamily(
+        "hlsl_store_buffered", "Envelopes the flow processes hold, not yet written"
+    )
+    buffered.add_metric([], float(st.get("buffered") or 0))
+    yield buffered
+    yield CounterMetricFamily(
+        "hlsl_store_dropped",
+        "Envelopes the flow processes dropped while the store was unreachable",
+        value=float(st.get("dropped") or 0),
+    )
+    yield CounterMetricFamily(
+        "hlsl_store_outages",
+        "Times this server lost the shared store",
+        value=float(st.get("outages") or 0),
+    )
+    procs = GaugeMetricFamily("hlsl_store_processes", "Flow processes reporting to the store")
+    procs.add_metric([], float(len(st.get("processes") or ())))
+    yield procs
+
+
 class ServiceCollector(Collector):
     """Reads the store, the push channel and the access counters at scrape time.
 
@@ -235,6 +283,7 @@ class ServiceCollector(Collector):
         streams: the push channel.
         access: requests turned away.
         healthy: whether ``/health`` would answer 200.
+        store_status: the shared store's status, or None (memory).
     """
 
     def __init__(
@@ -244,12 +293,14 @@ class ServiceCollector(Collector):
         streams: Broadcaster,
         access: AccessCounters,
         healthy: Callable[[], bool],
+        store_status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.store = store
         self.refresh = refresh
         self.streams = streams
         self.access = access
         self.healthy = healthy
+        self.store_status = store_status
 
     def collect(self) -> Iterable[Metric]:
         """The metric families, computed now."""
@@ -379,6 +430,9 @@ class ServiceCollector(Collector):
         last = GaugeMetricFamily("hlsl_stream_last_id", "Newest stream sequence number")
         last.add_metric([], float(s.last_seq))
         yield last
+
+        if self.store_status is not None:
+            yield from shared_store_metrics(self.store_status())
 
         step_errors = CounterMetricFamily(
             "hlsl_step_errors",

@@ -5,6 +5,11 @@
 - ``python -m api.mcp``: `api.mcp.__main__` builds the same pipeline and serves MCP over stdio.
 - ``python -m bytewax.run flows.signal``: the entry module's ``flow`` is `flow_from_env()`;
   Bytewax runs the flow, and the API (``HLSL_API=1``) is served from a thread (`serve_in_thread`).
+- ``python -m api.server --serve-only --store redis://…``: no flow; `serve` serves the shared
+  store through its mirror (`shared_store`).
+
+With ``--store redis://…`` the flow's sink writes to Redis (`connectors.redis_store`) and every
+API, in a flow process or not, serves from a local mirror of it (`connectors.redis_mirror`).
 
 Only this module (and the thin entry modules) knows every layer; the layers below it import
 nothing from here. The flow runs on a background (non-daemon) thread under ``api.server``;
@@ -14,6 +19,7 @@ which ends the flow's source (a clean end of input, bytewax-0.21.md §5.4) and j
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
@@ -34,7 +40,10 @@ from api.app import create_app
 from api.dashboard import dashboard_router
 from api.mcp import mcp_http_app
 from api.stream import close_streams_on_exit
-from connectors.store import RunState
+from connectors.redis_mirror import RedisMirror, start_mirror, stop_mirror
+from connectors.redis_store import wait_for_redis
+from connectors.store import DEFAULT_RING_SIZE, RunState, SignalStore
+from connectors.store_url import redact_url
 from flows.outcome import skip_counts
 from flows.pipeline import (
     Pipeline,
@@ -59,6 +68,8 @@ from flows.startup import (
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
+MIRROR_FIRST_LOAD_S = 10.0
+"""How long an API start waits for its mirror's first load of the shared store."""
 
 
 class FlowThread:
@@ -99,20 +110,94 @@ class FlowThread:
         return not alive
 
 
-def build_app(pipeline: Pipeline, *, run_flow: bool = True) -> FastAPI:
+def shared_store(settings: Settings) -> RedisMirror:
+    """The local store an API serves from when the settings name a shared store: a
+    `SignalStore` kept equal to Redis by a `RedisMirror` (started by the app's lifespan)."""
+    wanted = [] if [c.upper() for c in settings.coins] == ["ALL"] else settings.coins
+    store = SignalStore(
+        settings.history_limit,
+        wanted,
+        mode="replay" if settings.replay else "live",
+        ring_size=DEFAULT_RING_SIZE,
+    )
+    return RedisMirror(
+        settings.store,
+        settings.store_key_prefix(),
+        store,
+        timeout_ms=settings.store_timeout_ms,
+        history_limit=settings.history_limit,
+        ring_size=DEFAULT_RING_SIZE,
+    )
+
+
+class MirrorThread:
+    """A shared store's mirror on its own thread and event loop, for a process whose own loop
+    cannot host it (MCP over stdio): `start` waits for the first load, `stop` ends it."""
+
+    def __init__(self, mirror: RedisMirror) -> None:
+        self.mirror = mirror
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="redis-mirror", daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            task = await start_mirror(self.mirror, MIRROR_FIRST_LOAD_S)
+            self._ready.set()
+            await self._stop.wait()
+            await stop_mirror(self.mirror, task)
+
+        try:
+            asyncio.run(main())
+        finally:
+            self._ready.set()
+
+    def start(self) -> None:
+        """Start the mirror and wait (up to `MIRROR_FIRST_LOAD_S`) for its first load."""
+        self._thread.start()
+        self._ready.wait(MIRROR_FIRST_LOAD_S + 1)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """End the mirror's task and thread."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        self._thread.join(timeout=timeout_s)
+
+
+def build_app(
+    pipeline: Pipeline | None, *, run_flow: bool = True, settings: Settings | None = None
+) -> FastAPI:
     """The served app: REST, SSE, metrics, the dashboard at ``/`` and MCP at ``/mcp/``.
 
     Its lifespan starts and stops the pipeline's flow (``run_flow``; off when the flow runs
-    elsewhere, as under ``bytewax.run``) and the MCP session manager. Access settings (token,
-    CORS, rate limit) come from the pipeline's `Settings`.
+    elsewhere, as under ``bytewax.run``), the shared store's mirror (``--store redis://…``: the
+    app serves from it, not from the flow's own store) and the MCP session manager. Access
+    settings (token, CORS, rate limit) come from the pipeline's `Settings` (``settings`` when
+    there is no pipeline: ``--serve-only``).
     """
-    settings = pipeline.settings
-    runner = FlowThread(pipeline) if run_flow else None
-    mcp = mcp_http_app(pipeline.store, settings=settings) if settings.mcp else None
+    if pipeline is not None:
+        settings = pipeline.settings
+    assert settings is not None, "build_app needs a pipeline or settings"
+    runner = FlowThread(pipeline) if run_flow and pipeline is not None else None
+    mirror = shared_store(settings) if settings.shared_store else None
+    if mirror is not None:
+        store = mirror.store
+    else:
+        assert pipeline is not None, "--serve-only needs a shared store"
+        store = pipeline.store
+    mcp = mcp_http_app(store, settings=settings) if settings.mcp else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            if mirror is not None:
+                task = await start_mirror(mirror, MIRROR_FIRST_LOAD_S)
+                stack.push_async_callback(stop_mirror, mirror, task)
             if mcp is not None:
                 await stack.enter_async_context(mcp.lifespan())
             if runner is not None:
@@ -121,7 +206,7 @@ def build_app(pipeline: Pipeline, *, run_flow: bool = True) -> FastAPI:
             yield
 
     return create_app(
-        pipeline.store,
+        store,
         lifespan,
         token=settings.api_token or None,
         cors_origins=settings.cors_origins,
@@ -132,6 +217,7 @@ def build_app(pipeline: Pipeline, *, run_flow: bool = True) -> FastAPI:
         max_json_depth=settings.max_json_depth,
         extra_routers=[dashboard_router()],
         mounts=[("/mcp", mcp)] if mcp is not None else [],
+        store_status=mirror.status if mirror is not None else None,
     )
 
 
@@ -197,6 +283,8 @@ def serve(settings: Settings) -> int:
     and exit status 2. Returns the exit status: 0, or 1 when the flow failed.
     """
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    if settings.serve_only:
+        return serve_only(settings)
     sock: socket.socket | None = None
     try:
         sock = bind_listener(settings.host, settings.port)  # first: a used port fails at once
@@ -217,6 +305,39 @@ def serve(settings: Settings) -> int:
     server = make_server(app, host, port)
     server.run(sockets=[sock])
     return 0 if pipeline.store.error is None else 1
+
+
+def serve_only(settings: Settings) -> int:
+    """``python -m api.server --serve-only --store redis://…``: no flow; serve the shared store.
+
+    The port is bound first, then the store must answer (retried until ``--start-timeout-s``;
+    refused credentials fail at once): ``cannot start: …``, exit 2.
+    """
+    sock: socket.socket | None = None
+    try:
+        sock = bind_listener(settings.host, settings.port)
+        wait_for_redis(settings.store, settings.store_timeout_ms, settings.start_timeout_s)
+    except KeyboardInterrupt:
+        if sock is not None:
+            sock.close()
+        fail("interrupted", log)
+    except Exception as ex:
+        if sock is not None:
+            sock.close()
+        log.debug("start-up failed", exc_info=True)
+        fail(start_message(ex), log)
+    app = build_app(None, settings=settings)
+    host, port = sock.getsockname()[:2]
+    log.info(
+        "serving the shared store %s (prefix %s) on http://%s:%d, no flow",
+        redact_url(settings.store),
+        settings.store_key_prefix(),
+        host,
+        port,
+    )
+    server = make_server(app, host, port)
+    server.run(sockets=[sock])
+    return 0
 
 
 # -- python -m bytewax.run flows.signal --------------------------------------------------------
@@ -266,11 +387,11 @@ def _entry_pipeline() -> Pipeline:
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     # One of N processes (bytewax.run -i/-a, bytewax.testing -p): refuse what the store can't do.
     cluster = bytewax_cluster()
-    check_cluster(settings, cluster, store="memory")
-    if not (settings.api or settings.signals_out or settings.record):
+    check_cluster(settings, cluster, store="redis" if settings.shared_store else "memory")
+    if not (settings.api or settings.signals_out or settings.record or settings.shared_store):
         msg = (
             "nothing would receive the signals: HLSL_API=0 and no HLSL_SIGNALS_OUT (or "
-            "HLSL_RECORD); serve the API or write the signals to a file"
+            "HLSL_RECORD, or a shared HLSL_STORE); serve the API or write the signals somewhere"
         )
         raise StartupError(msg)
     stop = threading.Event()
@@ -300,6 +421,7 @@ def _entry_pipeline() -> Pipeline:
         pipeline.store.state = RunState.FAILED
         pipeline.store.error = one_line(value)
         pipeline.release()
+        pipeline.finish_writer()
         log.error("the signal flow failed: %s", one_line(value))
         log.debug("the signal flow failed", exc_info=(kind, value, tb))
         if settings.api:

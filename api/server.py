@@ -100,6 +100,23 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         "--start-timeout-s",
         help="live start: retry an unreachable exchange this long, then fail (120)",
     )
+    ap.add_argument(
+        "--store",
+        help="memory (default) or redis://[user:password@]host[:port][/db] / rediss://...: a "
+        "store shared by flow and API processes (HLSL_STORE; prefer the variable for a password)",
+    )
+    ap.add_argument(
+        "--store-prefix", help="key prefix in the shared store (hlsl:live / hlsl:replay)"
+    )
+    ap.add_argument(
+        "--store-timeout-ms", help="every shared-store call times out after this (1000)"
+    )
+    ap.add_argument(
+        "--serve-only",
+        action="store_true",
+        default=None,
+        help="run no flow; serve what the flows write to the shared store (needs --store redis://)",
+    )
     ns = ap.parse_args(argv)
     overrides: dict[str, Any] = {k: v for k, v in vars(ns).items() if v is not None}
     if "replay" in overrides:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -31,11 +31,19 @@ _STREAM_OF = {s.value: s for s in Stream}
 class ApiError(Exception):
     """An error with an HTTP status, a reason and optionally the coins served."""
 
-    def __init__(self, status: int, detail: str, coins: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        coins: list[str] | None = None,
+        *,
+        earliest_ms: int | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.coins = coins
+        self.earliest_ms = earliest_ms
 
 
 def refresh(env: dict[str, Any], now_ms: int | None) -> dict[str, Any]:
@@ -102,9 +110,18 @@ def list_json(recs: Iterable[StoredEnvelope], now_ms: int | None) -> bytes:
     return b'{"data":[' + b",".join(parts) + b'],"count":' + str(len(parts)).encode() + b"}"
 
 
-def history_json(coin: str, recs: Sequence[StoredEnvelope]) -> bytes:
+_NO_NEXT: Final = object()
+
+
+def history_json(
+    coin: str, recs: Sequence[StoredEnvelope], next_since_ms: int | object | None = _NO_NEXT
+) -> bytes:
     """The body of ``GET /v1/signal/{coin}/history`` (`api.schemas.SignalHistory`): the stored
-    envelopes as emitted (freshness as of their bar close), oldest first."""
+    envelopes as emitted (freshness as of their bar close), oldest first; a range request
+    (``until_ms``) also says ``next_since_ms``."""
+    tail = b"}"
+    if next_since_ms is not _NO_NEXT:
+        tail = b',"next_since_ms":' + orjson.dumps(next_since_ms) + b"}"
     return b"".join(
         (
             b'{"coin":',
@@ -113,9 +130,43 @@ def history_json(coin: str, recs: Sequence[StoredEnvelope]) -> bytes:
             b",".join(rec.raw for rec in recs),
             b'],"count":',
             str(len(recs)).encode(),
-            b"}",
+            tail,
         )
     )
+
+
+def history_page(
+    s: SignalStore, coin: str, limit: int, since_ms: int | None, until_ms: int | None
+) -> tuple[list[StoredEnvelope], int | object | None]:
+    """The envelopes a history request gets and, for a range (``until_ms``), where the next
+    page starts (None: this is the last).
+
+    Raises `ApiError` 404 (with ``earliest_ms``) when a range reaches before what is still held.
+    """
+    if until_ms is None:
+        return s.record_history(coin, limit=limit, since_ms=since_ms), _NO_NEXT
+    earliest, evicted = s.retention(coin)
+    if evicted is not None and (
+        (since_ms is not None and since_ms < evicted) or (since_ms is None and until_ms <= evicted)
+    ):
+        msg = (
+            f"history of {coin} from since_ms={since_ms} is no longer held (the store keeps "
+            f"the newest HLSL_HISTORY_LIMIT envelopes per coin; the oldest held closed at "
+            f"{earliest})"
+        )
+        raise ApiError(404, msg, earliest_ms=earliest)
+    recs = s.record_history(coin, limit=limit + 1, since_ms=since_ms, until_ms=until_ms)
+    if len(recs) > limit:
+        recs = recs[:limit]
+        return recs, recs[-1].timestamp_ms
+    return recs, None
+
+
+def vouch(s: SignalStore) -> None:
+    """Raise the 503 for data this server cannot vouch for (a mirror cut off from its store)."""
+    reason = s.unavailable
+    if reason is not None:
+        raise ApiError(503, reason)
 
 
 def check_coin_name(name: str) -> None:
@@ -146,12 +197,13 @@ def latest_record(s: SignalStore, name: str) -> tuple[str, StoredEnvelope]:
     """The served coin ``name`` designates and its latest stored envelope.
 
     Raises `ApiError`: as `resolve` (422, 404); 503 when the coin has no signal yet (with the
-    reason, `no_signal_reason`).
+    reason, `no_signal_reason`), or when this server cannot vouch for its data (a mirror cut off
+    from the shared store, `vouch`).
     """
     coin = resolve(s, name)
     rec = s.record(coin)
-    if rec is None:
-        raise ApiError(503, no_signal_reason(s, coin))
+    if rec is None or s.unavailable is not None:
+        raise ApiError(503, s.unavailable or no_signal_reason(s, coin))
     return coin, rec
 
 

@@ -7,20 +7,25 @@ Wire contract (``text/event-stream``, FastAPI's `fastapi.sse.EventSourceResponse
 
     event: signal
     data: <the envelope JSON, as GET /v1/signal/{coin} returns it at the time it was stored>
-    id: <global monotonic sequence number>
+    id: <run>:<seq>   (opaque to clients: a run id, new for every run of the flow, and a
+                       monotonic sequence number within it)
 
     event: dropped
-    data: {"missed": n, "last_id": k, "reason": "..."}
+    data: {"missed": n, "last_id": "<run>:<seq>", "reason": "..."}
 
     : ping
 
 ``dropped`` means: the client has everything up to id ``k`` and will not get the ``n`` events
 after it that it would have had. It comes (a) first, when a ``Last-Event-ID`` resume reaches back
 further than the store's ring (then the stream continues with the oldest event still held), or
-when the id is from an earlier run (ids restart at 1; the stream continues with the whole ring),
+when the id is from another run, or is no id this service issued (the stream continues with the
+whole ring; ``last_id`` is the id the client sent),
 and (b) last, when the client fell behind by more than its queue holds: the server closes the
-stream right after it (reconnect with ``Last-Event-ID: k`` to resume from the ring). A ``: ping``
-comment is sent after ``keepalive_s`` (up to a quarter more) without an event.
+stream right after it (reconnect with ``Last-Event-ID: k`` to resume from the ring), and (c)
+in the middle of a stream served from a shared store, when a flow process dropped envelopes it
+could not write (Redis unreachable past its buffer: they never got an id, so no resume can fetch
+them; reason ``store_gap``, `connectors.redis_mirror.REASON_STORE_GAP`); the stream goes on.
+A ``: ping`` comment is sent after ``keepalive_s`` (up to a quarter more) without an event.
 
 ``signal`` frames and ``: ping`` comments are written by `api.stream.Broadcaster`, which fans the
 stored envelopes out (it encodes each ``signal`` frame once, inline, on the hot path); this module
@@ -48,13 +53,13 @@ REASON_EVICTED: Final = (
     "of every coin); continuing with the oldest event held"
 )
 REASON_RESTARTED: Final = (
-    "restarted: Last-Event-ID is ahead of this server's newest event (ids restart at 1 when the "
-    "server restarts; missed counts this run's events no longer held); continuing with the "
-    "oldest event held"
+    "restarted: Last-Event-ID is not an event of this run (the flow was restarted, or the id is "
+    "not one this service issued; missed counts this run's events no longer held); continuing "
+    "with the oldest event held"
 )
 
 
-def dropped_event(missed: int, last_id: int, reason: str) -> bytes:
+def dropped_event(missed: int, last_id: str, reason: str) -> bytes:
     """The ``event: dropped`` frame (no ``id``: it is not part of the sequence)."""
     data = orjson.dumps({"missed": missed, "last_id": last_id, "reason": reason}).decode()
     return format_sse_event(event="dropped", data_str=data)

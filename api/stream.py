@@ -28,6 +28,7 @@ How it stays cheap and never slows the flow:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -45,7 +46,7 @@ from api.sse import (
     dropped_event,
     with_retry,
 )
-from connectors.store import Envelope, SignalStore, StoredEnvelope, StreamEntry
+from connectors.store import Envelope, SignalStore, StoredEnvelope, StreamEntry, event_id
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,11 @@ class _Run:
     (the ring would hold ~4 KB more per entry); a client whose filter takes part of a batch, or
     a resume from the ring, splices the stored bytes again (a few microseconds)."""
 
-    __slots__ = ("_data", "entries", "last_seq")
+    __slots__ = ("_data", "entries", "last")
 
     def __init__(self, entries: tuple[StreamEntry, ...] | list[StreamEntry]) -> None:
         self.entries = entries
-        self.last_seq = entries[-1].seq
+        self.last = entries[-1]
         self._data: bytes | None = None
 
     def data(self, owner: Broadcaster) -> bytes:
@@ -98,6 +99,17 @@ class _Run:
         if self._data is None:
             self._data = b"".join(f for e in self.entries if (f := owner.frame(e)) is not None)
         return self._data
+
+
+class _Notice:
+    """A ``dropped`` event queued mid-stream (`REASON_STORE_GAP`): it takes no place in the
+    sequence and the stream goes on."""
+
+    __slots__ = ("missed", "reason")
+
+    def __init__(self, missed: int, reason: str) -> None:
+        self.missed = missed
+        self.reason = reason
 
 
 class Subscription:
@@ -108,6 +120,9 @@ class Subscription:
         changes_only: only envelopes whose change key differs from the coin's previous one.
         last_id: the ``Last-Event-ID`` it resumes after, or None for new events only.
         queue_size: events it may be behind before it is dropped.
+
+    ``last_sent`` is the id of the last event the client was sent (or, before any, the id it
+    resumed after, or the newest event when it subscribed): the ``dropped`` event's ``last_id``.
     """
 
     __slots__ = (
@@ -123,6 +138,7 @@ class Subscription:
         "queue",
         "queue_size",
         "queued",
+        "run",
         "waiter",
     )
 
@@ -130,17 +146,18 @@ class Subscription:
         self,
         coins: frozenset[str] | None,
         changes_only: bool,
-        last_id: int | None,
+        last_id: str | None,
         queue_size: int,
     ) -> None:
         self.coins = coins
         self.changes_only = changes_only
         self.last_id = last_id
         self.queue_size = queue_size
-        self.queue: deque[_Run] = deque()
+        self.queue: deque[_Run | _Notice] = deque()
         self.queued = 0
         self.after = 0
-        self.last_sent = last_id or 0
+        self.run = ""
+        self.last_sent: StreamEntry | str = last_id or ""
         self.last_write = 0.0
         self.ping = False
         self.dropped: int | None = None
@@ -193,12 +210,29 @@ class _Fanout:
                 return False
         return True
 
+    def notify_gap(self, missed: int, reason: str) -> None:
+        """Gap listener (any thread): schedule a ``dropped`` notice for every subscriber."""
+        if self.loop.is_closed():
+            return
+        if self.subs:
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                self.loop.call_soon_threadsafe(self.dispatch_gap, missed, reason)
+
+    def dispatch_gap(self, missed: int, reason: str) -> None:
+        """Queue the notice for every subscriber (on the loop)."""
+        for sub in tuple(self.subs):
+            sub.queue.append(_Notice(missed, reason))
+            sub.wake()
+
     def dispatch(self, batch: tuple[StreamEntry, ...]) -> None:
         """Queue a batch for every subscriber that wants it (on the loop)."""
         owner = self.owner
         whole: _Run | None = None
         first = batch[0].seq
         for sub in tuple(self.subs):
+            if sub.run != batch[0].run:  # the store started a new run: numbers restart
+                sub.run = batch[0].run
+                sub.after = 0
             if sub.coins is None and not sub.changes_only and sub.after < first:
                 accepted: tuple[StreamEntry, ...] | list[StreamEntry] = batch
             else:
@@ -272,6 +306,8 @@ class Broadcaster:
         self.connections = 0
         self.slow_clients = 0
         self.resume_gaps = 0
+        self.store_gaps = 0
+        """``dropped`` notices sent mid-stream for envelopes a shared store's writer lost."""
 
     # -- rendering (once per entry, shared by every client) -----------------------------------
 
@@ -282,7 +318,7 @@ class Broadcaster:
         except Exception:
             log.exception("cannot render stream entry %d (%s)", e.seq, e.coin)
             return None
-        return b"event: signal\ndata: " + data + b"\nid: " + str(e.seq).encode() + b"\n\n"
+        return b"event: signal\ndata: " + data + b"\nid: " + e.id.encode() + b"\n\n"
 
     def changed(self, e: StreamEntry) -> bool:
         """Whether the entry's change key differs from its coin's previous envelope."""
@@ -320,11 +356,14 @@ class Broadcaster:
         loop = asyncio.get_running_loop()
         with self._lock:
             for old in [lp for lp in self._fanouts if lp.is_closed()]:
-                self.store.remove_listener(self._fanouts.pop(old).notify)
+                gone = self._fanouts.pop(old)
+                self.store.remove_listener(gone.notify)
+                self.store.remove_gap_listener(gone.notify_gap)
             fan = self._fanouts.get(loop)
             if fan is None:
                 fan = self._fanouts[loop] = _Fanout(self, loop)
                 self.store.add_listener(fan.notify)
+                self.store.add_gap_listener(fan.notify_gap)
             return fan
 
     def close_all(self) -> None:
@@ -344,7 +383,7 @@ class Broadcaster:
         coins: frozenset[str] | None = None,
         *,
         changes_only: bool = False,
-        last_id: int | None = None,
+        last_id: str | None = None,
     ) -> AsyncIterator[bytes]:
         """The encoded SSE stream of one client (runs until it disconnects or is dropped).
 
@@ -352,7 +391,11 @@ class Broadcaster:
             coins: exact coin names to pass, or None for all.
             changes_only: only envelopes whose regime label, direction or actionable flag
                 differs from the coin's previous envelope.
-            last_id: resume after this id (``Last-Event-ID``), or None for new events only.
+            last_id: resume after this id (``Last-Event-ID``, ``<run>:<seq>``), or None for
+                new events only. An id of another run (or none this service issues) gets
+                ``dropped`` (``restarted``) and the events still held; one older than the ring
+                gets the events a shared store still holds (`SignalStore.backfill`), else
+                ``dropped`` (``history_evicted``) and the oldest held.
         """
         sub = Subscription(coins, changes_only, last_id, self.queue_size)
         fan = self._fanout()
@@ -360,19 +403,29 @@ class Broadcaster:
         fan.add(sub)  # before the snapshot: nothing stored after it can be missed
         self.connections += 1
         try:
-            backlog, first, head = self.store.since(last_id)
-            sub.after = head  # anything up to head comes from the backlog (or not at all)
-            if last_id is not None and last_id > head:
+            r = self.store.since(last_id)
+            backlog = r.entries
+            sub.after = r.head  # anything up to head comes from the backlog (or not at all)
+            sub.run = r.run
+            if last_id is None:
+                sub.last_sent = event_id(r.run, r.head)
+            elif r.after is None:
                 self.resume_gaps += 1
-                yield dropped_event(first - 1, last_id, REASON_RESTARTED)
-            elif last_id is not None and first > last_id + 1:
-                self.resume_gaps += 1
-                yield dropped_event(first - 1 - last_id, last_id, REASON_EVICTED)
+                yield dropped_event(r.first - 1, last_id, REASON_RESTARTED)
+            elif r.first > r.after + 1:
+                older = None
+                if self.store.backfill is not None:
+                    older = await self.store.backfill(r.run, r.after, r.first)
+                if older is not None and (not older or older[0].seq == r.after + 1):
+                    backlog = [*older, *backlog]
+                else:
+                    self.resume_gaps += 1
+                    yield dropped_event(r.first - 1 - r.after, last_id, REASON_EVICTED)
             chunk: list[bytes] = []
             for e in backlog:
                 if self.wants(sub, e) and (f := self.frame(e)) is not None:
                     chunk.append(f)
-                    sub.last_sent = e.seq
+                    sub.last_sent = e
                 if len(chunk) >= MAX_CHUNK_EVENTS:
                     yield b"".join(chunk)
                     chunk = []
@@ -381,23 +434,37 @@ class Broadcaster:
             while True:
                 if sub.dropped is not None:
                     n = sub.queue_size
-                    yield dropped_event(sub.dropped, sub.last_sent, REASON_SLOW.format(n=n))
+                    sent = sub.last_sent
+                    last = sent if isinstance(sent, str) else sent.id
+                    yield dropped_event(sub.dropped, last, REASON_SLOW.format(n=n))
                     return
                 if sub.closed:
                     return
                 if sub.queue:
-                    run = sub.queue.popleft()
+                    head = sub.queue.popleft()
+                    if isinstance(head, _Notice):
+                        self.store_gaps += 1
+                        sent = sub.last_sent
+                        last = sent if isinstance(sent, str) else sent.id
+                        sub.last_write = loop.time()
+                        yield dropped_event(head.missed, last, head.reason)
+                        continue
+                    run = head
                     taken = len(run.entries)
                     data = run.data(self)
                     if sub.queue and taken < MAX_CHUNK_EVENTS:
                         parts = [data]
                         while sub.queue and taken < MAX_CHUNK_EVENTS:
-                            run = sub.queue.popleft()
+                            nxt = sub.queue[0]
+                            if isinstance(nxt, _Notice):
+                                break  # sent on its own, after what came before it
+                            sub.queue.popleft()
+                            run = nxt
                             taken += len(run.entries)
                             parts.append(run.data(self))
                         data = b"".join(parts)
                     sub.queued -= taken
-                    sub.last_sent = run.last_seq
+                    sub.last_sent = run.last
                     sub.last_write = loop.time()
                     sub.ping = False
                     if data:

@@ -10,9 +10,13 @@ once a newer envelope of the coin arrives (see that module). Its names are re-ex
 
 For the push channel (``GET /v1/stream``) every stored envelope also gets a global, monotonic
 sequence number (1, 2, 3, ...) and a place in a bounded global ring of recent entries, so a client
-that reconnects with ``Last-Event-ID`` resumes without gaps. `put_many` hands each batch of new
-entries to the registered listeners while it holds the lock (so they see batches in sequence
-order); a listener must not block and must not call back into the store.
+that reconnects with ``Last-Event-ID`` resumes without gaps. The event id a client sees is opaque,
+``<run>:<seq>``: the run id (`new_run_id`, new for every run of the flow) keeps a client of an
+earlier run from being taken for one of this run. A store fed from a shared store (the Redis
+mirror, `put_external`) takes the run and sequence numbers the shared store assigned.
+`put_many` hands each batch of new entries to the registered listeners while it holds the lock
+(so they see batches in sequence order); a listener must not block and must not call back
+into the store.
 
 `put_many` also measures the end-to-end lag of live data (wall clock at store time minus the
 envelope's ``timestamp_ms``, the bar close in exchange time) into a small fixed-bucket histogram
@@ -22,16 +26,17 @@ replay records none.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 from bisect import bisect_left
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from itertools import islice
-from typing import Any, Final
+from itertools import islice, pairwise
+from typing import Any, Final, NamedTuple
 
 from connectors.stored import COMPRESS_LEVEL, Envelope, StoredEnvelope
 
@@ -40,6 +45,43 @@ DEFAULT_RING_SIZE: Final = 4096
 
 LAG_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 """Upper bounds of the end-to-end lag histogram, seconds (``+Inf`` is implied)."""
+
+
+_B36: Final = "0123456789abcdefghijklmnopqrstuvwxyz"
+MAX_EVENT_ID_CHARS: Final = 128
+"""Longest ``Last-Event-ID`` looked at (a longer one is a 422)."""
+
+
+def _base36(n: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        n, r = divmod(n, 36)
+        out.append(_B36[r])
+    return "".join(reversed(out))
+
+
+def new_run_id(now_s: float | None = None) -> str:
+    """A short, time-sortable run id with no ``:`` (8 base-36 digits of the wall clock in ms,
+    then 3 random ones): ``mhk2x0q1a7z``."""
+    ms = int((time.time() if now_s is None else now_s) * 1000)
+    rnd = int.from_bytes(os.urandom(4), "big")
+    return _base36(ms, 8) + _base36(rnd, 3)
+
+
+def event_id(run: str, seq: int) -> str:
+    """The SSE id of an entry: ``<run>:<seq>``."""
+    return f"{run}:{seq}"
+
+
+def parse_event_id(text: str) -> tuple[str, int] | None:
+    """``(run, seq)`` of an SSE id this service issues, or None when it is not one (another
+    server's, an integer id of an older release, garbage): a resume from it cannot be gap-free."""
+    run, sep, seq = text.strip().rpartition(":")
+    if not sep or not run or not seq.isascii() or not seq.isdigit() or len(seq) > 18:
+        return None
+    if ":" in run or not run.isascii() or not run.isalnum():
+        return None
+    return run, int(seq)
 
 
 class RunState(StrEnum):
@@ -56,7 +98,8 @@ class StreamEntry:
     """One stored envelope as the push channel sees it.
 
     Attributes:
-        seq: global sequence number (1, 2, ...; the SSE ``id``).
+        seq: global sequence number of the run (1, 2, ...).
+        run: the run the entry belongs to (the SSE ``id`` is ``<run>:<seq>``, `id`).
         coin: the coin.
         rec: the stored envelope.
         now_ms: the source clock when it was stored (freshness is judged as of then).
@@ -66,7 +109,7 @@ class StreamEntry:
             channel; None until then).
     """
 
-    __slots__ = ("changed", "coin", "now_ms", "prev", "prev_now_ms", "rec", "seq")
+    __slots__ = ("changed", "coin", "now_ms", "prev", "prev_now_ms", "rec", "run", "seq")
 
     def __init__(
         self,
@@ -76,8 +119,10 @@ class StreamEntry:
         now_ms: int | None,
         prev: StoredEnvelope | None,
         prev_now_ms: int | None,
+        run: str = "",
     ) -> None:
         self.seq = seq
+        self.run = run
         self.coin = coin
         self.rec = rec
         self.now_ms = now_ms
@@ -85,12 +130,54 @@ class StreamEntry:
         self.prev_now_ms = prev_now_ms
         self.changed: bool | None = None
 
+    @property
+    def id(self) -> str:
+        """The SSE id, ``<run>:<seq>``."""
+        return f"{self.run}:{self.seq}"
+
     def __repr__(self) -> str:
-        return f"StreamEntry(seq={self.seq}, coin={self.coin!r})"
+        return f"StreamEntry(seq={self.seq}, run={self.run!r}, coin={self.coin!r})"
 
 
 Listener = Callable[[tuple[StreamEntry, ...]], bool]
 """Called with each batch of new entries (under the store's lock); returns False to unregister."""
+
+GapListener = Callable[[int, str], None]
+"""Called with ``(missed, reason)`` when envelopes were lost before they got a sequence number
+(a flow process's writer dropped them); must not block."""
+
+Backfill = Callable[[str, int, int], Awaitable[list[StreamEntry] | None]]
+"""``(run, after_seq, before_seq)``: the entries between two sequence numbers from a shared store
+(the ones this store's ring no longer holds), or None when they are gone there too."""
+
+
+class Resume(NamedTuple):
+    """What a ``Last-Event-ID`` resume gets from the ring (one consistent snapshot).
+
+    Attributes:
+        entries: entries after the id still in the ring (the whole ring for another run's id).
+        first: the first sequence number the ring holds (``head + 1`` when empty).
+        head: the newest sequence number (0 before the first).
+        run: this store's run id.
+        after: the sequence number resumed after, or None when the id is not one of this run
+            (another run's, or not an id this service issues).
+    """
+
+    entries: list[StreamEntry]
+    first: int
+    head: int
+    run: str
+    after: int | None
+
+
+class External(NamedTuple):
+    """One entry assigned by a shared store: its sequence number, coin, envelope, and the source
+    clock when it was stored."""
+
+    seq: int
+    coin: str
+    rec: StoredEnvelope
+    now_ms: int | None
 
 
 @dataclass
@@ -147,9 +234,12 @@ class SignalStore:
         self._configured = list(coins)
         self._configured_set = frozenset(self._configured)
         self._seen: set[str] = set()
+        self._evicted_ms: dict[str, int] = {}  # coin -> newest bar close dropped from history
         self._seq = 0
+        self.run = new_run_id()
         self._ring: deque[StreamEntry] = deque(maxlen=ring_size)
         self._listeners: list[Listener] = []
+        self._gap_listeners: list[GapListener] = []
         self.mode = mode
         self.signals_emitted = 0
         self.emitted_by_coin: Counter[str] = Counter()
@@ -160,6 +250,11 @@ class SignalStore:
         self.started_wall_s = time.time()
         self.source_clock: Callable[[], int | None] = lambda: None
         self.source_info: Callable[[], dict[str, Any]] = dict
+        self.unavailable: str | None = None
+        """Set while this store cannot vouch for its data (a mirror cut off from the shared
+        store): data routes answer 503 with it."""
+        self.backfill: Backfill | None = None
+        """Where a resume older than the ring looks next (a mirror's shared store)."""
 
     def put_many(self, items: Iterable[tuple[str, Envelope | StoredEnvelope]]) -> None:
         """Store envelopes ``(coin, envelope)`` (called by the flow's sink; never blocks on
@@ -175,32 +270,125 @@ class SignalStore:
         superseded: list[StoredEnvelope] = []
         with self._lock:
             new: list[StreamEntry] = []
+            run = self.run
             for coin, rec in recs:
                 self._seq += 1
-                prev = self._latest.get(coin)
-                entry = StreamEntry(self._seq, coin, rec, now, prev, self._latest_now.get(coin))
-                self._ring.append(entry)
-                new.append(entry)
-                self._latest[coin] = rec
-                self._latest_now[coin] = now
-                if prev is not None:
-                    superseded.append(prev)
-                hist = self._history.get(coin)
-                if hist is None:
-                    hist = self._history[coin] = deque(maxlen=self._limit)
-                hist.append(rec)
-                self._seen.add(coin)
+                self._append(StreamEntry(self._seq, coin, rec, now, None, None, run), superseded)
+                new.append(self._ring[-1])
                 self.signals_emitted += 1
                 self.emitted_by_coin[coin] += 1
                 if live:
                     ts = rec.timestamp_ms
                     if ts is not None:
                         self.lag.observe(max(0.0, wall_s - ts / 1000))
-            if new and self._listeners:
-                batch = tuple(new)
-                self._listeners[:] = [keep for keep in self._listeners if keep(batch)]
+            self._notify(new)
         for rec in superseded:  # outside the lock; readers decompress when they need the bytes
             rec.compact()
+
+    def _append(self, entry: StreamEntry, superseded: list[StoredEnvelope]) -> None:
+        """Make ``entry`` the coin's latest, in its history and the ring (under the lock)."""
+        coin = entry.coin
+        rec = entry.rec
+        prev = entry.prev = self._latest.get(coin)
+        entry.prev_now_ms = self._latest_now.get(coin)
+        self._ring.append(entry)
+        self._latest[coin] = rec
+        self._latest_now[coin] = entry.now_ms
+        if prev is not None:
+            superseded.append(prev)
+        hist = self._history.get(coin)
+        if hist is None:
+            hist = self._history[coin] = deque(maxlen=self._limit)
+        elif len(hist) == self._limit:
+            self._evict(coin, hist[0])
+        hist.append(rec)
+        self._seen.add(coin)
+
+    def _notify(self, new: list[StreamEntry]) -> None:
+        if new and self._listeners:
+            batch = tuple(new)
+            self._listeners[:] = [keep for keep in self._listeners if keep(batch)]
+
+    def _evict(self, coin: str, rec: StoredEnvelope) -> None:
+        ts = rec.timestamp_ms
+        if ts is not None and ts > self._evicted_ms.get(coin, -1):
+            self._evicted_ms[coin] = ts
+
+    def put_external(self, run: str, items: Sequence[External]) -> None:
+        """Store entries numbered by a shared store (the Redis mirror), in sequence order.
+
+        A new ``run`` starts over (the shared store was cleared for it); entries at or before
+        the newest sequence number held are skipped (a reload overlapping what was read). The
+        counters (`signals_emitted`, ...) are not touched: a mirror takes them from the flows.
+        """
+        superseded: list[StoredEnvelope] = []
+        with self._lock:
+            if run != self.run:
+                self._reset(run)
+            new: list[StreamEntry] = []
+            for seq, coin, rec, now in items:
+                if seq <= self._seq:
+                    continue
+                self._seq = seq
+                self._append(StreamEntry(seq, coin, rec, now, None, None, run), superseded)
+                new.append(self._ring[-1])
+            self._notify(new)
+        for rec in superseded:
+            rec.compact()
+
+    def replace_all(
+        self,
+        run: str,
+        history: Mapping[str, Sequence[External]],
+        ring: Sequence[External],
+        head: int,
+        evicted_ms: Mapping[str, int] | None = None,
+    ) -> None:
+        """Take a whole snapshot from a shared store (a mirror's first load, or a reload after
+        it lost the store): each coin's history (oldest first), the ring's entries and the
+        newest sequence number. Listeners are not called (the snapshot is the past); entries
+        after ``head`` come through `put_external`. ``evicted_ms``: per coin, a bar close at
+        or after which the shared store no longer holds the coin's envelopes."""
+        with self._lock:
+            self._reset(run)
+            for coin, items in history.items():
+                hist: deque[StoredEnvelope] = deque(maxlen=self._limit)
+                for item in items[-self._limit :]:
+                    hist.append(item.rec)
+                if not hist:
+                    continue
+                self._history[coin] = hist
+                self._latest[coin] = items[-1].rec
+                self._latest_now[coin] = items[-1].now_ms
+                self._seen.add(coin)
+            by_seq = {it.seq: it for items in history.values() for it in items}
+            prev_of: dict[str, tuple[StoredEnvelope, int | None]] = {}
+            for coin, items in history.items():
+                for a, b in pairwise(items):
+                    prev_of[f"{coin}:{b.seq}"] = (a.rec, a.now_ms)
+            for it in ring:
+                held = by_seq.get(it.seq)
+                rec = held.rec if held is not None else it.rec
+                prev, prev_now = prev_of.get(f"{it.coin}:{it.seq}", (None, None))
+                self._ring.append(StreamEntry(it.seq, it.coin, rec, it.now_ms, prev, prev_now, run))
+                self._seen.add(it.coin)
+            for coin, ms in (evicted_ms or {}).items():
+                self._evicted_ms[coin] = ms
+            self._seq = max(head, self._ring[-1].seq if self._ring else 0)
+        for hist in list(self._history.values()):
+            for rec in list(hist)[:-1]:
+                rec.compact()
+
+    def _reset(self, run: str) -> None:
+        """Forget every envelope (under the lock): a new run of the shared store."""
+        self.run = run
+        self._seq = 0
+        self._ring.clear()
+        self._latest.clear()
+        self._latest_now.clear()
+        self._history.clear()
+        self._evicted_ms.clear()
+        self._seen.clear()
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` with every later batch of new entries (until it returns False)."""
@@ -212,22 +400,45 @@ class SignalStore:
         with self._lock:
             self._listeners[:] = [x for x in self._listeners if x is not listener]
 
-    def since(self, last_seq: int | None) -> tuple[list[StreamEntry], int, int]:
-        """Entries after ``last_seq`` still in the ring, with the first sequence number the ring
-        holds and the newest one (one consistent snapshot).
+    def add_gap_listener(self, listener: GapListener) -> None:
+        """Call ``listener`` with every later `report_gap`."""
+        with self._lock:
+            self._gap_listeners.append(listener)
 
-        ``last_seq=None`` means "only what comes next" (no entries). A ``last_seq`` ahead of the
-        newest entry (a client of an earlier run: numbers restart at 1) gets the whole ring.
-        Entries are missing when ``first > last_seq + 1``.
+    def remove_gap_listener(self, listener: GapListener) -> None:
+        """Stop calling ``listener`` (no error if it is not registered)."""
+        with self._lock:
+            self._gap_listeners[:] = [x for x in self._gap_listeners if x is not listener]
+
+    def report_gap(self, missed: int, reason: str) -> None:
+        """Tell the gap listeners (the push channel) that ``missed`` envelopes were lost before
+        they got a sequence number (a shared store's writer dropped them)."""
+        with self._lock:
+            listeners = list(self._gap_listeners)
+        for listener in listeners:
+            listener(missed, reason)
+
+    def since(self, last_id: str | None) -> Resume:
+        """Entries after the SSE id ``last_id`` still in the ring (one consistent snapshot).
+
+        ``last_id=None`` means "only what comes next" (no entries). An id of another run (or
+        not an id of this service, or ahead of the newest entry) gets the whole ring, with
+        ``after`` None. Entries are missing when ``first > after + 1``.
         """
+        parsed = None if last_id is None else parse_event_id(last_id)
         with self._lock:
             head = self._seq
+            run = self.run
             first = self._ring[0].seq if self._ring else head + 1
-            if last_seq is None or last_seq == head:
-                return [], first, head
-            after = 0 if last_seq > head else last_seq
+            if last_id is None:
+                return Resume([], first, head, run, head)
+            if parsed is None or parsed[0] != run or parsed[1] > head:
+                return Resume(list(self._ring), first, head, run, None)
+            after = parsed[1]
+            if after == head:
+                return Resume([], first, head, run, after)
             skip = max(0, after + 1 - first)
-            return list(islice(self._ring, skip, None)), first, head
+            return Resume(list(islice(self._ring, skip, None)), first, head, run, after)
 
     @property
     def last_seq(self) -> int:
@@ -263,17 +474,35 @@ class SignalStore:
             return dict(self._latest)
 
     def record_history(
-        self, coin: str, limit: int | None = None, since_ms: int | None = None
+        self,
+        coin: str,
+        limit: int | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
     ) -> list[StoredEnvelope]:
         """Stored envelopes of a coin, oldest first, optionally after ``since_ms`` and capped to
-        the newest ``limit``."""
+        the newest ``limit``; with ``until_ms`` (inclusive), the envelopes in
+        ``(since_ms, until_ms]``, capped to the *oldest* ``limit`` (a page: continue after the
+        last one's ``timestamp_ms``)."""
         with self._lock:
             items = list(self._history.get(coin, ()))
         if since_ms is not None:
             items = [e for e in items if e.timestamp_ms is not None and e.timestamp_ms > since_ms]
+        if until_ms is not None:
+            items = [e for e in items if e.timestamp_ms is not None and e.timestamp_ms <= until_ms]
+            if limit is not None:
+                return items[:limit] if limit > 0 else []
         if limit is not None:
             items = items[-limit:] if limit > 0 else []
         return items
+
+    def retention(self, coin: str) -> tuple[int | None, int | None]:
+        """A coin's history bounds: the bar close of the oldest envelope held, and the newest
+        bar close no longer held (None when nothing was dropped: the history is complete)."""
+        with self._lock:
+            hist = self._history.get(coin)
+            earliest = hist[0].timestamp_ms if hist else None
+            return earliest, self._evicted_ms.get(coin)
 
     def memory(self) -> dict[str, int]:
         """Bytes held by the stored envelopes (history, which includes every latest one), their
@@ -330,11 +559,19 @@ __all__ = [
     "COMPRESS_LEVEL",
     "DEFAULT_RING_SIZE",
     "LAG_BUCKETS_S",
+    "MAX_EVENT_ID_CHARS",
+    "Backfill",
     "Envelope",
+    "External",
+    "GapListener",
     "LagHistogram",
     "Listener",
+    "Resume",
     "RunState",
     "SignalStore",
     "StoredEnvelope",
     "StreamEntry",
+    "event_id",
+    "new_run_id",
+    "parse_event_id",
 ]

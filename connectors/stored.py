@@ -243,6 +243,18 @@ class StoredEnvelope:
             packed = b""
         self._meta = spans + packed
 
+    @classmethod
+    def from_json(cls, raw: bytes) -> StoredEnvelope:
+        """A stored envelope from the bytes another process stored (the shared store): the
+        same record as ``StoredEnvelope(orjson.loads(raw))``, keeping exactly ``raw`` (bytes
+        that orjson would not write the same are served as they are, never re-judged)."""
+        rec = cls(orjson.loads(raw))
+        if rec._raw != raw:
+            rec._raw = bytes(raw)
+            rec._meta = None
+            rec._clock = None
+        return rec
+
     @property
     def raw(self) -> bytes:
         """The envelope's JSON as emitted (freshness as of its bar close)."""

@@ -38,6 +38,7 @@ from connectors.live import HyperliquidSource, LiveConfig, Recorder
 from connectors.parquet import ParquetSink
 from connectors.parse import FrameParser
 from connectors.partitions import PartitionedReplaySource, ReplayPlan, plan_replay
+from connectors.redis_store import RedisWriter, wait_for_redis
 from connectors.rest import resolve_coins
 from connectors.sinks import StoreSink
 from connectors.store import RunState, SignalStore
@@ -53,8 +54,9 @@ log = logging.getLogger(__name__)
 Envelope = dict[str, Any]
 
 
-STORE_KINDS: Final = ("memory",)
-"""Where envelopes are kept: ``memory`` (each process its own `SignalStore`)."""
+STORE_KINDS: Final = ("memory", "redis")
+"""Where envelopes are kept: ``memory`` (each process its own `SignalStore`) or ``redis`` (one
+store every process writes and every API reads, `connectors.redis_store`)."""
 _COMPRESSED: Final = (".gz", ".lz4")
 
 
@@ -203,6 +205,15 @@ class Pipeline:
         if self.plan is not None:
             self.plan.release()
 
+    writer: RedisWriter | None = None
+    """The shared store's writer (``--store redis://…``), or None (memory store)."""
+
+    def finish_writer(self) -> None:
+        """Write what the shared store's writer holds and mark this process done (idempotent)."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.finish()
+
 
 class _EndPartition(StatelessSinkPartition[tuple[str, Envelope]]):
     def __init__(
@@ -285,9 +296,14 @@ def build_pipeline(
     plan: ReplayPlan | None = None
     source: Source[Event]
     check_outputs(settings, cluster)
+    writer = shared_writer(settings, stop)
+    # With a shared store this process's own store keeps only the counters and each coin's
+    # latest envelope: the API serves from the shared store's mirror.
+    limit = 1 if writer is not None else settings.history_limit
+    ring = {"ring_size": 1} if writer is not None else {}
     if live:
         coins = live_coins(settings, stop)
-        store = SignalStore(settings.history_limit, coins, mode="live")
+        store = SignalStore(limit, coins, mode="live", **ring)
         record = cluster.output_path(settings.record)
         recorder = Recorder(record, flush_s=settings.record_flush_s) if record else None
         config = live_override if live_override is not None else live_config(settings, cluster)
@@ -301,7 +317,7 @@ def build_pipeline(
         parser = FrameParser(frozenset(wanted) if wanted else None, validation)
         stats = ReplayStats(parser=parser)
         stats.report_held_rejections()
-        store = SignalStore(settings.history_limit, wanted, mode="replay")
+        store = SignalStore(limit, wanted, mode="replay", **ring)
         replay_stats = stats
         store.source_clock = lambda: replay_stats.latest_ms
         store.source_info = lambda: replay_info(replay_stats)
@@ -322,7 +338,7 @@ def build_pipeline(
             )
     history = parquet_sink(settings)  # the directory is checked here, before any work
     signals_out = cluster.output_path(settings.signals_out)
-    store_sink = StoreSink(store, collected, on_build, log_path=signals_out)
+    store_sink = StoreSink(store, collected, on_build, log_path=signals_out, shared=writer)
     sink: Sink[tuple[str, Envelope]] = (
         store_sink
         if on_end is None
@@ -338,6 +354,9 @@ def build_pipeline(
         on_late=lambda coin, _e: store.count_late(coin),
         history=history,
     )
+    if writer is not None:
+        writer.join_run()
+        writer.start(store)
     return Pipeline(
         settings,
         store,
@@ -349,6 +368,25 @@ def build_pipeline(
         history=history,
         cluster=cluster,
         plan=plan,
+        writer=writer,
+    )
+
+
+def shared_writer(settings: Settings, stop: threading.Event | None) -> RedisWriter | None:
+    """The shared store's writer the settings name (None: memory), once Redis answers.
+
+    Raises:
+        connectors.redis_store.StoreStartError: refused credentials, or no answer for
+            ``start_timeout_s``.
+    """
+    if not settings.shared_store:
+        return None
+    wait_for_redis(settings.store, settings.store_timeout_ms, settings.start_timeout_s, stop)
+    return RedisWriter(
+        settings.store,
+        settings.store_key_prefix(),
+        timeout_ms=settings.store_timeout_ms,
+        history_limit=settings.history_limit,
     )
 
 
@@ -414,6 +452,7 @@ def finish_run(p: Pipeline) -> None:
         p.store.error = "; ".join(errors)
     p.store.state = RunState.STOPPED if stopped else RunState.FINISHED
     p.release()
+    p.finish_writer()
 
 
 def tune_gc() -> None:
@@ -436,5 +475,6 @@ def run_pipeline(p: Pipeline, epoch_interval: timedelta = timedelta(seconds=10))
         p.store.state = RunState.FAILED
         p.store.error = f"{type(ex).__name__}: {ex}"
         log.exception("the signal flow failed")
+        p.finish_writer()
         raise
     finish_run(p)

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Final
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from connectors.store_url import check_store_url, is_memory, redact_url
 from operators.calibration import UNCALIBRATED, Calibration, load_default
 from operators.calibration import load as load_calibration
 
@@ -35,6 +36,9 @@ OTHER_VARIABLES: Final = frozenset(
     }
 )
 SECRET_FIELDS: Final = frozenset({"api_token"})
+URL_FIELDS: Final = frozenset({"store"})
+"""Settings shown with their password redacted (`connectors.store_url.redact_url`)."""
+PREFIX_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -150,6 +154,74 @@ class Settings(BaseSettings):
         "(0: answer at once, saying how far the replay has got)",
     )
 
+    # -- the shared store (connectors.redis_store): where the sinks write, what the API reads --
+    store: str = Field(
+        "memory",
+        description="where envelopes are stored: memory (this process) or "
+        "redis://[user:password@]host[:port][/db] / rediss://... (shared by every process)",
+    )
+    store_prefix: str | None = Field(
+        None,
+        description="key prefix in the shared store (default hlsl:live live, hlsl:replay for a "
+        "replay, so a replay never overwrites a live run)",
+    )
+    store_timeout_ms: int = Field(
+        1000, ge=10, le=60_000, description="every call to the shared store times out after this"
+    )
+    serve_only: bool = Field(
+        False, description="run no flow: serve what the flows write to the shared store"
+    )
+
+    @field_validator("store")
+    @classmethod
+    def _valid_store(cls, value: str) -> str:
+        problem = check_store_url(value.strip())
+        if problem is not None:
+            raise ValueError(problem)
+        return "memory" if is_memory(value) else value.strip()
+
+    @field_validator("store_prefix")
+    @classmethod
+    def _valid_store_prefix(cls, value: str | None) -> str | None:
+        import re
+
+        if value is not None and not re.fullmatch(PREFIX_PATTERN, value):
+            msg = f"must match {PREFIX_PATTERN} (e.g. hlsl:live)"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def shared_store(self) -> bool:
+        """Whether envelopes go to a shared (Redis) store rather than this process's memory."""
+        return not is_memory(self.store)
+
+    def store_key_prefix(self) -> str:
+        """The shared store's key prefix: the setting, else by mode (live or replay)."""
+        if self.store_prefix:
+            return self.store_prefix
+        return "hlsl:replay" if self.replay else "hlsl:live"
+
+    def check_combination(self, flags: Collection[str] = ()) -> None:
+        """Raise `SettingsError` for settings that are each allowed but not together."""
+
+        def who(field: str) -> str:
+            if field in flags:
+                return f"{flag_name(field)} ({env_name(field)})"
+            return env_name(field)
+
+        if self.serve_only and not self.shared_store:
+            msg = (
+                f"{who('serve_only')} needs a shared store: {who('store')} = memory has nothing "
+                "a flow in another process wrote (give --store redis://host:port/0)"
+            )
+            raise SettingsError(msg)
+        if self.serve_only and self.replay:
+            msg = (
+                f"{who('serve_only')} runs no flow, so {who('replay')} is not used: serve a "
+                "replay's store with --store-prefix (default hlsl:replay for replays)"
+            )
+            raise SettingsError(msg)
+
     @field_validator("mcp_allowed_hosts", "mcp_allowed_origins", mode="before")
     @classmethod
     def _mcp_comma_list(cls, value: Any) -> Any:
@@ -195,9 +267,11 @@ class Settings(BaseSettings):
         check_environment(environ)
         given = dict(overrides or {})
         try:
-            return cls(**given)
+            settings = cls(**given)
         except ValidationError as ex:
             raise settings_error(ex, given, flags or {}) from None
+        settings.check_combination(given)
+        return settings
 
     def calibration_table(self) -> Calibration | None:
         """The calibration table these settings name (loaded and checked; None: uncalibrated)."""
@@ -320,6 +394,8 @@ def _number(value: Any) -> str:
 def _shown(field: str, value: Any) -> str:
     if field in SECRET_FIELDS:
         return "(hidden)"
+    if field in URL_FIELDS and isinstance(value, str):
+        return redact_url(value)
     if isinstance(value, list | tuple):
         value = ",".join(str(v) for v in value)
     text = str(value)

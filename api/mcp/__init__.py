@@ -23,7 +23,9 @@ Run it:
 
 - ``python -m api.mcp`` (stdio) runs the flow in-process with the server's settings (``HLSL_*``
   variables or the same flags as ``python -m api.server``: ``--replay CAPTURE``, else live
-  ``--coins``), or ``python -m api.mcp --api-url http://127.0.0.1:8000`` reads a running server.
+  ``--coins``), or ``python -m api.mcp --api-url http://127.0.0.1:8000`` reads a running server,
+  or ``python -m api.mcp --serve-only --store redis://…`` serves the shared store (its mirror on
+  a thread of its own, `api.runtime.MirrorThread`).
   A finished replay keeps being served; the server ends when the client closes stdin (or on
   SIGINT/SIGTERM), stopping the flow cleanly. Nothing but MCP messages is written to stdout
   (logs go to stderr; see `protect_stdout`).

@@ -19,9 +19,10 @@ from api.mcp.http import replay_wait_s
 from api.mcp.server import build_server
 from api.mcp.sources import API_TIMEOUT_S, ApiSource, SignalSource, StoreSource, client_token
 from api.mcp.stdio import protect_stdout, run_stdio
-from api.runtime import FlowThread
+from api.runtime import FlowThread, MirrorThread, shared_store
 from api.server import parse_args as server_args
 from connectors.errors import FeedError
+from connectors.redis_store import wait_for_redis
 from flows.pipeline import build_pipeline, tune_gc
 from flows.settings import Settings
 
@@ -68,20 +69,28 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     runner: FlowThread | None = None
+    mirror: MirrorThread | None = None
     source: SignalSource
     try:
         if api_url:
             source = ApiSource(api_url, timeout_s, client_token())
         else:
-            pipeline = build_pipeline(settings)
-            tune_gc()
-            runner = FlowThread(pipeline)
-            source = StoreSource(pipeline.store, replay_wait_s(settings))
+            if not settings.serve_only:
+                pipeline = build_pipeline(settings)
+                tune_gc()
+                runner = FlowThread(pipeline)
+                source = StoreSource(pipeline.store, replay_wait_s(settings))
+            if settings.shared_store:  # --store redis://: serve what every flow wrote
+                wait_for_redis(settings.store, settings.store_timeout_ms, settings.start_timeout_s)
+                mirror = MirrorThread(shared_store(settings))
+                source = StoreSource(mirror.mirror.store, replay_wait_s(settings))
     except (ValueError, FileNotFoundError, FeedError) as ex:
         log.error("cannot start: %s", ex)
         return 2
     server = build_server(source)
     signal.signal(signal.SIGTERM, _interrupt)
+    if mirror is not None:
+        mirror.start()
     if runner is not None:
         runner.start()
     log.info(
@@ -94,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if runner is not None:
             runner.stop()
+        if mirror is not None:
+            mirror.stop()
     if runner is not None and runner.pipeline.store.error is not None:
         return 1
     return 0

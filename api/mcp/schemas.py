@@ -221,13 +221,17 @@ def list_schema(title: str, with_coin: bool) -> dict[str, Any]:
         "data": {"type": "array", "items": item},
         "count": {"type": "integer"},
     }
+    required = list(props)
     if with_coin:
         props = {"coin": {"type": "string"}, **props}
+        required = list(props)
+        # SignalHistory's page marker (REST history with until_ms; absent from get_history)
+        props["next_since_ms"] = {"anyOf": [{"type": "integer"}, {"type": "null"}]}
     return {
         "type": "object",
         "title": title,
         "properties": props,
-        "required": list(props),
+        "required": required,
     }
 
 

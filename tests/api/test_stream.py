@@ -143,6 +143,22 @@ def wait_for(what: str, check: Any, timeout_s: float = 5.0) -> None:
         time.sleep(0.005)
 
 
+def seq_of(event_id: str | bytes | None) -> int:
+    """The sequence number of an opaque SSE id ``<run>:<seq>``."""
+    assert event_id is not None
+    text = event_id.decode() if isinstance(event_id, bytes) else event_id
+    run, sep, seq = text.rpartition(":")
+    assert sep, text
+    assert run, text
+    assert ":" not in run, text
+    return int(seq)
+
+
+def ids_in(data: bytes) -> list[int]:
+    """The sequence numbers of the ``id:`` lines of raw SSE bytes."""
+    return [seq_of(x[4:]) for x in data.split(b"\n") if x.startswith(b"id: ")]
+
+
 def subscribers(app: FastAPI) -> int:
     n: int = app.state.streams.subscribers
     return n
@@ -197,7 +213,7 @@ def test_stream_sends_each_new_envelope_with_its_sequence_id(
         with httpx2.Client(base_url=base) as c:
             latest = c.get(f"/v1/signal/{envs[9][0]}")
     assert [e.kind for e in got] == ["signal"] * 5
-    assert [e.id for e in got] == ["6", "7", "8", "9", "10"]
+    assert [e.id for e in got] == [f"{store.run}:{n}" for n in range(6, 11)]
     now = store.now_ms()
     for e, (coin, env) in zip(got, envs[5:10], strict=True):
         body = orjson.loads(e.data)
@@ -222,7 +238,7 @@ def test_stream_validates_before_streaming(envs: list[tuple[str, Envelope]]) -> 
         assert r.status_code == 422, (params, r.text)
         assert set(r.json()) == {"detail"}
         assert r.headers["content-type"] == "application/json"
-    r = client.get("/v1/stream", headers={"Last-Event-ID": "12a"})
+    r = client.get("/v1/stream", headers={"Last-Event-ID": "x" * 200})
     assert r.status_code == 422
     assert "Last-Event-ID" in r.json()["detail"]
 
@@ -235,7 +251,7 @@ def test_stream_filters_coins_case_insensitively(envs: list[tuple[str, Envelope]
     with serve(app) as base, stream(base, {"coins": "btc, Sol"}) as sse:
         wait_for("the subscriber", lambda: subscribers(app) == 1)
         store.put_many(envs[6:60])
-        want = [(str(i + 1), c) for i, (c, _) in enumerate(envs[:60]) if i >= 6]
+        want = [(f"{store.run}:{i + 1}", c) for i, (c, _) in enumerate(envs[:60]) if i >= 6]
         want = [(i, c) for i, c in want if c in {"BTC", "SOL"}]
         got = sse.events(len(want))
     assert [(e.id, orjson.loads(e.data)["coin"]) for e in got] == want
@@ -268,11 +284,14 @@ def test_stream_on_change_sends_only_label_direction_or_actionable_changes(
             wait_for("the subscriber", lambda: subscribers(app) == 1)
             for item in items:  # one at a time, and then all again in one batch below
                 store.put_many([item])
-            want = [str(i + 1) for i, row in enumerate(script) if row[4]]
+            want = [f"{store.run}:{i + 1}" for i, row in enumerate(script) if row[4]]
             assert [e.id for e in sse.events(len(want))] == want
         # a resume computes the same changes from the ring
-        with stream(base, {"on": "change", "coins": "BTC"}, {"Last-Event-ID": "0"}) as sse:
-            want = [str(i + 1) for i, row in enumerate(script) if row[4] and row[0] == "BTC"]
+        start = {"Last-Event-ID": f"{store.run}:0"}
+        with stream(base, {"on": "change", "coins": "BTC"}, start) as sse:
+            want = [
+                f"{store.run}:{i + 1}" for i, row in enumerate(script) if row[4] and row[0] == "BTC"
+            ]
             assert [e.id for e in sse.events(len(want))] == want
 
 
@@ -310,15 +329,15 @@ def test_resume_from_last_event_id_has_no_gap_and_no_duplicate(
         reconnects = 0
         try:
             while last < total:
-                with stream(base, headers={"Last-Event-ID": str(last)}) as sse:
+                with stream(base, headers={"Last-Event-ID": f"{store.run}:{last}"}) as sse:
                     for _ in range(37):  # then drop the connection, mid-stream
                         e = sse.next()
                         if e.kind == ":":
                             continue
                         assert e.kind == "signal", e
                         assert e.id is not None
-                        seen.append(int(e.id))
-                        last = int(e.id)
+                        seen.append(seq_of(e.id))
+                        last = seq_of(e.id)
                         if last == total:
                             break
                 reconnects += 1
@@ -335,43 +354,46 @@ def test_resume_older_than_the_ring_says_how_much_was_missed(
     store = SignalStore(ring_size=5)
     store.put_many(envs[:20])  # the ring holds ids 16..20
     app = create_app(store, token=None)
+    run = store.run
+    held = [f"{run}:{n}" for n in range(16, 21)]
     with serve(app) as base:
-        with stream(base, headers={"Last-Event-ID": "3"}) as sse:
+        with stream(base, headers={"Last-Event-ID": f"{run}:3"}) as sse:
             first, *rest = sse.events(6)
-        with stream(base, headers={"Last-Event-ID": "17"}) as sse:
+        with stream(base, headers={"Last-Event-ID": f"{run}:17"}) as sse:
             no_gap = sse.events(3)
-        with stream(base, headers={"Last-Event-ID": "999"}) as sse:
-            restarted, *again = sse.events(6)
+        restarts = []
+        # another run's id, one ahead of this run, an integer id of an older release, garbage
+        for other in ("mh0000000aa:5", f"{run}:999", "17", "12a"):
+            with stream(base, headers={"Last-Event-ID": other}) as sse:
+                restarts.append((other, sse.events(6)))
     assert first.kind == "dropped"
     assert first.id is None
     drop = orjson.loads(first.data)
     assert drop["missed"] == 12  # ids 4..15
-    assert drop["last_id"] == 3
+    assert drop["last_id"] == f"{run}:3"
     assert drop["reason"].startswith("history_evicted:")
-    assert [e.id for e in rest] == ["16", "17", "18", "19", "20"]
-    assert [(e.kind, e.id) for e in no_gap] == [
-        ("signal", "18"),
-        ("signal", "19"),
-        ("signal", "20"),
-    ]
-    assert restarted.kind == "dropped"
-    assert orjson.loads(restarted.data) | {"reason": ""} == {
-        "missed": 15,
-        "last_id": 999,
-        "reason": "",
-    }
-    assert orjson.loads(restarted.data)["reason"].startswith("restarted:")
-    assert [e.id for e in again] == ["16", "17", "18", "19", "20"]
+    assert [e.id for e in rest] == held
+    assert [(e.kind, e.id) for e in no_gap] == [("signal", f"{run}:{n}") for n in (18, 19, 20)]
+    for other, (restarted, *again) in restarts:
+        assert restarted.kind == "dropped", other
+        assert orjson.loads(restarted.data) | {"reason": ""} == {
+            "missed": 15,
+            "last_id": other,
+            "reason": "",
+        }
+        assert orjson.loads(restarted.data)["reason"].startswith("restarted:")
+        assert [e.id for e in again] == held
 
 
 def test_stream_follows_a_whole_replay_in_order(sample: list[tuple[str, Envelope]]) -> None:
     pipeline = build_pipeline(Settings(replay=[str(SAMPLE)], api=False))
     app = create_app(pipeline.store, token=None, sse_queue_size=len(sample) + 10)
-    with serve(app) as base, stream(base, headers={"Last-Event-ID": "0"}) as sse:
+    start = {"Last-Event-ID": f"{pipeline.store.run}:0"}
+    with serve(app) as base, stream(base, headers=start) as sse:
         wait_for("the subscriber", lambda: subscribers(app) == 1)
         run_pipeline(pipeline)
         got = sse.events(pipeline.store.signals_emitted)
-    assert [int(e.id or 0) for e in got] == list(range(1, len(sample) + 1))
+    assert [seq_of(e.id) for e in got] == list(range(1, len(sample) + 1))
     assert [orjson.loads(e.data)["coin"] for e in got] == [c for c, _ in sample]
 
 
@@ -395,7 +417,7 @@ def test_a_batch_larger_than_the_queue_reaches_a_client_that_is_not_behind(
         store.put_many(envs[:50])  # one batch, 50 > 8
         got = [await asyncio.wait_for(first, 30)]
         async with asyncio.timeout(30):
-            while sum(c.count(b"\nid: ") + c.startswith(b"id: ") for c in got) < 50:
+            while len(ids_in(b"".join(got))) < 50:
                 got.append(await anext(events))
         await events.aclose()
         return got
@@ -435,12 +457,12 @@ def test_a_slow_client_is_dropped_while_others_get_everything(
         async def read_fast() -> None:
             async for chunk in fast:
                 fast_got.append(chunk)
-                ids = [int(x[4:]) for x in chunk.split(b"\n") if x.startswith(b"id: ")]
+                ids = ids_in(chunk)
                 if ids:
                     with progress:
                         fast_seen[0] = ids[-1]
                         progress.notify_all()
-                if b"id: %d\n" % total in chunk:
+                if b":%d\n" % total in chunk:
                     return
 
         reading = asyncio.ensure_future(read_fast())
@@ -460,15 +482,15 @@ def test_a_slow_client_is_dropped_while_others_get_everything(
         return fast_got, slow_first, slow_rest
 
     fast_got, slow_first, slow_rest = asyncio.run(main())
-    ids = [int(line[4:]) for c in fast_got for line in c.split(b"\n") if line.startswith(b"id: ")]
+    ids = ids_in(b"".join(fast_got))
     assert ids == list(range(1, total + 1))
     assert b"event: dropped" not in b"".join(fast_got)
     assert slow_first.startswith(b"event: signal\n")
     assert len(slow_rest) == 1
     assert slow_rest[0].startswith(b"event: dropped\ndata: ")
     drop = orjson.loads(slow_rest[0].split(b"data: ", 1)[1].split(b"\n", 1)[0])
-    first_ids = [int(x[4:]) for x in slow_first.split(b"\n") if x.startswith(b"id: ")]
-    assert drop["last_id"] == first_ids[-1]  # what it was sent before it stopped reading
+    first_ids = ids_in(slow_first)
+    assert drop["last_id"] == f"{store.run}:{first_ids[-1]}"  # what it was sent before it stopped
     assert drop["missed"] >= 9  # more than its queue of 8
     assert drop["reason"].startswith("slow_client:")
     assert b.slow_clients == 1
@@ -523,7 +545,7 @@ def test_a_client_that_stops_reading_over_tcp_is_dropped(envs: list[tuple[str, E
                 sent += 8
                 time.sleep(0.002)
             assert subscribers(app) == 1
-            wait_for("the fast client", lambda: b"id: %d\n" % sent in fast_data, 10)
+            wait_for("the fast client", lambda: b":%d\n" % sent in fast_data, 10)
         finally:
             stop.set()
             reader.join(timeout=5)
@@ -533,15 +555,15 @@ def test_a_client_that_stops_reading_over_tcp_is_dropped(envs: list[tuple[str, E
             slow_data.extend(chunk)
         slow.close()
         fast.close()
-    ids = [int(x[4:]) for x in bytes(fast_data).split(b"\n") if x.startswith(b"id: ")]
+    ids = ids_in(bytes(fast_data))
     assert ids == list(range(1, sent + 1))
     tail = bytes(slow_data).rsplit(b"event: dropped\ndata: ", 1)
     assert len(tail) == 2, "the slow client was not told"
     drop = orjson.loads(tail[1].split(b"\n", 1)[0])
     assert drop["missed"] > 32
     assert drop["reason"].startswith("slow_client:")
-    slow_ids = [int(x[4:]) for x in tail[0].split(b"\n") if x.startswith(b"id: ")]
-    assert slow_ids == list(range(1, drop["last_id"] + 1))  # what it got is gap-free
+    slow_ids = ids_in(tail[0])
+    assert slow_ids == list(range(1, seq_of(drop["last_id"]) + 1))  # what it got is gap-free
     # The writer never waits on a client: a blocked put_many would stall for the whole test
     # (seconds). Bounds generous enough for a busy machine (a GC pause is not a block).
     put_s.sort()
@@ -601,7 +623,7 @@ def test_close_all_ends_every_stream(envs: list[tuple[str, Envelope]]) -> None:
     with serve(app) as base, stream(base) as sse:
         wait_for("the subscriber", lambda: subscribers(app) == 1)
         store.put_many(envs[:1])
-        assert sse.next().id == "1"
+        assert sse.next().id == f"{store.run}:1"
         app.state.streams.close_all()
         with pytest.raises(EOFError):
             sse.next()
