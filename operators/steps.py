@@ -22,6 +22,7 @@ import bytewax.operators as op
 from bytewax.operators import KeyedStream
 
 from connectors.freshness import FreshnessStatus
+from connectors.stored import encode_envelope
 from operators.bars import Bar
 from operators.calibration import Calibration
 from operators.edge import CALIBRATION, Edge, EdgeConfig, EdgeScorer, Signals, compute_signals
@@ -132,7 +133,10 @@ def score_bar(step_id: str, scorer: EdgeScorer, item: tuple[FeatureVector, Regim
 
 def publish(step_id: str, producer: Producer, s: Scored) -> dict[str, Any] | None:
     """One bar of the envelope step: build and check the envelope; on failure the degraded
-    envelope, or None (dropped, counted as ``{step_id}:dropped``) if even that fails."""
+    envelope, or None (dropped, counted as ``{step_id}:dropped``) if even that fails.
+
+    The envelope leaves encoded (`connectors.stored.encode_envelope`): the store keeps those
+    bytes instead of encoding it again."""
     try:
         env = build_envelope(
             s.features, s.regime, s.signals, s.edge, s.freshness, producer, s.degraded
@@ -142,11 +146,11 @@ def publish(step_id: str, producer: Producer, s: Scored) -> dict[str, Any] | Non
         coin = s.features.coin
         degraded = STEP_ERRORS.record(step_id, coin, ex)
         try:
-            return degraded_envelope(s.features, s.regime, s.edge, s.freshness, producer, degraded)
+            env = degraded_envelope(s.features, s.regime, s.edge, s.freshness, producer, degraded)
         except Exception as again:
             STEP_ERRORS.record(f"{step_id}:dropped", coin, again)
             return None
-    return env
+    return encode_envelope(env)
 
 
 def features(
