@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
+
+import msgspec
 
 from connectors.events import STREAMS
 from connectors.freshness import judge_stream, stale_after_ms, stream_block
@@ -482,7 +484,7 @@ def degraded_envelope(
 
     Raises like `check_envelope` if even that is not publishable (the step then drops the bar).
     """
-    blank = replace(
+    blank = msgspec.structs.replace(
         fv,
         values=dict.fromkeys(FEATURE_NAMES),
         missing=dict.fromkeys(FEATURE_NAMES, STEP_ERROR_REASON),

@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
+
 MODEL_FORMAT: Final = "hlsl-vol-model/2"
 """2: the interval has its own table, per bar-length family and horizon (`IntervalFit`)."""
 OLD_FORMATS: Final = ("hlsl-vol-model/1",)
@@ -153,8 +155,7 @@ class VolModel:
         return math.pow(0.5, 1.0 / hl)
 
 
-@dataclass(frozen=True, slots=True)
-class VolSnapshot:
+class VolSnapshot(msgspec.Struct, frozen=True):
     """The volatility state of one coin as of one bar close (immutable; safe to keep)."""
 
     comps: tuple[float, ...]
@@ -167,8 +168,7 @@ class VolSnapshot:
     """Returns folded in so far."""
 
 
-@dataclass(frozen=True, slots=True)
-class Forecast:
+class Forecast(msgspec.Struct, frozen=True):
     """Forecast realised volatility of the bar returns over ``horizon_ms``, bps."""
 
     horizon_ms: int

@@ -16,9 +16,11 @@ read with the other.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
+
+import msgspec
 
 from connectors.events import Stream
 from connectors.freshness import stale_after_ms
@@ -140,8 +142,7 @@ class Rule(StrEnum):
     the classifier does not advance."""
 
 
-@dataclass(frozen=True, slots=True)
-class RawCall:
+class RawCall(msgspec.Struct, frozen=True):
     """One evaluation before hysteresis: label, rule, margin in [0, 1], stresses met."""
 
     label: RegimeLabel
@@ -150,8 +151,7 @@ class RawCall:
     stresses: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class RegimeState:
+class RegimeState(msgspec.Struct, frozen=True):
     """The regime as published for one bar."""
 
     label: RegimeLabel
@@ -501,7 +501,7 @@ class RegimeClassifier:
                 stale=True,
             )
         # the last published state, held: only what this bar says of its inputs changes
-        return replace(
+        return msgspec.structs.replace(
             last,
             rule=Rule.NO_NEW_DATA,
             margin=0.0,

@@ -15,10 +15,11 @@ bar is computed as if the failed one had never arrived. Other coins and the flow
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import bytewax.operators as op
+import msgspec
 from bytewax.operators import KeyedStream
 
 from connectors.freshness import FreshnessStatus
@@ -53,8 +54,7 @@ class SignalConfig:
     """The edge's calibration table (default: ``$HLSL_CALIBRATION`` or the committed one)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Scored:
+class Scored(msgspec.Struct, frozen=True):
     """One bar's features, regime, signals, edge and freshness (as of the bar's close)."""
 
     features: FeatureVector
@@ -105,7 +105,7 @@ def classify(
         check_regime(rs)
     except Exception as ex:
         state.restore(mark)
-        failed = replace(fv, degraded=STEP_ERRORS.record(step_id, fv.coin, ex))
+        failed = msgspec.structs.replace(fv, degraded=STEP_ERRORS.record(step_id, fv.coin, ex))
         return state, (failed, state.held(fv))
     return state, (fv, rs)
 
@@ -126,7 +126,7 @@ def score_bar(step_id: str, scorer: EdgeScorer, item: tuple[FeatureVector, Regim
         try:
             fresh = freshness_block(fv, fv.close_ms)
         except Exception:  # the clocks themselves are bad: say nothing about them
-            fresh = freshness_block(replace(fv, streams={}), fv.close_ms)
+            fresh = freshness_block(msgspec.structs.replace(fv, streams={}), fv.close_ms)
         sig = NO_SIGNALS
     return Scored(fv, rs, sig, scorer.failed(fv, rs), fresh, degraded)
 
