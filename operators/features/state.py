@@ -63,6 +63,10 @@ def price_decimals(x: float) -> int:
 
 
 MAX_PX_DECIMALS: Final = 12
+_DECIMALS: dict[float, int] = {}
+"""`price_decimals` of the prices seen lately (prices repeat bar after bar: a lookup instead of a
+``repr``); cleared when it holds `_DECIMALS_MAX`."""
+_DECIMALS_MAX: Final = 1 << 13
 
 
 def _event_count(bar: Bar) -> int:
@@ -158,9 +162,15 @@ class FeatureState:
         if bar.ctxs:
             c = bar.ctxs[-1]
             pxs += (c.mark_px, c.oracle_px)
+        known = _DECIMALS
         for x in pxs:
             if x is not None:
-                k = price_decimals(x)
+                k = known.get(x)
+                if k is None:
+                    k = price_decimals(x)
+                    if len(known) >= _DECIMALS_MAX:
+                        known.clear()
+                    known[x] = k
                 if k > d:
                     d = k
         self.px_decimals = d
