@@ -283,7 +283,7 @@ def build_envelope(
             },
         },
         "features": features,
-        "features_missing": dict(sorted(missing.items())),
+        "features_missing": {k: missing[k] for k in sorted(missing)},
         "freshness": freshness,
         "warmup": {
             "warming_up": n < fv.warmup_obs,

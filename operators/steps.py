@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import bytewax.operators as op
 import msgspec
@@ -41,6 +41,7 @@ from operators.regime import RegimeClassifier, RegimeConfig, RegimeState, check_
 from operators.rolling import UndoError
 
 log = logging.getLogger(__name__)
+_STALE: Final = FreshnessStatus.STALE.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +118,7 @@ def score_bar(step_id: str, scorer: EdgeScorer, item: tuple[FeatureVector, Regim
     degraded = fv.degraded
     try:
         fresh = freshness_block(fv, fv.close_ms)
-        stale = fresh["status"] == FreshnessStatus.STALE.value
+        stale = fresh["status"] == _STALE
         sig = compute_signals(fv, rs)
         if degraded is None:
             return Scored(fv, rs, sig, scorer.score(fv, rs, sig, stale), fresh)

@@ -63,6 +63,7 @@ def price_decimals(x: float) -> int:
 
 
 MAX_PX_DECIMALS: Final = 12
+_NO_VALUES: Final[dict[str, float | None]] = dict.fromkeys(FEATURE_NAMES)
 _DECIMALS: dict[float, int] = {}
 """`price_decimals` of the prices seen lately (prices repeat bar after bar: a lookup instead of a
 ``repr``); cleared when it holds `_DECIMALS_MAX`."""
@@ -111,7 +112,7 @@ class FeatureState:
             self.flow.gap(bar)
         self._track_streams(bar)
         self._see_decimals(bar)
-        values: dict[str, float | None] = dict.fromkeys(FEATURE_NAMES)
+        values = _NO_VALUES.copy()  # every name, None (a copy of a built dict: no rehashing)
         missing: dict[str, str] = {}
         streams = self.streams
         book = self.book
