@@ -271,6 +271,14 @@ def encode_envelope(env: Envelope) -> Envelope:
     return out
 
 
+def envelope_bytes(env: Envelope) -> bytes:
+    """``orjson.dumps(env)``: the bytes encoded where the envelope was built, if it was."""
+    if type(env) is EncodedEnvelope:
+        raw: bytes = env.encoding[0]
+        return raw
+    return _dumps(env)
+
+
 class StoredEnvelope:
     """One stored envelope: its JSON bytes plus what re-judging freshness needs (no dict).
 
@@ -477,4 +485,11 @@ class StoredEnvelope:
         return b"".join(out)
 
 
-__all__ = ["COMPRESS_LEVEL", "EncodedEnvelope", "Envelope", "StoredEnvelope", "encode_envelope"]
+__all__ = [
+    "COMPRESS_LEVEL",
+    "EncodedEnvelope",
+    "Envelope",
+    "StoredEnvelope",
+    "encode_envelope",
+    "envelope_bytes",
+]

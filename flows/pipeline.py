@@ -112,6 +112,7 @@ def build_pipeline(
     stop: threading.Event | None = None,
     live_override: LiveConfig | None = None,
     on_end: Callable[[], None] | None = None,
+    tap: Sink[tuple[str, Envelope]] | None = None,
 ) -> Pipeline:
     """Build the pipeline a `Settings` describes: a replay if ``replay`` is set, else live.
 
@@ -119,7 +120,8 @@ def build_pipeline(
     (``signals_out``, ``record``), the captures (a directory replays every capture in it), the
     coins (live: retried while the exchange is unreachable, up to ``start_timeout_s``).
     ``live_override`` replaces the connection settings derived from ``settings`` (tests use it
-    for short watchdog floors); ``on_end`` is called when the flow has written its last envelope.
+    for short watchdog floors); ``on_end`` is called when the flow has written its last envelope;
+    ``tap`` gets every envelope too (`flows.wiring.build_flow`).
     """
     stop = stop if stop is not None else threading.Event()
     collected: list[tuple[str, Envelope]] | None = [] if collect else None
@@ -169,6 +171,7 @@ def build_pipeline(
         config=signal_config(settings),
         on_late=lambda coin, _e: store.count_late(coin),
         history=history,
+        tap=tap,
     )
     return Pipeline(settings, store, stats, stop, flow, collected, source=source, history=history)
 
