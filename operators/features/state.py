@@ -26,6 +26,7 @@ value goes into ``missing`` with a reason code.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -198,6 +199,12 @@ class FeatureState:
             window_obs=len(obs),
             degraded=degraded,
         )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FeatureState:
+        """A deep copy by a pickle round trip: what Bytewax's ``stateful_map`` snapshots at every
+        epoch, for every coin (``copy.deepcopy`` walks the windows in Python, ~5x slower)."""
+        copied: FeatureState = pickle.loads(pickle.dumps(self, pickle.HIGHEST_PROTOCOL))
+        return copied
 
     # -- rollback ------------------------------------------------------------------------------
 
