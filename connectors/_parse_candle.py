@@ -82,15 +82,29 @@ class CandleParser(ParserCore):
             out.append(candle)
         else:
             self._open_candles[key] = candle
+            due = self._candles_due_ms
+            if due is None or close_t < due:
+                self._candles_due_ms = close_t
         return out
 
     def _close_due_candles(self, recv_ms: int | None, out: list[Event]) -> None:
-        """Close open candles whose close time has passed on the source's clock."""
+        """Close open candles whose close time has passed on the source's clock.
+
+        The open candles are looked at only once the clock has passed the earliest close time
+        among them (`_candles_due_ms`, a lower bound kept as candles open and recomputed here).
+        """
         now = recv_ms if recv_ms is not None else self.latest_ms
         if now is None:
             return
+        due = self._candles_due_ms
+        if due is not None and now <= due:
+            return
+        due = None
         for key, candle in list(self._open_candles.items()):
             if candle.time_ms < now:
                 del self._open_candles[key]
                 self._closed_t[key] = candle.open_ms
                 out.append(candle)
+            elif due is None or candle.time_ms < due:
+                due = candle.time_ms
+        self._candles_due_ms = due

@@ -44,6 +44,9 @@ class ParserCore:
         self._dedupe: dict[str, dict[tuple[int, int], None]] = {}
         # (coin, interval) -> (open t, fields) of the candle still open; closed bucket starts.
         self._open_candles: dict[tuple[str, str], Candle] = {}
+        # No open candle closes before this source time (a lower bound of their close times):
+        # frames before it need not look at the open candles (180 coins: 180 per frame).
+        self._candles_due_ms: int | None = None
         self._closed_t: dict[tuple[str, str], int] = {}
 
     def _admit(self, out: list[Event]) -> list[Event]:

@@ -43,6 +43,10 @@ def iso_to_ns(stamp: str) -> int:
     """
     head = stamp[:19]
     base = _SECOND_CACHE.get(head)
+    if base is not None and len(stamp) == 29 and stamp[19] == ".":  # the archive's own form
+        frac = stamp[20:]
+        if frac.isascii() and frac.isdigit():
+            return base + int(frac)
     if base is None:
         if len(head) != 19 or head[10] != "T" or head[13] != ":" or head[16] != ":":
             return _iso_fallback(stamp)

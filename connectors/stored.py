@@ -21,13 +21,14 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, SupportsIndex
 
 import lz4.block
 import orjson
 
 from connectors.codes import Explain
 from connectors.events import Stream
+from connectors.fields import ENVELOPE_FIELDS
 from connectors.freshness import FreshnessStatus, judge_stream, stream_block
 
 Envelope = dict[str, Any]
@@ -181,6 +182,103 @@ def _pack_clocks(values: list[Any]) -> bytes | None:
     return struct.pack(f"<{len(out)}q", *out)
 
 
+_LAYOUT: Final = tuple(ENVELOPE_FIELDS)
+"""The envelope's top-level keys in `operators.envelope.build_envelope`'s order."""
+_EDGE_LAYOUT: Final = tuple(ENVELOPE_FIELDS["edge"])
+_FRESHNESS_KEY: Final = b',"freshness":'
+_AFTER_FRESHNESS: Final = b',"' + _LAYOUT[_LAYOUT.index("freshness") + 1].encode() + b'":'
+_EDGE_KEY: Final = b',"edge":'
+_ACTIONABLE_KEY: Final = b'"actionable":'
+_AFTER_EXPLAIN: Final = b'],"' + _EDGE_LAYOUT[_EDGE_LAYOUT.index("explain") + 1].encode() + b'":'
+_STALE_CODE: Final = Explain.STALE_INPUT.value
+
+
+class EncodedEnvelope(dict[str, Any]):
+    """An envelope (a plain dict to every reader) that carries what its `StoredEnvelope` holds,
+    encoded once, where the envelope was built (`encode_envelope`): the store then takes the
+    bytes as they are instead of encoding the dict again.
+
+    Treat it as immutable. A copy (``copy``, ``deepcopy``, ``pickle``, ``dict(env)``) is a plain
+    dict without the encoding, so an edited copy is encoded afresh.
+    """
+
+    __slots__ = ("encoding",)
+    encoding: tuple[Any, ...]
+    """What `StoredEnvelope` holds of it (see `encode_envelope`)."""
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        return (dict, (dict(self),))
+
+
+def encode_envelope(env: Envelope) -> Envelope:
+    """``env`` with its stored form encoded now: one ``orjson.dumps`` and a few C-speed searches
+    (`EncodedEnvelope`); ``env`` itself when it does not have `build_envelope`'s layout (then the
+    store encodes it generically, as before).
+
+    The searches rely on the layout: the top-level keys and the edge's keys in their order (both
+    checked here), and on JSON itself (a key pattern such as ``,"freshness":`` cannot occur
+    inside a string, whose quotes are escaped; the blocks before ``freshness`` hold no key of
+    that name).
+    """
+    edge = env.get("edge")
+    fresh = env.get("freshness")
+    regime = env.get("regime")
+    ts = env.get("timestamp_ms")
+    if (
+        type(edge) is not dict
+        or type(ts) is not int
+        or type(regime) is not dict
+        or tuple(env) != _LAYOUT
+        or tuple(edge) != _EDGE_LAYOUT
+    ):
+        return env
+    actionable = edge["actionable"]
+    explain = edge["explain"]
+    if type(actionable) is not bool or type(explain) is not list:
+        return env
+    for code in explain:
+        if type(code) is not str:
+            return env
+    clocks = _stream_clocks(fresh)
+    if clocks is None:
+        return env
+    names, values = clocks
+    raw = memoryview(_dumps(env)).tobytes()  # a copy: see `_encode`
+    fs = raw.find(_FRESHNESS_KEY) + len(_FRESHNESS_KEY)
+    fe = raw.find(_AFTER_FRESHNESS, fs)
+    a0 = raw.find(_ACTIONABLE_KEY, raw.find(_EDGE_KEY)) + len(_ACTIONABLE_KEY)
+    a1 = a0 + (4 if actionable else 5)
+    close = raw.find(_AFTER_EXPLAIN, a1)
+    flags = (0 if explain else _EXPLAIN_EMPTY) | (_STALE_LISTED if _STALE_CODE in explain else 0)
+    meta = _SPANS.pack(fs, fe, a0, a1, close, flags)
+    packed = _pack_clocks(values)
+    clock: tuple[Any, ...] | None = None
+    if packed is None:
+        clock = tuple(values)
+        packed = b""
+    out = EncodedEnvelope(env)
+    out.encoding = (
+        raw,
+        meta + packed,
+        clock,
+        names,
+        ts,
+        regime.get("label"),
+        env["direction"],
+        fresh.get("status") if isinstance(fresh, dict) else None,
+        actionable,
+    )
+    return out
+
+
+def envelope_bytes(env: Envelope) -> bytes:
+    """``orjson.dumps(env)``: the bytes encoded where the envelope was built, if it was."""
+    if type(env) is EncodedEnvelope:
+        raw: bytes = env.encoding[0]
+        return raw
+    return _dumps(env)
+
+
 class StoredEnvelope:
     """One stored envelope: its JSON bytes plus what re-judging freshness needs (no dict).
 
@@ -208,23 +306,47 @@ class StoredEnvelope:
         "status",
         "timestamp_ms",
     )
+    _raw: bytes | None
+    _z: bytes | None
+    _meta: bytes | None
+    _clock: tuple[Any, ...] | None
+    _names: tuple[str, ...]
+    timestamp_ms: int | None
+    label: Any
+    direction: Any
+    status: Any
+    actionable: Any
 
     def __init__(self, env: Envelope) -> None:
+        if type(env) is EncodedEnvelope:  # encoded where it was built
+            (
+                self._raw,
+                self._meta,
+                self._clock,
+                self._names,
+                self.timestamp_ms,
+                self.label,
+                self.direction,
+                self.status,
+                self.actionable,
+            ) = env.encoding
+            self._z = None
+            return
         raw, fresh_span, edge_spans = _encode(env)
-        self._raw: bytes | None = raw
-        self._z: bytes | None = None
+        self._raw = raw
+        self._z = None
         ts = env.get("timestamp_ms")
-        self.timestamp_ms: int | None = ts if type(ts) is int else None
+        self.timestamp_ms = ts if type(ts) is int else None
         regime = env.get("regime")
-        self.label: Any = regime.get("label") if isinstance(regime, dict) else None
-        self.direction: Any = env.get("direction")
+        self.label = regime.get("label") if isinstance(regime, dict) else None
+        self.direction = env.get("direction")
         fresh = env.get("freshness")
-        self.status: Any = fresh.get("status") if isinstance(fresh, dict) else None
+        self.status = fresh.get("status") if isinstance(fresh, dict) else None
         edge = env.get("edge")
-        self.actionable: Any = edge.get("actionable") if isinstance(edge, dict) else None
-        self._meta: bytes | None = None  # spans (+ packed clocks): None = serve as stored
-        self._clock: tuple[Any, ...] | None = None  # clocks that do not pack as int64s
-        self._names: tuple[str, ...] = ()
+        self.actionable = edge.get("actionable") if isinstance(edge, dict) else None
+        self._meta = None  # spans (+ packed clocks): None = serve as stored
+        self._clock = None  # clocks that do not pack as int64s
+        self._names = ()
         clocks = _stream_clocks(fresh)
         if clocks is None or fresh_span is None or self.timestamp_ms is None:
             return
@@ -375,4 +497,11 @@ class StoredEnvelope:
         return b"".join(out)
 
 
-__all__ = ["COMPRESS_LEVEL", "Envelope", "StoredEnvelope"]
+__all__ = [
+    "COMPRESS_LEVEL",
+    "EncodedEnvelope",
+    "Envelope",
+    "StoredEnvelope",
+    "encode_envelope",
+    "envelope_bytes",
+]

@@ -277,6 +277,7 @@ def build_pipeline(
     live_override: LiveConfig | None = None,
     on_end: Callable[[], None] | None = None,
     cluster: Cluster | None = None,
+    tap: Sink[tuple[str, Envelope]] | None = None,
 ) -> Pipeline:
     """Build the pipeline a `Settings` describes: a replay if ``replay`` is set, else live.
 
@@ -284,7 +285,8 @@ def build_pipeline(
     (``signals_out``, ``record``), the captures (a directory replays every capture in it), the
     coins (live: retried while the exchange is unreachable, up to ``start_timeout_s``).
     ``live_override`` replaces the connection settings derived from ``settings`` (tests use it
-    for short watchdog floors); ``on_end`` is called when the flow has written its last envelope.
+    for short watchdog floors); ``on_end`` is called when the flow has written its last envelope;
+    ``tap`` gets every envelope too (`flows.wiring.build_flow`).
     ``cluster`` is how Bytewax runs the flow: with several workers a replay is partitioned by
     coin, and with several processes each writes its own output files (`Cluster.output_path`).
     """
@@ -353,6 +355,7 @@ def build_pipeline(
         config=signal_config(settings),
         on_late=lambda coin, _e: store.count_late(coin),
         history=history,
+        tap=tap,
     )
     if writer is not None:
         writer.join_run()

@@ -59,11 +59,13 @@ def build_flow(
     config: steps.SignalConfig | None = None,
     on_late: Callable[[str, Event], None] | None = None,
     history: Sink[tuple[str, Envelope]] | None = None,
+    tap: Sink[tuple[str, Envelope]] | None = None,
 ) -> Dataflow:
     """Wire the signal dataflow from any event source to any envelope sink.
 
     ``history`` (e.g. the Parquet sink, `flows.history`) gets every envelope too, in a step of its
-    own (``write_history``) beside ``write_store``.
+    own (``write_history``) beside ``write_store``; so does ``tap`` (``write_tap``: e.g.
+    ``tools.replay``'s ordered ``--out`` writer).
     """
     cfg = config if config is not None else steps.SignalConfig()
     producer = Producer(code_version(), bar_ms, lateness_ms)
@@ -84,4 +86,6 @@ def build_flow(
     op.output("write_store", envelopes, sink)
     if history is not None:
         op.output("write_history", envelopes, history)
+    if tap is not None:
+        op.output("write_tap", envelopes, tap)
     return flow

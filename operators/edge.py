@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+import msgspec
+
 from connectors.codes import Explain
 from operators.calibration import UNCALIBRATED, Calibration, load_default
 from operators.features import FeatureVector
@@ -117,8 +119,7 @@ class EdgeConfig:
             raise ValueError(msg)
 
 
-@dataclass(frozen=True, slots=True)
-class Signals:
+class Signals(msgspec.Struct, frozen=True):
     """The contract's three signals, each in [0, 1] or None when no input supports it."""
 
     momentum: float | None
@@ -126,8 +127,7 @@ class Signals:
     risk: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class Edge:
+class Edge(msgspec.Struct, frozen=True):
     """Direction, calibrated score, costs, actionable flag, explanation codes and horizon."""
 
     direction: Direction

@@ -8,8 +8,11 @@ against that model with ``extra="forbid"``, so the two cannot drift apart silent
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
+
+import msgspec
 
 from connectors.events import STREAMS
 from connectors.freshness import judge_stream, stale_after_ms, stream_block
@@ -198,67 +201,92 @@ def build_envelope(
     producer: Producer,
     degraded: Degraded | None = None,
 ) -> dict[str, Any]:
-    """Assemble the envelope (field order is part of the byte-identical replay promise).
+    """Assemble the envelope, rounded for publishing (field order is part of the byte-identical
+    replay promise).
 
     Values are not checked here: the envelope step runs `check_envelope` on the result (a
     non-finite or out-of-range value makes the bar a step error, never a published null).
+
+    Rounding is `publish_features` and `publish_round`'s, done while the dict is built. The values
+    the signals, forecast, regime and edge already round to 4 decimals where they are made
+    (`compute_signals`, `forecast`, `risk_ratio`, `RegimeClassifier`, `EdgeScorer`) are not
+    rounded again, only cleared of -0.0 (`_z`): rounding a float that is the nearest double to a
+    4-decimal number to 4 decimals gives it back unchanged, so the bytes are those of
+    `publish_round` (the golden record checks it).
     """
-    features = publish_features(fv.values, fv.px_decimals)
+    values = fv.values
+    if len(values) == _N_FEATURES:  # every feature, in FEATURE_NAMES order (FeatureVector)
+        features = _publish_all(values, fv.px_decimals)
+    else:
+        features = publish_features(values, fv.px_decimals)
     missing = fv.missing
     n = fv.observations
+    previous = regime.previous
+    candidate = regime.candidate
+    fc = edge.forecast
+    direction = edge.direction._value_
+    size = edge.size_usd
     env = {
         "schema_version": SCHEMA_VERSION,
         "timestamp_ms": fv.close_ms,
         "coin": fv.coin,
-        "direction": edge.direction.value,
+        "direction": direction,
         "regime": {
-            "label": regime.label.value,
-            "confidence": regime.confidence,
+            "label": regime.label._value_,
+            "confidence": _z(regime.confidence),
             "since_ms": regime.since_ms,
-            "previous": None if regime.previous is None else regime.previous.value,
-            "candidate": None if regime.candidate is None else regime.candidate.value,
+            "previous": None if previous is None else previous._value_,
+            "candidate": None if candidate is None else candidate._value_,
             "candidate_count": regime.candidate_count,
             "dwell_bars": regime.dwell,
-            "rule": regime.rule.value,
-            "margin": round(regime.margin, 4),
+            "rule": regime.rule._value_,
+            "margin": _r4(regime.margin),
             "stresses": list(regime.stresses),
             "inputs_used": list(regime.inputs_used),
             "inputs_missing": list(regime.inputs_missing),
             "n_inputs": regime.n_inputs,
             "n_inputs_max": N_INPUTS_MAX,
-            "risk_ratio": regime.risk_ratio,
+            "risk_ratio": _z(regime.risk_ratio),
             "stale": regime.stale,
         },
         "signals": {
-            "momentum": signals.momentum,
-            "liquidity": signals.liquidity,
-            "risk": signals.risk,
+            "momentum": _z(signals.momentum),
+            "liquidity": _z(signals.liquidity),
+            "risk": _z(signals.risk),
         },
-        "forecast": forecast_block(edge.forecast),
+        "forecast": None
+        if fc is None
+        else {
+            "horizon_ms": fc.horizon_ms,
+            "vol_bps": _z(fc.vol_bps),
+            "vol_p10_bps": _z(fc.vol_p10_bps),
+            "vol_p90_bps": _z(fc.vol_p90_bps),
+            "model": fc.model,
+        },
         "edge": {
-            "score": edge.score,
+            "score": _z(edge.score),
             "actionable": edge.actionable,
-            "explain": [c.value for c in edge.explain],
-            "direction": edge.direction.value,
+            "explain": [c._value_ for c in edge.explain],
+            "direction": direction,
             "horizon_ms": edge.horizon_ms,
-            "raw_score": edge.raw_score,
-            "p_right": edge.p_right,
+            "raw_score": _z(edge.raw_score),
+            "p_right": _z(edge.p_right),
             "calibration": edge.calibration,
-            "expected_move_bps": edge.expected_move_bps,
-            "cost_bps": edge.cost_bps,
-            "net_edge_bps": edge.net_edge_bps,
-            "size_usd": edge.size_usd,
+            "expected_move_bps": _z(edge.expected_move_bps),
+            "cost_bps": _z(edge.cost_bps),
+            "net_edge_bps": _z(edge.net_edge_bps),
+            "size_usd": round(size, _USD) + 0.0 if type(size) is float else size,
             "costs": {
-                "fee_bps": edge.fee_bps,
-                "half_spread_bps": edge.half_spread_bps,
-                "slippage_bps": edge.slippage_bps,
+                "fee_bps": _r4(edge.fee_bps),
+                "half_spread_bps": _z(edge.half_spread_bps),
+                "slippage_bps": _z(edge.slippage_bps),
             },
         },
         "features": features,
         "features_missing": {k: missing[k] for k in sorted(missing)},
         "freshness": freshness,
         "warmup": {
-            "warming_up": fv.warming_up,
+            "warming_up": n < fv.warmup_obs,
             "observations": n,
             "required": fv.warmup_obs,
             "coverage": round(min(1.0, n / fv.warmup_obs), 4),
@@ -280,8 +308,17 @@ def build_envelope(
         if degraded is None
         else {"step": degraded.step, "reason": degraded.reason},
     }
-    publish_round(env)
     return env
+
+
+def _r4(x: Any) -> Any:
+    """`publish_round`'s rule for one value: a float to 4 decimals (never -0.0), else as is."""
+    return round(x, _FOUR) + 0.0 if type(x) is float else x
+
+
+def _z(x: Any) -> Any:
+    """A float already rounded to 4 decimals where it was made, published: -0.0 becomes 0.0."""
+    return x + 0.0 if type(x) is float else x
 
 
 _FOUR: Final = 4
@@ -366,6 +403,40 @@ def publish_features(values: dict[str, float | None], px_decimals: int) -> dict[
     return out
 
 
+def _compile_publisher() -> Callable[[dict[str, float | None], int], dict[str, Any]]:
+    """`publish_features` for a dict holding every feature in `FEATURE_NAMES` order, unrolled
+    into straight code once, at import (each feature's rounding kind is known in advance; the
+    same operations as `publish_features`, without its per-value lookups)."""
+    lines = ["def publish_all(v, px_decimals):", "    nd = px_decimals + 1"]
+    for i, name in enumerate(FEATURE_NAMES):
+        kind = _kind(name)
+        lines += [f"    x = v[{name!r}]", "    if type(x) is float:"]
+        if kind == _FOUR_KIND:
+            lines.append(f"        x = round(x, {_FOUR}) + 0.0")
+        elif kind == _PX:
+            lines += [
+                "        r = round(x, nd)",
+                "        if r == 0.0 and x != 0.0:",
+                "            r = significant(x)",
+                "        x = r + 0.0",
+            ]
+        elif kind == _USD_KIND:
+            lines.append(f"        x = round(x, {_USD}) + 0.0")
+        else:
+            lines.append("        x = significant(x) + 0.0")
+        lines.append(f"    f{i} = x")
+    body = ", ".join(f"{name!r}: f{i}" for i, name in enumerate(FEATURE_NAMES))
+    lines.append(f"    return {{{body}}}")
+    namespace: dict[str, Any] = {"significant": _significant}
+    exec("\n".join(lines), namespace)  # the source is built above from constants only
+    fn: Callable[[dict[str, float | None], int], dict[str, Any]] = namespace["publish_all"]
+    return fn
+
+
+_N_FEATURES: Final = len(FEATURE_NAMES)
+_publish_all: Final = _compile_publisher()
+
+
 def _round4(block: dict[str, Any] | None, keys: tuple[str, ...]) -> None:
     if block is None:
         return
@@ -413,7 +484,7 @@ def degraded_envelope(
 
     Raises like `check_envelope` if even that is not publishable (the step then drops the bar).
     """
-    blank = replace(
+    blank = msgspec.structs.replace(
         fv,
         values=dict.fromkeys(FEATURE_NAMES),
         missing=dict.fromkeys(FEATURE_NAMES, STEP_ERROR_REASON),

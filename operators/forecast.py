@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
+
 MODEL_FORMAT: Final = "hlsl-vol-model/2"
 """2: the interval has its own table, per bar-length family and horizon (`IntervalFit`)."""
 OLD_FORMATS: Final = ("hlsl-vol-model/1",)
@@ -58,6 +60,7 @@ MS_DAY: Final = 86_400_000
 INTERVAL_REACH: Final = math.log(2.0)
 """An interval entry serves horizons within this (log) distance of its own."""
 FLAG_MIN_BARS: Final = 6
+_KNOWN_MAX: Final = 4096
 """The risk flag looks one hour of bars ahead, at least this many."""
 
 
@@ -85,9 +88,14 @@ class IntervalFit:
     n: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class VolModel:
-    """A loaded volatility model table."""
+    """A loaded volatility model table.
+
+    `fit_for` and `interval_for` remember their answers (a handful of horizons and bar lengths:
+    a lookup instead of a search per bar), in tables that are not fields (no slots, so that they
+    can be attached to the frozen instance).
+    """
 
     version: str
     season: tuple[tuple[float, ...], tuple[float, ...]]
@@ -103,15 +111,35 @@ class VolModel:
     fitted_on: dict[str, Any] = field(default_factory=dict)
     path: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_fits", {})
+        object.__setattr__(self, "_intervals", {})
+
     def fit_for(self, bars: int) -> LadderFit:
         """The ladder entry nearest ``bars`` in log (ties to the shorter)."""
-        lb = math.log(max(1, bars))
-        return min(self.ladder, key=lambda f: (abs(math.log(f.bars) - lb), f.bars))
+        known: dict[int, LadderFit] = self.__dict__["_fits"]
+        fit = known.get(bars)
+        if fit is None:
+            lb = math.log(max(1, bars))
+            fit = min(self.ladder, key=lambda f: (abs(math.log(f.bars) - lb), f.bars))
+            if len(known) < _KNOWN_MAX:
+                known[bars] = fit
+        return fit
 
     def interval_for(self, bar_ms: int, bars: int) -> tuple[float, float]:
         """``(q10, q90)`` of the family nearest ``bar_ms`` in log, at its horizon nearest
         ``bars`` in log (ties to the shorter, both) when that is within a factor 2 of ``bars``;
         otherwise (or with no table) the ladder's pooled quantiles for ``bars``."""
+        known: dict[tuple[int, int], tuple[float, float]] = self.__dict__["_intervals"]
+        key = (bar_ms, bars)
+        q = known.get(key)
+        if q is None:
+            q = self._interval_for(bar_ms, bars)
+            if len(known) < _KNOWN_MAX:
+                known[key] = q
+        return q
+
+    def _interval_for(self, bar_ms: int, bars: int) -> tuple[float, float]:
         lh = math.log(max(1, bars))
         if self.intervals:
             lb = math.log(max(1, bar_ms))
@@ -153,8 +181,7 @@ class VolModel:
         return math.pow(0.5, 1.0 / hl)
 
 
-@dataclass(frozen=True, slots=True)
-class VolSnapshot:
+class VolSnapshot(msgspec.Struct, frozen=True):
     """The volatility state of one coin as of one bar close (immutable; safe to keep)."""
 
     comps: tuple[float, ...]
@@ -167,8 +194,7 @@ class VolSnapshot:
     """Returns folded in so far."""
 
 
-@dataclass(frozen=True, slots=True)
-class Forecast:
+class Forecast(msgspec.Struct, frozen=True):
     """Forecast realised volatility of the bar returns over ``horizon_ms``, bps."""
 
     horizon_ms: int

@@ -16,9 +16,12 @@ read with the other.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+import pickle
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
+
+import msgspec
 
 from connectors.events import Stream
 from connectors.freshness import stale_after_ms
@@ -140,8 +143,7 @@ class Rule(StrEnum):
     the classifier does not advance."""
 
 
-@dataclass(frozen=True, slots=True)
-class RawCall:
+class RawCall(msgspec.Struct, frozen=True):
     """One evaluation before hysteresis: label, rule, margin in [0, 1], stresses met."""
 
     label: RegimeLabel
@@ -150,8 +152,7 @@ class RawCall:
     stresses: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class RegimeState:
+class RegimeState(msgspec.Struct, frozen=True):
     """The regime as published for one bar."""
 
     label: RegimeLabel
@@ -425,6 +426,12 @@ class RegimeClassifier:
         if self.vol is None and self.vol_model is not None:
             self.vol = VolState(self.vol_model)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> RegimeClassifier:
+        """A deep copy by a pickle round trip (what Bytewax snapshots at every epoch, for every
+        coin; ``copy.deepcopy`` is slower)."""
+        copied: RegimeClassifier = pickle.loads(pickle.dumps(self, pickle.HIGHEST_PROTOCOL))
+        return copied
+
     def mark(self) -> tuple[object, ...]:
         """The whole (small) state, for `restore`."""
         return (
@@ -501,7 +508,7 @@ class RegimeClassifier:
                 stale=True,
             )
         # the last published state, held: only what this bar says of its inputs changes
-        return replace(
+        return msgspec.structs.replace(
             last,
             rule=Rule.NO_NEW_DATA,
             margin=0.0,

@@ -15,13 +15,15 @@ bar is computed as if the failed one had never arrived. Other coins and the flow
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import bytewax.operators as op
+import msgspec
 from bytewax.operators import KeyedStream
 
 from connectors.freshness import FreshnessStatus
+from connectors.stored import encode_envelope
 from operators.bars import Bar
 from operators.calibration import Calibration
 from operators.edge import CALIBRATION, Edge, EdgeConfig, EdgeScorer, Signals, compute_signals
@@ -39,6 +41,7 @@ from operators.regime import RegimeClassifier, RegimeConfig, RegimeState, check_
 from operators.rolling import UndoError
 
 log = logging.getLogger(__name__)
+_STALE: Final = FreshnessStatus.STALE.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +55,7 @@ class SignalConfig:
     """The edge's calibration table (default: ``$HLSL_CALIBRATION`` or the committed one)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Scored:
+class Scored(msgspec.Struct, frozen=True):
     """One bar's features, regime, signals, edge and freshness (as of the bar's close)."""
 
     features: FeatureVector
@@ -104,7 +106,7 @@ def classify(
         check_regime(rs)
     except Exception as ex:
         state.restore(mark)
-        failed = replace(fv, degraded=STEP_ERRORS.record(step_id, fv.coin, ex))
+        failed = msgspec.structs.replace(fv, degraded=STEP_ERRORS.record(step_id, fv.coin, ex))
         return state, (failed, state.held(fv))
     return state, (fv, rs)
 
@@ -116,7 +118,7 @@ def score_bar(step_id: str, scorer: EdgeScorer, item: tuple[FeatureVector, Regim
     degraded = fv.degraded
     try:
         fresh = freshness_block(fv, fv.close_ms)
-        stale = fresh["status"] == FreshnessStatus.STALE.value
+        stale = fresh["status"] == _STALE
         sig = compute_signals(fv, rs)
         if degraded is None:
             return Scored(fv, rs, sig, scorer.score(fv, rs, sig, stale), fresh)
@@ -125,14 +127,17 @@ def score_bar(step_id: str, scorer: EdgeScorer, item: tuple[FeatureVector, Regim
         try:
             fresh = freshness_block(fv, fv.close_ms)
         except Exception:  # the clocks themselves are bad: say nothing about them
-            fresh = freshness_block(replace(fv, streams={}), fv.close_ms)
+            fresh = freshness_block(msgspec.structs.replace(fv, streams={}), fv.close_ms)
         sig = NO_SIGNALS
     return Scored(fv, rs, sig, scorer.failed(fv, rs), fresh, degraded)
 
 
 def publish(step_id: str, producer: Producer, s: Scored) -> dict[str, Any] | None:
     """One bar of the envelope step: build and check the envelope; on failure the degraded
-    envelope, or None (dropped, counted as ``{step_id}:dropped``) if even that fails."""
+    envelope, or None (dropped, counted as ``{step_id}:dropped``) if even that fails.
+
+    The envelope leaves encoded (`connectors.stored.encode_envelope`): the store keeps those
+    bytes instead of encoding it again."""
     try:
         env = build_envelope(
             s.features, s.regime, s.signals, s.edge, s.freshness, producer, s.degraded
@@ -142,11 +147,11 @@ def publish(step_id: str, producer: Producer, s: Scored) -> dict[str, Any] | Non
         coin = s.features.coin
         degraded = STEP_ERRORS.record(step_id, coin, ex)
         try:
-            return degraded_envelope(s.features, s.regime, s.edge, s.freshness, producer, degraded)
+            env = degraded_envelope(s.features, s.regime, s.edge, s.freshness, producer, degraded)
         except Exception as again:
             STEP_ERRORS.record(f"{step_id}:dropped", coin, again)
             return None
-    return env
+    return encode_envelope(env)
 
 
 def features(

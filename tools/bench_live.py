@@ -36,7 +36,8 @@ import orjson
 from websockets.sync.client import connect
 
 from tools.fake_exchange import FakeExchange, Feed, ListFeed, SimFeed
-from tools.simulate import SimConfig, generate
+from tools.simulate import SimConfig
+from tools.simulate.market import generate_market, market_coins
 
 REPO = Path(__file__).resolve().parents[1]
 BAR_MS = 1000
@@ -50,39 +51,15 @@ def _free_port() -> int:
         return port
 
 
-def _rename(obj: Any, names: dict[str, str]) -> Any:
-    """A frame with coin names replaced (coin, s, mids keys)."""
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            if k in ("coin", "s") and isinstance(v, str):
-                out[k] = names.get(v, v)
-            elif k == "mids" and isinstance(v, dict):
-                out[k] = {names.get(c, c): p for c, p in v.items() if c in names}
-            else:
-                out[k] = _rename(v, names)
-        return out
-    if isinstance(obj, list):
-        return [_rename(x, names) for x in obj]
-    return obj
-
-
 def market_feed(n_coins: int, seconds: float) -> tuple[Feed, list[str]]:
-    """``n_coins`` synthetic coins: 4-coin simulations with other seeds, renamed."""
-    base = ("BTC", "ETH", "SOL", "HYPE")
-    items: list[tuple[int | None, dict[str, Any]]] = []
-    coins: list[str] = []
-    for k in range(-(-n_coins // len(base))):
-        names = {b: f"C{k * len(base) + i:03d}" for i, b in enumerate(base)}
-        names = {b: c for b, c in names.items() if int(c[1:]) < n_coins}
-        coins.extend(names.values())
-        cfg = SimConfig(coins=tuple(names), seconds=seconds, seed=100 + k)
-        for recv_ns, frame in generate(cfg):
-            if frame.get("channel") in ("subscriptionResponse", "pong"):
-                continue
-            items.append((recv_ns, _rename(frame, names)))
-    items.sort(key=lambda x: x[0] or 0)
-    return ListFeed(items), coins
+    """``n_coins`` synthetic coins: 4-coin simulations with other seeds, renamed
+    (`tools.simulate.market`)."""
+    items: list[tuple[int | None, dict[str, Any]]] = [
+        (recv_ns, frame)
+        for recv_ns, frame in generate_market(n_coins, seconds, seed=100)
+        if frame.get("channel") not in ("subscriptionResponse", "pong")
+    ]
+    return ListFeed(items), market_coins(n_coins)
 
 
 class _Tap:

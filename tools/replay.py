@@ -9,6 +9,10 @@ same rows in the same order). A path may be a directory: every capture in it is 
 by name). A summary goes to stderr: frames read, lines skipped by reason, late events, signals
 emitted, frames per second and the Parquet files written.
 
+Memory stays bounded however long the input: the envelopes go to `tools.ordered` (their bytes as
+encoded where each was built, in sorted runs of 8,192 spilled next to ``--out`` and merged at the
+end), and the run's store keeps only each coin's latest envelope.
+
 Exit status: 0 when signals were produced; 1 if a capture was truncated or corrupt (every good
 line before the damage is still replayed and written) or envelopes could not be written to
 ``--parquet``; 2 when it cannot start (a setting, a missing capture, an ``--out`` or ``--parquet``
@@ -41,6 +45,7 @@ from flows.settings import (
     add_validation_flags,
 )
 from flows.startup import check_output_dir, check_output_path, start_message
+from tools.ordered import OrderedEnvelopes
 
 PARQUET_FLAG = "--parquet (HLSL_PARQUET)"
 
@@ -69,6 +74,34 @@ def write_parquet(envelopes: list[dict[str, Any]], root: str | Path) -> dict[str
         writer.write(env)
     writer.close()
     return {"dir": str(root), "run_id": writer.run_id, **writer.stats()}
+
+
+def write_outputs(
+    out: OrderedEnvelopes, path: Path | None, parquet: str | Path | None
+) -> dict[str, Any] | None:
+    """Stream the run's envelopes, in order, to ``path`` (NDJSON) and/or the Parquet history
+    under ``parquet`` (decoded from the same bytes); returns the Parquet writer's counters."""
+    if path is None and parquet is None:
+        return None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    writer = None if parquet is None else ParquetWriter(parquet, new_run_id(), flush_s=math.inf)
+    fh = None if path is None else path.open("wb")
+    try:
+        for raw in out.merged():
+            if fh is not None:
+                fh.write(raw)
+                fh.write(b"\n")
+            if writer is not None:
+                writer.write(orjson.loads(raw))
+    finally:
+        if fh is not None:
+            fh.close()
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        return None
+    return {"dir": str(parquet), "run_id": writer.run_id, **writer.stats()}
 
 
 def summary(pipeline: Pipeline, elapsed_s: float, n_signals: int) -> dict[str, Any]:
@@ -146,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             check_output_path(ns.out, "--out")
         if settings.parquet is not None:
             check_output_dir(settings.parquet, PARQUET_FLAG)
-        pipeline = build_pipeline(settings.model_copy(update={"parquet": None}), collect=True)
+        out = OrderedEnvelopes(
+            keep=ns.out is not None or settings.parquet is not None,
+            spill_dir=None if ns.out is None else ns.out.parent,
+        )
+        pipeline = build_pipeline(
+            settings.model_copy(update={"parquet": None, "history_limit": 1}), tap=out
+        )
     except SettingsError as ex:
         print(f"cannot start: {ex}", file=sys.stderr)
         return 2
@@ -154,20 +193,25 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(__name__).debug("start-up failed", exc_info=True)
         print(f"cannot start: {start_message(ex)}", file=sys.stderr)
         return 2
-    pipeline, envelopes, elapsed = run_replay(pipeline)
-    if ns.out is not None:
-        write_ndjson(envelopes, ns.out)
-    s = summary(pipeline, elapsed, len(envelopes))
+    tune_gc()
+    t0 = time.perf_counter()
+    try:
+        run_pipeline(pipeline)
+        elapsed = time.perf_counter() - t0
+        parquet = write_outputs(out, ns.out, settings.parquet)
+    finally:
+        out.close()
+    s = summary(pipeline, elapsed, out.count)
     lost = 0
-    if settings.parquet is not None:
-        s["parquet"] = pq = write_parquet(envelopes, settings.parquet)
+    if parquet is not None:
+        s["parquet"] = pq = parquet
         lost = pq["rows_dropped"] + pq["rows_rejected"]
     print(orjson.dumps(s, option=orjson.OPT_INDENT_2).decode(), file=sys.stderr)
     for err in s["errors"]:
         print(f"error: {err}", file=sys.stderr)
     if lost:
         print(
-            f"error: {PARQUET_FLAG} = {settings.parquet}: {lost} of {len(envelopes)} envelopes "
+            f"error: {PARQUET_FLAG} = {settings.parquet}: {lost} of {out.count} envelopes "
             f"not written ({s['parquet']['last_error']})",
             file=sys.stderr,
         )

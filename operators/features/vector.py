@@ -8,8 +8,9 @@ value it could not compute stays None and gets a reason code in ``missing`` (nev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final, TypeAlias
+
+import msgspec
 
 from connectors.events import BookSnapshot, Stream
 from connectors.fields import FEATURE_NAMES
@@ -103,8 +104,7 @@ def ratio_to_median(
         missing[name] = "zero_baseline"
 
 
-@dataclass(slots=True)
-class FeatureVector:
+class FeatureVector(msgspec.Struct):
     """Features of one coin as of one bar close (exchange time)."""
 
     coin: str

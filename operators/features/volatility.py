@@ -15,6 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
+
 from operators.bars import Bar
 from operators.features.config import FeatureConfig
 from operators.features.vector import Missing, Values
@@ -50,8 +52,7 @@ def bar_price(bar: Bar, mid: float | None) -> tuple[float | None, str | None]:
     return None, None
 
 
-@dataclass(slots=True)
-class _Obs:
+class _Obs(msgspec.Struct):
     """One price observation (a bar that carried a price)."""
 
     t_ms: int

@@ -1,6 +1,8 @@
 """The store keeps each envelope as its JSON bytes plus typed freshness fields.
 
 - the bytes are exactly ``orjson.dumps(env)`` (so ``--signals-out`` and history are unchanged);
+- an envelope encoded where it was built (`EncodedEnvelope`) is stored exactly as the same dict
+  encoded by the store, and any copy of it is a plain dict;
 - freshness spliced into the bytes at any source-clock time equals the old dict path
   (`api.signals.refresh` then ``orjson.dumps``), stale and actionable cases included;
 - history is bounded, superseded envelopes are compressed and still served as emitted;
@@ -20,6 +22,7 @@ import pytest
 
 from api.signals import history_json, list_json, refresh
 from connectors.store import RunState, SignalStore, StoredEnvelope
+from connectors.stored import EncodedEnvelope, encode_envelope
 from flows.pipeline import Pipeline, build_pipeline, run_pipeline
 from flows.settings import Settings
 from tools.bench import FALLBACK as SAMPLE
@@ -67,6 +70,35 @@ def test_bytes_are_orjson_dumps(envelopes: list[Envelope]) -> None:
         rec.compact()
         assert rec.compressed
         assert rec.raw == orjson.dumps(env)
+
+
+def _fields(rec: StoredEnvelope) -> tuple[Any, ...]:
+    return tuple(getattr(rec, name) for name in StoredEnvelope.__slots__)
+
+
+def test_envelopes_encoded_where_built_are_stored_as_the_store_would(
+    envelopes: list[Envelope],
+) -> None:
+    assert all(type(env) is EncodedEnvelope for env in envelopes)
+    variants = [*envelopes, *_actionable(envelopes)]
+    for env in variants:
+        plain = dict(env) if type(env) is EncodedEnvelope else copy.deepcopy(env)
+        assert type(plain) is dict
+        encoded = encode_envelope(plain)
+        assert type(encoded) is EncodedEnvelope
+        assert encoded == plain
+        assert _fields(StoredEnvelope(encoded)) == _fields(StoredEnvelope(plain))
+    # copies are plain dicts (an edited copy is encoded afresh)
+    env = envelopes[-1]
+    for copied in (copy.copy(env), copy.deepcopy(env)):
+        assert type(copied) is dict
+        assert copied == env
+    # another layout is left to the store's generic encoding
+    odd = dict(envelopes[-1])
+    odd["extra"] = 1
+    assert encode_envelope(odd) is odd
+    odd = dict(envelopes[-1], edge={**envelopes[-1]["edge"], "explain": [1]})
+    assert encode_envelope(odd) is odd
 
 
 @pytest.mark.parametrize("offset_ms", [None, 0, 400, 2_500, 12_000, 90_000, 3_600_000])

@@ -11,7 +11,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.dataflow import Stream as BxStream
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from connectors.events import BookSnapshot, Event, Stream
+from connectors.events import BookSnapshot, Event, Gap, Kind, Stream
 from operators.bars import Bar, fold_bars
 from tests.operators.helpers import bbo, book, candle, ctx, mid, trades
 
@@ -346,8 +346,14 @@ def test_bar_from_events_sorts_and_aggregates() -> None:
         bbo("BTC", T0 + 650, 100.1, 2.0, 100.3, 2.0),
         book("BTC", T0 + 10, [(99.0, 1.0)], [(99.2, 1.0)]),
         c1,
+        Gap("BTC", T0 + 300, T0 + 300, "reconnect", 5_000),
     ]
     b = Bar.from_events("BTC", T0, 1000, events)
+    lists = (b.trades, b.books, b.bbos, b.candles, b.mids, b.ctxs, b.gaps)
+    assert [k for k in Kind for e in lists[k]] == [k for k in Kind for e in events if e.KIND is k]
+    for k in Kind:
+        assert all(e.KIND is k for e in lists[k])
+    assert [g.time_ms for g in b.gaps] == [T0 + 300]
     assert (b.coin, b.open_ms, b.close_ms) == ("BTC", T0, T0 + 1000)
     assert [t.time_ms for t in b.trades] == [T0 + 200, T0 + 700]
     assert b.trade_count == 4

@@ -961,3 +961,19 @@ def test_state_pickles_mid_stream_and_resumes_identically() -> None:
         assert va.missing == vb.missing
     assert va.get("vpin") is not None
     assert va.get("microprice_px") is not None
+
+
+def test_a_coin_that_stops_quoting_grows_nothing_once_its_windows_are_full() -> None:
+    """Per-coin state is bounded: after a priced start, bars that carry only a book-less asset
+    context (no price) fill the windows once, then the state stops growing (issue #12)."""
+    from operators.regime import RegimeClassifier
+
+    def run(n: int) -> tuple[int, int]:
+        fs, rc = FeatureState(FeatureConfig()), RegimeClassifier()
+        for k in range(100):
+            rc.update(fs.update(quote_bar("X", k, 100.0 + (k % 3))))
+        for k in range(100, 100 + n):
+            rc.update(fs.update(bar("X", k * 1000, [ctx("X", k * 1000 + 10, mid_px=None)])))
+        return len(pickle.dumps(fs)), len(pickle.dumps(rc))
+
+    assert run(2_000) == run(5_000)  # (counters of the same width: 2-byte ints)

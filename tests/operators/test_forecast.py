@@ -329,7 +329,7 @@ def test_actionable_is_reachable_when_the_calibrated_move_beats_the_costs() -> N
 def test_signals_risk_follows_the_forecast_ratio() -> None:
     f, regime = _trend_call(1e-6)
     assert compute_signals(f, regime).risk == 0.5  # ρ = 1: 1 − 2^−1
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     assert compute_signals(f, replace(regime, risk_ratio=2.0)).risk == 0.75
     liq = replace(regime, risk_ratio=0.1, label=RegimeLabel.LIQUIDATION_RISK)

@@ -394,6 +394,25 @@ def test_main_writes_capture_and_truth(tmp_path: Path, capsys: pytest.CaptureFix
     assert gzip.decompress(out.read_bytes()).count(b"\n") == int(line.split()[1])
 
 
+def test_market_renames_groups_and_merges_by_receive_time(tmp_path: Path) -> None:
+    from tools.simulate.market import generate_market, market_coins
+
+    frames = list(generate_market(6, 5, seed=3))
+    recv = [r for r, _ in frames]
+    assert recv == sorted(recv)
+    coins = {c for _, f in frames if (c := _coin_of(f)) is not None}
+    assert coins == set(market_coins(6)) == {"C000", "C001", "C002", "C003", "C004", "C005"}
+    for _, f in frames:
+        if f["channel"] == "allMids":
+            assert set(f["data"]["mids"]) <= coins
+    assert sum(f["channel"] == "pong" for _, f in frames) <= 1  # group 0's only
+    out = tmp_path / "m.ndjson.gz"
+    assert main(["--out", str(out), "--seconds", "5", "--seed", "3", "--market", "6"]) == 0
+    assert gzip.decompress(out.read_bytes()).count(b"\n") == len(frames)
+    with pytest.raises(SystemExit):
+        main(["--out", str(out), "--market", "0"])
+
+
 # ----- regime realism --------------------------------------------------------------------------
 
 SCRIPTS = {

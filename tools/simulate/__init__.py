@@ -31,6 +31,8 @@ The package, by concept (each module's docstring has the details):
 - `book`: one coin's order book (touch, deeper levels; ``bbo``/``l2Book`` frames);
 - `coin`: one coin's market model (price, trades, candles, asset context);
 - `simulator`: the block clock, the periodic streams and receive-time order (`generate`);
+- `market`: a whole market at once, N coins as renamed four-coin simulations merged by receive
+  time (`generate_market`, ``--market N``);
 - `capture`: the frame writers (`write_capture`); `cli`: the command line (``__main__`` runs it).
 
 Imports: `tools` is the top layer; this package imports only the standard library and

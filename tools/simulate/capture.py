@@ -12,8 +12,10 @@ from __future__ import annotations
 import gzip
 import io
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -27,11 +29,11 @@ def iso_ns(ns: int) -> str:
     return datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}"
 
 
-def _write_lines(config: SimConfig, fh: io.BufferedIOBase) -> Counter[str]:
+def _write_lines(frames: Iterable[tuple[int, Any]], fh: io.BufferedIOBase) -> Counter[str]:
     counts: Counter[str] = Counter()
     buf: list[bytes] = []
     sec_cache: tuple[int, str] = (-1, "")
-    for recv, frame in generate(config):
+    for recv, frame in frames:
         sec, frac = divmod(recv, 1_000_000_000)
         if sec != sec_cache[0]:
             stamp = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -48,13 +50,23 @@ def _write_lines(config: SimConfig, fh: io.BufferedIOBase) -> Counter[str]:
 
 def write_counts(config: SimConfig, out_path: Path) -> Counter[str]:
     """Write a simulated capture like `write_capture`; returns the frames by channel."""
+    return write_frames(generate(config), out_path)
+
+
+def write_frames(
+    frames: Iterable[tuple[int, Any]], out_path: Path, compresslevel: int = 9
+) -> Counter[str]:
+    """Write ``(receive_time_ns, frame)`` items as a capture (gzip-compressed, byte-reproducibly,
+    if the name ends in ``.gz``); returns the frames by channel."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with out_path.open("wb") as raw:
         if out_path.name.endswith(".gz"):
             # No file name and mtime 0 in the header: same config → same bytes.
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz:
-                return _write_lines(config, gz)
-        return _write_lines(config, raw)
+            with gzip.GzipFile(
+                filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0
+            ) as gz:
+                return _write_lines(frames, gz)
+        return _write_lines(frames, raw)
 
 
 def write_capture(config: SimConfig, out_path: Path) -> int:

@@ -4,19 +4,22 @@ Usage::
 
     python -m tools.simulate --out data/sample.ndjson.gz --seconds 600 --seed 7 \\
         --coins BTC,ETH,SOL --book-interval-ms 1000 --truth data/sample.truth.json
+    python -m tools.simulate --out market.ndjson.gz --seconds 3600 --market 180   # whole market
 
-Imports `tools.simulate.capture` and `.config`.
+Imports `tools.simulate.capture`, `.config` and `.market`.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 import orjson
 
-from tools.simulate.capture import write_counts
+from tools.simulate.capture import write_counts, write_frames
 from tools.simulate.config import SimConfig, truth
+from tools.simulate.market import generate_market
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +42,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--book-interval-ms", type=int, default=1000, help="l2Book push interval")
     ap.add_argument("--start-ms", type=int, default=SimConfig.start_ms, help="exchange start time")
     ap.add_argument("--truth", type=Path, default=None, help="also write the ground truth JSON")
+    ap.add_argument(
+        "--market",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a whole market: N coins C000… (4-coin simulations with seeds seed, seed+1, …, "
+        "merged by receive time; --coins and --truth do not apply); gzip level 1",
+    )
     args = ap.parse_args(argv)
+    if args.market is not None:
+        if args.market < 1 or args.truth is not None:
+            ap.error("--market needs N >= 1 and takes no --truth")
+        try:
+            frames = generate_market(
+                args.market,
+                args.seconds,
+                args.seed,
+                start_ms=args.start_ms,
+                book_interval_ms=args.book_interval_ms,
+            )
+            counts = write_frames(frames, args.out, compresslevel=1)
+        except ValueError as ex:
+            ap.error(str(ex))
+        return _report(counts, args.out)
     coins = tuple(c.strip() for c in args.coins.split(",") if c.strip())
     try:
         config = SimConfig(
@@ -55,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.truth is not None:
         args.truth.parent.mkdir(parents=True, exist_ok=True)
         args.truth.write_bytes(orjson.dumps(truth(config), option=orjson.OPT_INDENT_2) + b"\n")
+    return _report(counts, args.out)
+
+
+def _report(counts: Counter[str], out: Path) -> int:
     by_channel = " ".join(f"{ch}={n}" for ch, n in sorted(counts.items()))
-    size = args.out.stat().st_size
-    print(f"wrote {sum(counts.values())} frames ({size} bytes) to {args.out}: {by_channel}")
+    size = out.stat().st_size
+    print(f"wrote {sum(counts.values())} frames ({size} bytes) to {out}: {by_channel}")
     return 0
