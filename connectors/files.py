@@ -24,6 +24,9 @@ receive time (else exchange time), parses every frame into typed events with one
 
 This is the one-partition replay (one worker reads every file). `connectors.partitions` builds the
 partitioned one (a partition per coin) from the same readers, for runs of several workers.
+
+One module past ~400 lines on purpose: reading, damage handling and the merge by receive time of
+the one-partition replay are one source (bytewax's Source over a private Partition).
 """
 
 from __future__ import annotations

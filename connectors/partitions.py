@@ -21,6 +21,9 @@ routing: see DESIGN.md ("Replay partitions").
 
 Each partition keeps its own counters and adds them to the process's `ReplayStats` after every
 batch; the stats of a process describe the partitions it read.
+
+One module past ~400 lines on purpose: the plan, the coin partition's merge and its parser's
+share of the other coins' clocks are one mechanism, the per-coin order argument of DESIGN.md §8.1.
 """
 
 from __future__ import annotations

@@ -41,6 +41,10 @@ again the buffer is written (a chunk retried after its answer was lost is not wr
 each process numbers its envelopes and the script skips those already written). Every
 call times out after ``HLSL_STORE_TIMEOUT_MS``. At start, an unreachable Redis is retried until
 ``--start-timeout-s``; a refused password or ACL fails at once (`StoreStartError`).
+
+One module past ~400 lines on purpose: the run's keys, the write script and the writer's
+buffering and retries are one protocol with Redis; the mirror that reads it is
+`connectors.redis_mirror`.
 """
 
 from __future__ import annotations

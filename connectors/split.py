@@ -31,6 +31,9 @@ it, every other process finds it there. Cheap reads of the lines: `connectors.pe
 One module past ~400 lines: `Splitter` is one pass whose routing, counting and clocks share its
 state line by line (the open candles, the source clock, the streams); split up, they would only
 pass that state between modules.
+
+One module past ~400 lines on purpose: the routing pass must reproduce, frame by frame, what one
+parser over every coin would do, and its rules read best in one place.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 The envelope is built as a dict (cheap on the hot path, serialised by orjson as is) whose shape is
 the `api.schemas.SignalEnvelope` Pydantic model; tests validate every envelope a replay produces
 against that model with ``extra="forbid"``, so the two cannot drift apart silently.
+
+One module past ~400 lines on purpose: building, rounding, checking and encoding the envelope
+happen in one pass on the hot path (issue #12), and the field order is the published contract.
 """
 
 from __future__ import annotations

@@ -38,6 +38,9 @@ returns ``r_t`` only (causal: nothing after the bar), with ``B`` the bar length:
 The table (`VolModel`) is produced by ``python -m tools.evaluate.vol_fit`` and committed at
 ``operators/vol_model.json``; a table of another ``format`` is refused, never read silently
 (format 1, without the interval table, is read as fitted: the ladder's pooled quantiles).
+
+One module past ~400 lines on purpose: the volatility state, its forecast and the interval
+lookup in the shipped table are one model (DESIGN.md §5), read together.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ the server, standing in for the flow's sink thread, stores ``--batches`` batches
 envelopes every ``--interval-ms`` and notes the time of each ``put_many``. Lag is client receipt
 minus that time (CLOCK_MONOTONIC is shared by processes); every subscriber must get every event.
 Everything is bounded in count and time.
+
+One program past ~400 lines: the server process, its REST load and its SSE subscribers form one
+measurement run in one process tree, and read best together.
 """
 
 from __future__ import annotations

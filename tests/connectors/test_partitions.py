@@ -40,7 +40,8 @@ from connectors.partitions import (
 from connectors.split import split_once
 from connectors.spool import load_manifest
 from connectors.validate import ValidationConfig
-from flows.pipeline import Cluster, build_pipeline
+from flows.cluster import Cluster
+from flows.pipeline import build_pipeline
 from flows.settings import Settings
 from tests.conftest import LIVE_CAPTURE, SAMPLE, real_file
 

@@ -24,7 +24,7 @@ import lz4.frame
 import orjson
 import pytest
 
-from flows.pipeline import Cluster, bytewax_cluster, check_cluster
+from flows.cluster import Cluster, bytewax_cluster, check_cluster
 from flows.settings import Settings
 from flows.startup import StartupError
 from tests.conftest import REPO, SAMPLE

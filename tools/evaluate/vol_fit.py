@@ -28,6 +28,9 @@ the fitted coefficients see exactly the components the flow computes.
    over the next hour of bars in its top decile", `tools.evaluate.vol_eval`), on the fitting rows
    only; the flag simulated here is ``ρ ≥ enter``, or ``ρ ≥ exit`` while flagged; ties go to the
    higher exit (less hysteresis).
+
+One program past ~400 lines: the model, interval and exit-rule fits run on the same rows before
+the split and write one versioned table; they read best in the order they run.
 """
 
 from __future__ import annotations
