@@ -92,7 +92,9 @@ GET_HISTORY_DOC = (
     "A coin's stored signals, oldest first ({coin, data: [...], count}), as they were emitted: "
     "freshness and actionable are as of each bar close, NOT re-judged now (use get_signal for "
     "the current state). since_ms: only signals with timestamp_ms after this exchange time (ms "
-    f"since the Unix epoch). limit: the newest N (1..{HISTORY_LIMIT_MAX}, default "
+    f"since the Unix epoch). until_ms: a time range (since_ms < timestamp_ms <= until_ms, the "
+    f"oldest `limit` of it; page on with next_since_ms; outside what is held: an error naming "
+    f"earliest_ms). limit: the newest N (1..{HISTORY_LIMIT_MAX}, default "
     f"{HISTORY_LIMIT_DEFAULT}); default view compact. "
     + COIN_RULE
     + " "
@@ -123,6 +125,14 @@ CoinArg = Annotated[
 SinceArg = Annotated[
     int | None,
     Field(ge=0, description="only envelopes with timestamp_ms after this (exchange time, ms)"),
+]
+UntilArg = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        description="with it, a time range: only envelopes with timestamp_ms at or before this; "
+        "the answer says next_since_ms (the since_ms of the next page; null on the last)",
+    ),
 ]
 LimitArg = Annotated[
     int,
@@ -225,7 +235,7 @@ def list_schema(title: str, with_coin: bool) -> dict[str, Any]:
     if with_coin:
         props = {"coin": {"type": "string"}, **props}
         required = list(props)
-        # SignalHistory's page marker (REST history with until_ms; absent from get_history)
+        # SignalHistory's page marker (history with until_ms)
         props["next_since_ms"] = {"anyOf": [{"type": "integer"}, {"type": "null"}]}
     return {
         "type": "object",

@@ -47,6 +47,7 @@ from api.mcp.schemas import (
     FeaturesArg,
     LimitArg,
     SinceArg,
+    UntilArg,
     ViewArg,
     argument_error,
     list_schema,
@@ -285,9 +286,10 @@ def build_server(
         limit: LimitArg = HISTORY_LIMIT_DEFAULT,
         view: ViewArg = None,
         features: FeaturesArg = None,
+        until_ms: UntilArg = None,
     ) -> CallToolResult:
         await source.wait_ready()
-        args = (coin, since_ms, limit)
+        args = (coin, since_ms, limit, until_ms)
         return await _call(_view_result, "history", source.history, args, view, features, "compact")
 
     def explain(coin: str) -> RegimeExplanation:

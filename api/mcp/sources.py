@@ -23,7 +23,14 @@ from typing import Any, Protocol
 import anyio
 import orjson
 
-from api.signals import ApiError, check_coin_name, history_json, latest_record, list_json
+from api.signals import (
+    ApiError,
+    check_coin_name,
+    history_json,
+    history_page,
+    latest_record,
+    list_json,
+)
 from api.signals import resolve as app_resolve
 from connectors.store import RunState, SignalStore
 from operators.explain import utc_text
@@ -66,8 +73,11 @@ class SignalSource(Protocol):
         """Every coin's latest envelope (``GET /v1/signals``)."""
         ...
 
-    def history(self, coin: str, since_ms: int | None, limit: int) -> dict[str, Any]:
-        """A coin's stored envelopes, oldest first (``GET /v1/signal/{coin}/history``)."""
+    def history(
+        self, coin: str, since_ms: int | None, limit: int, until_ms: int | None = None
+    ) -> dict[str, Any]:
+        """A coin's stored envelopes, oldest first (``GET /v1/signal/{coin}/history``); with
+        ``until_ms`` a time range that says ``next_since_ms``."""
         ...
 
     def coins_with_signal(self) -> list[str]:
@@ -164,15 +174,22 @@ class StoreSource:
         out: dict[str, Any] = orjson.loads(body)
         return out
 
-    def history(self, coin: str, since_ms: int | None, limit: int) -> dict[str, Any]:
-        """A coin's stored envelopes, oldest first, as emitted.
+    def history(
+        self, coin: str, since_ms: int | None, limit: int, until_ms: int | None = None
+    ) -> dict[str, Any]:
+        """A coin's stored envelopes, oldest first, as emitted; with ``until_ms`` the range
+        ``since_ms < timestamp_ms <= until_ms`` and ``next_since_ms`` (as the REST route).
 
         Raises:
-            SignalQueryError: as `resolve`.
+            SignalQueryError: as `resolve`; 404 when a range reaches before what is held.
         """
         name = self.resolve(coin)
-        recs = self.store.record_history(name, limit=limit, since_ms=since_ms)
-        out: dict[str, Any] = orjson.loads(history_json(name, recs))
+        try:
+            recs, next_since = history_page(self.store, name, limit, since_ms, until_ms)
+        except ApiError as ex:
+            earliest = f" (earliest_ms {ex.earliest_ms})" if ex.earliest_ms is not None else ""
+            raise SignalQueryError(ex.status, ex.detail + earliest) from None
+        out: dict[str, Any] = orjson.loads(history_json(name, recs, next_since))
         return out
 
     def coins_with_signal(self) -> list[str]:
@@ -251,9 +268,15 @@ class ApiSource:
         out: dict[str, Any] = self._get("/v1/signals")
         return out
 
-    def history(self, coin: str, since_ms: int | None, limit: int) -> dict[str, Any]:
+    def history(
+        self, coin: str, since_ms: int | None, limit: int, until_ms: int | None = None
+    ) -> dict[str, Any]:
         """``GET /v1/signal/{coin}/history``."""
-        query = {"limit": limit} if since_ms is None else {"limit": limit, "since_ms": since_ms}
+        query: dict[str, Any] = {"limit": limit}
+        if since_ms is not None:
+            query["since_ms"] = since_ms
+        if until_ms is not None:
+            query["until_ms"] = until_ms
         out: dict[str, Any] = self._get(self._coin_path(coin) + "/history", query)
         return out
 

@@ -151,6 +151,16 @@ CALLS: dict[str, tuple[str, dict[str, Any]]] = {
         "get_history",
         {"coin": "BTC", "since_ms": 1767226190000, "limit": 1000, "view": "full"},
     ),
+    "history_range": (
+        "get_history",
+        {
+            "coin": "BTC",
+            "since_ms": 1767225900000,
+            "until_ms": 1767226000000,
+            "limit": 40,
+            "view": "full",
+        },
+    ),
     "explain": ("explain_regime", {"coin": "btc"}),
     "unknown": ("get_signal", {"coin": "DOGE"}),
     "unknown_explain": ("explain_regime", {"coin": "DOGE"}),
@@ -279,6 +289,7 @@ def test_tools_are_listed_with_small_output_schemas(stdio: Session) -> None:
     assert set(stdio.tools["get_history"].inputSchema["properties"]) == {
         "coin",
         "since_ms",
+        "until_ms",
         "limit",
         "view",
         "features",
@@ -349,6 +360,16 @@ def test_list_signals_and_history(stdio: Session, store: SignalStore) -> None:
     assert since["data"] == store.history("BTC", since_ms=1767226190000)
     assert since["count"] == len(since["data"]) > 0
     assert all(e["timestamp_ms"] > 1767226190000 for e in since["data"])
+    # a time range pages as the REST route does (since_ms < t <= until_ms, the oldest `limit`)
+    ranged = _structured(stdio.calls["history_range"], SignalHistory)
+    rest = TestClient(create_app(store)).get(
+        "/v1/signal/BTC/history",
+        params={"since_ms": 1767225900000, "until_ms": 1767226000000, "limit": 40, "view": "full"},
+    )
+    assert ranged == rest.json()
+    assert ranged["count"] == 40
+    assert ranged["next_since_ms"] == ranged["data"][-1]["timestamp_ms"]
+    assert all(1767225900000 < e["timestamp_ms"] <= 1767226000000 for e in ranged["data"])
 
 
 def test_history_defaults_fit_a_context(stdio: Session, store: SignalStore) -> None:
