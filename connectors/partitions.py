@@ -48,6 +48,7 @@ from connectors.files import Pace, _FileReader, check_replay_options, drain, res
 from connectors.parse import FrameParser
 from connectors.peek import line_key
 from connectors.replay_stats import ReplayStats
+from connectors.routing import owned
 from connectors.split import split_once
 from connectors.spool import (
     BLANK,
@@ -372,6 +373,10 @@ class PartitionedReplaySource(FixedPartitionedSource[Event, dict[str, int]]):
         speed: 0 = as fast as possible; 1 = real time by event timestamps (one clock per process).
         stop: when set, the partitions end at their next poll (clean EOF: windows flush).
         batch_size: records per batch.
+        place: ``(process_id, workers_per_process, processes)`` of this process in a cluster:
+            it then lists only the partitions of the coins whose state its workers keep
+            (`connectors.routing`), so no event crosses to another process; the other partition
+            goes to process 0. None: every partition (Bytewax spreads them).
     """
 
     def __init__(
@@ -382,6 +387,7 @@ class PartitionedReplaySource(FixedPartitionedSource[Event, dict[str, int]]):
         speed: float = 0.0,
         stop: threading.Event | None = None,
         batch_size: int = 1000,
+        place: tuple[int, int, int] | None = None,
     ) -> None:
         check_replay_options(speed, batch_size)
         self.plan = plan
@@ -392,10 +398,19 @@ class PartitionedReplaySource(FixedPartitionedSource[Event, dict[str, int]]):
         self.stop = stop
         self.batch_size = batch_size
         self._pace = Pace(speed) if speed > 0 else None
+        self.place = place
 
     @override
     def list_parts(self) -> list[str]:
-        return [p.key for p in self.plan.parts]
+        if self.place is None:
+            return [p.key for p in self.plan.parts]
+        process_id, per_process, processes = self.place
+        return [
+            p.key
+            for p in self.plan.parts
+            if (p.coin is None and process_id == 0)
+            or (p.coin is not None and owned(p.coin, process_id, per_process, processes))
+        ]
 
     @override
     def build_part(

@@ -204,7 +204,12 @@ def build_pipeline(
                 config=validation,
             )
             source = PartitionedReplaySource(
-                plan, stats, speed=settings.speed, stop=stop, batch_size=settings.batch_size
+                plan,
+                stats,
+                speed=settings.speed,
+                stop=stop,
+                batch_size=settings.batch_size,
+                place=(cluster.process_id, cluster.workers_per_process, cluster.processes),
             )
         else:
             source = NdjsonSource(
