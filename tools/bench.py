@@ -6,6 +6,7 @@
     python -m tools.bench --api      # API throughput and SSE fan-out (tools.bench_api)
     python -m tools.bench --soak     # RSS over a long live run, 120 coins (tools.bench_soak)
     python -m tools.bench --cluster  # whole-market replay on 1 vs 2 processes (tools.bench_cluster)
+    python -m tools.bench --redis    # REST, SSE: a Redis replica vs memory (tools.bench_redis)
 
 Default PATH: the real 35-minute capture ``../shared/data/real/frames/
 hl_live_20250904_btc-eth-sol.ndjson.gz`` (falls back to ``data/sample.ndjson.gz`` when the shared
@@ -228,7 +229,8 @@ def market_capture(coins: int, seconds: float, seed: int = 7) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tools.bench`` (``--live``: `tools.bench_live`; ``--api``:
-    `tools.bench_api`; ``--soak``: `tools.bench_soak`)."""
+    `tools.bench_api`; ``--soak``: `tools.bench_soak`; ``--cluster``: `tools.bench_cluster`;
+    ``--redis``: `tools.bench_redis`)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "--live" in args:
         args.remove("--live")
@@ -240,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         from tools import bench_cluster
 
         return bench_cluster.main(args)
+    if "--redis" in args:
+        args.remove("--redis")
+        from tools import bench_redis
+
+        return bench_redis.main(args)
     if "--soak" in args:
         args.remove("--soak")
         from tools import bench_soak

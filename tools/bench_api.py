@@ -34,12 +34,12 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing as mp
-import os
 import socket
 import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -47,10 +47,10 @@ from typing import Any
 import orjson
 
 from connectors.captures import sample_capture
+from tools.bench_sse import HOST, cpu_s, fan_out, pct
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CAPTURE = sample_capture()  # the shipped demo capture (packaged in the wheel)
-HOST = "127.0.0.1"
 TOKEN = "bench-token-0123456789abcdef"
 READY_TIMEOUT_S = 60.0
 COIN = "BTC"
@@ -137,28 +137,6 @@ def free_port() -> int:
         return port
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def pct(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``values`` (nearest rank)."""
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
-
-
 async def _load_httpx(
     url: str, clients: int, seconds: float, headers: dict[str, str]
 ) -> list[float]:
@@ -223,27 +201,19 @@ async def _load_raw(url: str, clients: int, seconds: float, headers: dict[str, s
     return lat
 
 
-def rest_bench(
-    pid: int,
-    api_port: int,
-    bare_port: int,
+def interleaved(
+    targets: dict[str, tuple[str, dict[str, str], int]],
     clients: int,
     seconds: float,
     rounds: int,
     client: str = "raw",
-) -> dict[str, Any]:
-    """Interleaved rounds against the signal route and the bare route (best and median)."""
-    targets = {
-        "signal": (
-            f"http://{HOST}:{api_port}/v1/signal/{COIN}",
-            {"Authorization": f"Bearer {TOKEN}"},
-        ),
-        "bare": (f"http://{HOST}:{bare_port}/ok", {}),
-    }
+) -> dict[str, dict[str, Any]]:
+    """Interleaved rounds of load on each ``name -> (url, headers, server pid)``: per name the
+    best round (req/s, p50/p99, server CPU), the median req/s and every round's req/s."""
     load = _load_raw if client == "raw" else _load_httpx
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in targets}
     for _ in range(rounds):
-        for name, (url, headers) in targets.items():
+        for name, (url, headers, pid) in targets.items():
             c0, t0 = cpu_s(pid), time.monotonic()
             lat = asyncio.run(load(url, clients, seconds, headers))
             elapsed = time.monotonic() - t0
@@ -256,7 +226,7 @@ def rest_bench(
                     "server_cpu_pct": 100 * (cpu_s(pid) - c0) / elapsed,
                 }
             )
-    res: dict[str, Any] = {}
+    res: dict[str, dict[str, Any]] = {}
     for name, rs in runs.items():
         best = max(rs, key=lambda r: r["rps"])
         res[name] = best | {
@@ -264,50 +234,41 @@ def rest_bench(
             "rounds": [round(r["rps"]) for r in rs],
             "requests": sum(r["requests"] for r in rs),
         }
+    return res
+
+
+def rest_bench(
+    pid: int,
+    api_port: int,
+    bare_port: int,
+    clients: int,
+    seconds: float,
+    rounds: int,
+    client: str = "raw",
+) -> dict[str, Any]:
+    """Interleaved rounds against the signal route and the bare route (best and median)."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    targets = {
+        "signal": (f"http://{HOST}:{api_port}/v1/signal/{COIN}", auth, pid),
+        "bare": (f"http://{HOST}:{bare_port}/ok", {}, pid),
+    }
+    res: dict[str, Any] = interleaved(targets, clients, seconds, rounds, client)
     res["ratio"] = res["signal"]["rps"] / res["bare"]["rps"]
     res["median_ratio"] = res["signal"]["median_rps"] / res["bare"]["median_rps"]
     return res
 
 
-async def _subscriber(
-    port: int, got: dict[int, float], opened: asyncio.Event, done: asyncio.Event
-) -> None:
-    """One raw SSE client: record the receipt time of every ``id:``."""
-    reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 20)
-    req = (
-        f"GET /v1/stream HTTP/1.1\r\nHost: {HOST}\r\nAccept: text/event-stream\r\n"
-        f"Authorization: Bearer {TOKEN}\r\n\r\n"
-    )
-    writer.write(req.encode())
-    await writer.drain()
-    head = await reader.readuntil(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        msg = f"stream refused: {head[:80]!r}"
-        raise RuntimeError(msg)
-    opened.set()
-    buf = b""
-    try:
-        while not done.is_set():
-            data = await reader.read(1 << 16)
-            if not data:
-                break
-            t = time.monotonic()
-            buf += data
-            pos = 0
-            while True:
-                i = buf.find(b"\nid: ", pos)
-                if i < 0:
-                    break
-                j = buf.find(b"\n", i + 5)
-                if j < 0:
-                    break
-                got.setdefault(int(buf[i + 5 : j]), t)
-                pos = j
-            buf = buf[pos:] if pos else buf[-64:] if len(buf) > 1 << 16 else buf
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+def asker(conn: Connection) -> Callable[[str, Any], Any]:
+    """``ask(cmd, arg)``: send a command to a server process on ``conn`` and wait for its
+    answer (one question at a time: the publisher and the stream counter share the pipe)."""
+    lock = threading.Lock()
+
+    def ask(cmd: str, arg: Any) -> Any:
+        with lock:
+            conn.send((cmd, arg))
+            return conn.recv()
+
+    return ask
 
 
 def sse_bench(
@@ -320,81 +281,25 @@ def sse_bench(
     interval_s: float,
     rounds: int,
 ) -> dict[str, Any]:
-    """Open ``subscribers`` streams, measure them idle, then publish ``rounds`` times and
-    measure the lag of every delivery (best and median round)."""
+    """`tools.bench_sse.fan_out` on the in-memory store: the server process publishes (its
+    ``put_many``, standing in for the flow's sink) and counts its streams, asked on ``conn``."""
+    ask = asker(conn)
 
-    async def run() -> dict[str, Any]:
-        rss0 = rss_mb(pid)
-        done = asyncio.Event()
-        got: list[dict[int, float]] = [{} for _ in range(subscribers)]
-        opened = [asyncio.Event() for _ in range(subscribers)]
-        tasks = [
-            asyncio.create_task(_subscriber(port, g, o, done))
-            for g, o in zip(got, opened, strict=True)
-        ]
-        async with asyncio.timeout(30):
-            await asyncio.gather(*(o.wait() for o in opened))
-            while True:  # the server side registers right after the headers
-                conn.send(("subscribers", None))
-                if await asyncio.to_thread(conn.recv) >= subscribers:
-                    break
-                await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
-        rss1 = rss_mb(pid)
-        idle_s = 3.0
-        c0 = cpu_s(pid)
-        await asyncio.sleep(idle_s)
-        idle_cpu = (cpu_s(pid) - c0) / idle_s
-        per_round: list[dict[str, float]] = []
-        missing = deliveries = events = 0
-        busy_cpu_s = busy_s = 0.0
-        for _ in range(rounds):
-            c0, t0 = cpu_s(pid), time.monotonic()
-            conn.send(("publish", (batches, batch, interval_s)))
-            stamps: list[tuple[int, float]] = await asyncio.wait_for(
-                asyncio.to_thread(conn.recv), timeout=batches * interval_s + 30
-            )
-            want = {seq for seq, _ in stamps}
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not all(want <= g.keys() for g in got):  # noqa: ASYNC110
-                await asyncio.sleep(0.05)  # polling plain dicts filled by other tasks
-            busy_cpu_s += cpu_s(pid) - c0
-            busy_s += time.monotonic() - t0
-            put = dict(stamps)
-            lags = [g[s] - put[s] for g in got for s in want if s in g]
-            missing += sum(len(want - g.keys()) for g in got)
-            deliveries += len(lags)
-            events += len(want)
-            per_round.append(
-                {
-                    "p50_ms": pct(lags, 0.5) * 1000,
-                    "p99_ms": pct(lags, 0.99) * 1000,
-                    "max_ms": max(lags) * 1000 if lags else float("nan"),
-                }
-            )
-            await asyncio.sleep(0.5)
-        done.set()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        best = min(per_round, key=lambda r: r["p99_ms"])
-        return {
-            "subscribers": subscribers,
-            "events": events,
-            "deliveries": deliveries,
-            "missing": missing,
-            "lag_p50_ms": best["p50_ms"],
-            "lag_p99_ms": best["p99_ms"],
-            "lag_max_ms": best["max_ms"],
-            "median_p99_ms": statistics.median(r["p99_ms"] for r in per_round),
-            "rounds_p99_ms": [round(r["p99_ms"], 1) for r in per_round],
-            "rss_idle_mb": rss1 - rss0,
-            "rss_per_subscriber_kb": (rss1 - rss0) * 1024 / subscribers,
-            "idle_cpu_pct": 100 * idle_cpu,
-            "busy_cpu_pct": 100 * busy_cpu_s / busy_s,
-        }
+    def publish(n: int, size: int, every_s: float) -> list[float]:
+        return [t0 for _seq, t0 in ask("publish", (n, size, every_s))]
 
-    return asyncio.run(run())
+    return fan_out(
+        pid,
+        port,
+        TOKEN,
+        publish,
+        lambda: int(ask("subscribers", None)),
+        subscribers=subscribers,
+        batches=batches,
+        batch=batch,
+        interval_s=interval_s,
+        rounds=rounds,
+    )
 
 
 # -- the command line ----------------------------------------------------------------------------
@@ -493,6 +398,26 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def add_sse_args(ap: argparse.ArgumentParser) -> None:
+    """The SSE fan-out's shape, and ``--json`` (shared with `tools.bench_redis`)."""
+    ap.add_argument("--subscribers", type=int, default=500, help="SSE subscribers")
+    ap.add_argument("--batches", type=int, default=30, help="batches published per round")
+    ap.add_argument("--sse-rounds", type=int, default=3, help="publishing rounds")
+    ap.add_argument("--batch", type=int, default=3, help="envelopes per batch")
+    ap.add_argument("--interval-ms", type=float, default=100.0, help="between batches")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse REST and SSE shapes out of bounds (everything the benchmark does is bounded)."""
+    if not 1 <= args.clients <= 256 or not 1 <= args.subscribers <= 2000:
+        ap.error("--clients must be 1..256 and --subscribers 1..2000")
+    if not 0 < args.seconds <= 60 or not 1 <= args.rounds <= 10 or not 1 <= args.batches <= 10_000:
+        ap.error("--seconds must be in (0, 60], --rounds 1..10, --batches 1..10000")
+    if not 1 <= args.sse_rounds <= 10 or not 1 <= args.batch <= 1000:
+        ap.error("--sse-rounds must be 1..10 and --batch 1..1000")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tools.bench_api``."""
     ap = argparse.ArgumentParser(
@@ -509,19 +434,9 @@ def main(argv: list[str] | None = None) -> int:
         help="REST load client: raw asyncio keep-alive sockets (light: the server saturates) "
         "or httpx2 (heavier: the client may be the bottleneck)",
     )
-    ap.add_argument("--subscribers", type=int, default=500, help="SSE subscribers")
-    ap.add_argument("--batches", type=int, default=30, help="batches published per round")
-    ap.add_argument("--sse-rounds", type=int, default=3, help="publishing rounds")
-    ap.add_argument("--batch", type=int, default=3, help="envelopes per batch")
-    ap.add_argument("--interval-ms", type=float, default=100.0, help="between batches")
-    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_sse_args(ap)
     args = ap.parse_args(argv)
-    if not 1 <= args.clients <= 256 or not 1 <= args.subscribers <= 2000:
-        ap.error("--clients must be 1..256 and --subscribers 1..2000")
-    if not 0 < args.seconds <= 60 or not 1 <= args.rounds <= 10 or not 1 <= args.batches <= 10_000:
-        ap.error("--seconds must be in (0, 60], --rounds 1..10, --batches 1..10000")
-    if not 1 <= args.sse_rounds <= 10 or not 1 <= args.batch <= 1000:
-        ap.error("--sse-rounds must be 1..10 and --batch 1..1000")
+    check_args(ap, args)
     logging.basicConfig(level=logging.WARNING)
     result = bench(args)
     if args.json:
