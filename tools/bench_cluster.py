@@ -5,7 +5,8 @@
 
 The capture is a simulated whole market (``--coins`` coins for ``--seconds`` of exchange time,
 the simulator's markets renamed C000, C001, ...), generated once and cached in ``$TMPDIR``; or
-``--capture``. Each round runs, interleaved, the standard one-process path
+``--capture`` (a file, or a directory or glob of captures such as an archive layout of per-coin
+files, which needs no split). Each round runs, interleaved, the standard one-process path
 (``python -m bytewax.run flows.signal``) and an N-process cluster of the same entry
 (``bytewax.run -i k -a "127.0.0.1:p0;…"``, what ``python -m bytewax.testing flows.signal -p N``
 starts), both as a user would: ``HLSL_REPLAY`` the capture, ``HLSL_API=0``,
@@ -32,8 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lz4.frame
 import orjson
 
+from connectors.captures import expand_captures
 from tools.fake_exchange import ListFeed
 from tools.simulate.capture import iso_ns
 
@@ -59,10 +62,24 @@ def market_capture(coins: int, seconds: float) -> Path:
     return path
 
 
+def capture_lines(path: Path) -> list[bytes]:
+    """Every line of a capture: a file (gzip, LZ4 or plain) or a directory or glob of them (what
+    ``HLSL_REPLAY`` accepts, `connectors.captures.expand_captures`)."""
+    lines: list[bytes] = []
+    for name in expand_captures([str(path)]):
+        if name.endswith(".gz"):
+            data = gzip.decompress(Path(name).read_bytes())
+        elif name.endswith(".lz4"):
+            data = lz4.frame.decompress(Path(name).read_bytes())
+        else:
+            data = Path(name).read_bytes()
+        lines.extend(data.splitlines())
+    return lines
+
+
 def orjson_lines_per_s(path: Path) -> tuple[float, int]:
     """Plain ``orjson.loads`` of every line (decompressed first): lines/s and the line count."""
-    with gzip.open(path, "rb") as fh:
-        lines = fh.read().splitlines()
+    lines = capture_lines(path)
     loads = orjson.loads
     best = float("inf")
     for _ in range(3):
