@@ -34,6 +34,7 @@ from connectors.codes import Explain
 from operators.calibration import UNCALIBRATED, Calibration, load_default
 from operators.features import FeatureVector
 from operators.forecast import Forecast, VolModel, forecast
+from operators.interval import IntervalTracker
 from operators.microstructure import walk_book
 from operators.regime import VOL_MODEL, RegimeLabel, RegimeState, Rule
 
@@ -282,13 +283,17 @@ class EdgeScorer:
     calibration: Calibration | None = field(default_factory=lambda: CALIBRATION)
     vol_model: VolModel | None = field(default_factory=lambda: VOL_MODEL)
 
-    def forecast_at(self, regime: RegimeState, horizon_ms: int) -> Forecast | None:
-        """The volatility forecast over ``horizon_ms`` from the regime's volatility state."""
+    def forecast_at(
+        self, regime: RegimeState, horizon_ms: int, tracker: IntervalTracker | None = None
+    ) -> Forecast | None:
+        """The volatility forecast over ``horizon_ms`` from the regime's volatility state, its
+        interval at the coin's adapted levels (`operators.interval`; none: the fitted ones)."""
         snap = regime.vol
         model = self.vol_model
         if snap is None or model is None:
             return None
-        return forecast(model, snap, horizon_ms)
+        levels = None if tracker is None else tracker.level(horizon_ms)
+        return forecast(model, snap, horizon_ms, levels)
 
     def horizon(self, fv: FeatureVector) -> tuple[int, str, float | None]:
         """``(horizon_ms, calibration version or "uncalibrated", mean |move| bps or None)``.
@@ -339,8 +344,15 @@ class EdgeScorer:
             forecast=fc,
         )
 
-    def score(self, fv: FeatureVector, regime: RegimeState, signals: Signals, stale: bool) -> Edge:
-        """Score one bar (DESIGN.md §6 Edge)."""
+    def score(
+        self,
+        fv: FeatureVector,
+        regime: RegimeState,
+        signals: Signals,
+        stale: bool,
+        tracker: IntervalTracker | None = None,
+    ) -> Edge:
+        """Score one bar (DESIGN.md §6 Edge); ``tracker``: the coin's interval levels."""
         cfg = self.config
         values = fv.values
         label = regime.label
@@ -380,7 +392,7 @@ class EdgeScorer:
             why.append(Explain.NO_NEW_DATA)
             horizon_ms, version, _ = self.horizon(fv)
             return self._no_call(
-                why, horizon_ms, version, 0.0, self.forecast_at(regime, horizon_ms)
+                why, horizon_ms, version, 0.0, self.forecast_at(regime, horizon_ms, tracker)
             )
 
         direction = Direction.FLAT
@@ -420,7 +432,7 @@ class EdgeScorer:
 
         horizon_ms, version, move = self.horizon(fv)
         fee = cfg.taker_fee_bps
-        fc = self.forecast_at(regime, horizon_ms)
+        fc = self.forecast_at(regime, horizon_ms, tracker)
         if direction is Direction.FLAT:
             return self._no_call(why, horizon_ms, version, raw, fc)
 

@@ -31,6 +31,10 @@ returns ``r_t`` only (causal: nothing after the bar), with ``B`` the bar length:
   ladder entry's own quantiles (all families pooled) serve. Residuals differ by family: the
   same ``H`` covers minutes on 5 m bars and a day on 1 h bars, and one set of quantiles for
   all undercovered.
+- **Adaptive levels** (Gibbs & Candès 2021, `operators.interval`): per coin and horizon each
+  tail's level ``α`` (0.1 to start) moves by ``γ·(0.1 − miss)`` once a published interval's
+  horizon has passed; `shifted` moves ``q10``/``q90`` to the levels along the normal through
+  them. ``γ`` is the table's ``aci.gamma`` (0 in a table without it: the fitted quantiles).
 - **Risk ratio** ``ρ = √(m̂_F / L)`` at ``F`` = one hour of bars (at least 6, at most the ladder's
   longest): the next hour's forecast volatility against the coin's norm, the regime's risk flag;
   published once the state has folded a day of bars (and at least 100).
@@ -49,6 +53,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Final
 
 import msgspec
@@ -63,6 +68,12 @@ MS_DAY: Final = 86_400_000
 INTERVAL_REACH: Final = math.log(2.0)
 """An interval entry serves horizons within this (log) distance of its own."""
 FLAG_MIN_BARS: Final = 6
+ACI_TARGET: Final = 0.1
+"""Each tail's aimed miss rate (the 10th and 90th percentiles)."""
+ACI_CLIP: Final = (0.001, 0.5)
+"""Bounds of an adapted tail level: the interval never becomes infinite or inverted."""
+_Z = NormalDist().inv_cdf
+_Z_TARGET: Final = _Z(ACI_TARGET)
 _KNOWN_MAX: Final = 4096
 """The risk flag looks one hour of bars ahead, at least this many."""
 
@@ -111,6 +122,9 @@ class VolModel:
     ladder: tuple[LadderFit, ...]
     intervals: tuple[IntervalFit, ...] = ()
     """Per family (bar length) and horizon; empty: the ladder's pooled ``q10``/``q90``."""
+    aci_gamma: float = 0.0
+    """Step ``γ`` of the adaptive conformal levels (`operators.interval`); 0: the fitted
+    quantiles, unadapted (a table without an ``aci`` block)."""
     fitted_on: dict[str, Any] = field(default_factory=dict)
     path: str = ""
 
@@ -291,12 +305,34 @@ def mean_var(model: VolModel, snap: VolSnapshot, bars: int) -> tuple[float, Ladd
     return norm * math.exp(x), fit, s_ahead
 
 
-def forecast(model: VolModel, snap: VolSnapshot, horizon_ms: int) -> Forecast:
-    """The forecast over ``horizon_ms`` (at least one bar) from a snapshot."""
+def shifted(q10: float, q90: float, levels: tuple[float, float] | None) -> tuple[float, float]:
+    """The fitted log bounds moved to the adapted tail levels ``(α_lo, α_hi)``.
+
+    ``q_lo = q10 + σ·(z(α_lo) − z(0.1))``, ``q_hi = q90 − σ·(z(α_hi) − z(0.1))`` with ``z`` the
+    standard normal quantile and ``σ = (q90 − q10) / (2·z(0.9))``: the normal through the two
+    fitted quantiles, exact at the fitted levels (a level of 0.1 leaves its bound unchanged).
+    """
+    if levels is None:
+        return q10, q90
+    a_lo, a_hi = levels
+    sigma = (q90 - q10) / (-2.0 * _Z_TARGET)
+    lo = q10 if a_lo == ACI_TARGET else q10 + sigma * (_Z(a_lo) - _Z_TARGET)
+    hi = q90 if a_hi == ACI_TARGET else q90 - sigma * (_Z(a_hi) - _Z_TARGET)
+    return lo, hi
+
+
+def forecast(
+    model: VolModel,
+    snap: VolSnapshot,
+    horizon_ms: int,
+    levels: tuple[float, float] | None = None,
+) -> Forecast:
+    """The forecast over ``horizon_ms`` (at least one bar) from a snapshot; ``levels``: the
+    adapted tail levels of the interval (`shifted`; None: the fitted quantiles)."""
     bars = max(1, round(horizon_ms / snap.bar_ms))
     m, fit, s_ahead = mean_var(model, snap, bars)
     var = bars * m
-    q10, q90 = model.interval_for(snap.bar_ms, bars)
+    q10, q90 = shifted(*model.interval_for(snap.bar_ms, bars), levels)
     return Forecast(
         horizon_ms=horizon_ms,
         vol_bps=round(1e4 * math.sqrt(var * fit.smear), 4),
@@ -435,6 +471,13 @@ def parse(doc: Any, path: str = "") -> VolModel:
                 msg = f"volatility model: {what}: need bar_ms >= 1, bars >= 1, q10 < q90"
                 raise ValueError(msg)
             intervals.append(iv)
+    gamma = 0.0
+    aci = doc.get("aci")
+    if aci is not None:
+        gamma = _num(aci.get("gamma") if isinstance(aci, dict) else aci, "aci.gamma")
+        if not 0.0 <= gamma < 1.0:
+            msg = f"volatility model: aci.gamma must be in [0, 1), got {gamma}"
+            raise ValueError(msg)
     fitted = doc.get("fitted_on")
     return VolModel(
         version=version,
@@ -447,6 +490,7 @@ def parse(doc: Any, path: str = "") -> VolModel:
         flag_exit=leave,
         ladder=tuple(ladder),
         intervals=tuple(sorted(intervals, key=lambda i: (i.bar_ms, i.bars))),
+        aci_gamma=gamma,
         fitted_on=fitted if isinstance(fitted, dict) else {},
         path=path,
     )

@@ -37,6 +37,7 @@ from operators.envelope import (
 )
 from operators.failures import STEP_ERRORS, Degraded
 from operators.features import FeatureConfig, FeatureState, FeatureVector, check_features
+from operators.interval import IntervalTracker
 from operators.regime import RegimeClassifier, RegimeConfig, RegimeState, check_regime
 from operators.rolling import UndoError
 
@@ -111,19 +112,36 @@ def classify(
     return state, (fv, rs)
 
 
-def score_bar(step_id: str, scorer: EdgeScorer, item: tuple[FeatureVector, RegimeState]) -> Scored:
+def score_bar(
+    step_id: str,
+    scorer: EdgeScorer,
+    item: tuple[FeatureVector, RegimeState],
+    tracker: IntervalTracker | None = None,
+) -> Scored:
     """One bar of the score step; a degraded or failing bar gets the FLAT ``STEP_ERROR`` edge
-    (signals from what features it has, or none if they failed)."""
+    (signals from what features it has, or none if they failed).
+
+    ``tracker`` (the coin's adaptive interval levels, `operators.interval`) first folds the bar's
+    return and scores the intervals now due, then queues this bar's interval; on a failure it is
+    rolled back to before the bar."""
     fv, rs = item
     degraded = fv.degraded
+    mark = None if tracker is None else tracker.mark()
     try:
         fresh = freshness_block(fv, fv.close_ms)
         stale = fresh["status"] == _STALE
         sig = compute_signals(fv, rs)
         if degraded is None:
-            return Scored(fv, rs, sig, scorer.score(fv, rs, sig, stale), fresh)
+            if tracker is not None:
+                tracker.fold(fv.bar_return, fv.close_ms)
+            edge = scorer.score(fv, rs, sig, stale, tracker)
+            if tracker is not None:
+                tracker.record(fv.close_ms, edge.forecast)
+            return Scored(fv, rs, sig, edge, fresh)
     except Exception as ex:
         degraded = STEP_ERRORS.record(step_id, fv.coin, ex)
+        if tracker is not None and mark is not None:
+            tracker.restore(mark)
         try:
             fresh = freshness_block(fv, fv.close_ms)
         except Exception:  # the clocks themselves are bad: say nothing about them
@@ -184,13 +202,18 @@ def score(
     config: EdgeConfig,
     calibration: Calibration | None = CALIBRATION,
 ) -> KeyedStream[Scored]:
-    """Signals, freshness as of the bar close, and the edge (stateless; `score_bar`)."""
+    """Signals, freshness as of the bar close, and the edge (`score_bar`); the state per coin is
+    only the forecast interval's adaptive levels (`IntervalTracker`)."""
     scorer = EdgeScorer(config, calibration)
 
-    def mapper(item: tuple[FeatureVector, RegimeState]) -> Scored:
-        return score_bar(step_id, scorer, item)
+    def mapper(
+        state: IntervalTracker | None, item: tuple[FeatureVector, RegimeState]
+    ) -> tuple[IntervalTracker, Scored]:
+        if state is None:
+            state = IntervalTracker.for_model(scorer.vol_model)
+        return state, score_bar(step_id, scorer, item, state)
 
-    return op.map_value(step_id, up, mapper)
+    return op.stateful_map(step_id, up, mapper)
 
 
 def envelope(

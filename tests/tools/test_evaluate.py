@@ -473,3 +473,17 @@ def test_exit_rule_prefers_the_exit_with_the_larger_auc_margin() -> None:
     assert best in EXIT_GRID
     assert set(scores) == {f"{e:.2f}" for e in EXIT_GRID}
     assert scores[f"{best:.2f}"] == max(scores.values())
+
+
+def test_aci_loss_by_hand_and_causal() -> None:
+    """`vol_fit.aci_loss`: with γ = 0 the mean pinball loss of the fixed band; a miss moves the
+    levels only ``h`` rows later."""
+    from tools.evaluate.vol_fit import aci_loss
+
+    res = np.array([np.nan, 0.0, 1.0, -1.0])
+    # e = 0: 0.1·0.5 + 0.1·0.5; e = 1: 0.1·1.5 + 0.9·0.5; e = −1: 0.9·0.5 + 0.1·1.5
+    assert aci_loss(res, 1, (-0.5, 0.5), 0.0, 0) == pytest.approx(1.3 / 3)
+    # the first row's miss (none) is known only after h = 5 rows: nothing adapts before
+    assert aci_loss(res, 5, (-0.5, 0.5), 0.05, 0) == pytest.approx(1.3 / 3)
+    assert aci_loss(res, 1, (-0.5, 0.5), 0.05, 0) != pytest.approx(1.3 / 3)
+    assert aci_loss(res, 1, (-0.5, 0.5), 0.0, 3) == pytest.approx(0.6)

@@ -477,19 +477,22 @@ def render(sciences: Sequence[DatasetScience], calibration: dict[str, Any], froz
         "negative = the model's loss is lower; p in brackets); coverage of the 10–90 % interval "
         "(aim 0.80; split-conformal quantiles of ln(realised / forecast variance) per bar-length "
         "family and horizon, fitted on the fitting rows only: candles before 2025-06-01, the "
-        "tick capture's first 60 %); Mincer–Zarnowitz slope b."
+        "tick capture's first 60 %; each tail's level then adapted online per coin and horizon, "
+        "adaptive conformal inference with the table's step γ) and its mean width ln(p90/p10); "
+        "Mincer–Zarnowitz slope b."
     )
     lines.append("")
     lines.append(
         "| dataset | coin | H (bars) | n | QLIKE model | trailing RV | EWMA | HAR-RV | "
-        "DM vs trailing | DM vs EWMA | DM vs HAR | MSE model / trailing | coverage | MZ b |"
+        "DM vs trailing | DM vs EWMA | DM vs HAR | MSE model / trailing | coverage | width | "
+        "MZ b |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for ds in sciences:
         for c in ds.coins:
             f = c.forecast
             if f is None:
-                lines.append(f"| {ds.name} | {c.coin} | {c.forecast_bars} |" + " – |" * 11)
+                lines.append(f"| {ds.name} | {c.coin} | {c.forecast_bars} |" + " – |" * 12)
                 continue
 
             def dm(k: str, f: ForecastScore = f) -> str:
@@ -504,7 +507,8 @@ def render(sciences: Sequence[DatasetScience], calibration: dict[str, Any], froz
                 f"{_x(f.qlike['model'], '.3f')} | {_x(f.qlike['trailing'], '.3f')} | "
                 f"{_x(f.qlike.get('ewma', math.nan), '.3f')} | "
                 f"{_x(f.qlike.get('har', math.nan), '.3f')} | {dm('trailing')} | "
-                f"{dm('ewma')} | {dm('har')} | {_x(mse)} | {_x(f.coverage)} | {_x(f.mz[1])} |"
+                f"{dm('ewma')} | {dm('har')} | {_x(mse)} | {_x(f.coverage, '.3f')} | "
+                f"{_x(f.width, '.3f')} | {_x(f.mz[1])} |"
             )
     lines.append("")
     lines.append(

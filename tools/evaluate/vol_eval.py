@@ -15,7 +15,8 @@ Per coin, on a regular series of bar returns ``r`` with a forecast at each bar c
   ``RV = 0`` (no move at all) is left out of QLIKE;
 - Diebold–Mariano: ``d_t = L_model − L_base``; ``DM = mean(d) / √(HAC var / n)`` with a
   Newey–West (Bartlett) variance of lag ``H``; two-sided normal p-value;
-- interval coverage: the share of ``√RV`` inside ``[p10, p90]`` (aim 0.8).
+- interval coverage: the share of ``√RV`` inside ``[p10, p90]`` (aim 0.8), and the interval's
+  mean width ``ln(p90 / p10)``.
 
 Risk flags: forward realised volatility ``√RV(F)`` over the next ``F`` bars (one hour, at least
 6), flagged / unflagged mean, and the flag's AUC against "``√RV(F)`` in its top decile" (for a
@@ -160,6 +161,8 @@ class ForecastScore:
     coverage: float
     mz: tuple[float, float]
     """Mincer–Zarnowitz ``RV = a + b σ̂²``: (a / mean RV, b)."""
+    width: float = math.nan
+    """Mean ``ln(p90 / p10)`` of the interval (its width in log volatility)."""
 
 
 def score_forecasts(
@@ -176,13 +179,16 @@ def score_forecasts(
     vol = np.sqrt(rv[ok])
     inside = (vol >= p10[ok]) & (vol <= p90[ok])
     cov = float(inside.mean()) if inside.size else math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logw = np.log(p90[ok] / p10[ok])
+    width = float(np.mean(logw)) if logw.size else math.nan
     fm = forecasts["model"][ok]
     if ok.sum() > 10 and np.ptp(fm) > 0:
         b, a = np.polyfit(fm, rv[ok], 1)
         mz = (float(a / np.mean(rv[ok])), float(b))
     else:
         mz = (math.nan, math.nan)
-    return ForecastScore(int(ok.sum()), q, mse, dm, cov, mz)
+    return ForecastScore(int(ok.sum()), q, mse, dm, cov, mz, width)
 
 
 @dataclass(frozen=True)

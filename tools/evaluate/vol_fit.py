@@ -22,6 +22,12 @@ the fitted coefficients see exactly the components the flow computes.
    through the flow with the fitted table, the envelopes' own forecast at their horizon against
    the realised variance on the evaluation's price grid, rows whose forward window ends within
    the first 60 % of the capture (`tools.evaluate.series.TICK_SPLIT_SHARE`).
+6. Adaptive conformal step ``γ`` (`operators.interval`; a rule fixed before any out-of-sample
+   figure was looked at): `ACI_RULE`. The levels run over each candle series' fitting rows as
+   the flow runs them (`operators.interval.step`, `operators.forecast.shifted`), from a band
+   fitted on the first half of those rows, and are scored on the second half: scored on the
+   rows the band was fitted on, the fitted quantiles are optimal by construction and no step
+   can win (that in-sample version of the rule chose γ = 0).
 5. Risk-flag exit (a rule fixed before any out-of-sample figure was looked at): among
    `EXIT_GRID`, the exit that maximises the mean over candle series of the hysteresis flag's
    AUC minus the one-line rule's AUC at the same flag rate (AUC against "forward realised vol
@@ -49,6 +55,7 @@ import numpy as np
 import numpy.typing as npt
 
 from operators.forecast import (
+    ACI_TARGET,
     MODEL_FORMAT,
     MS_DAY,
     MS_HOUR,
@@ -57,7 +64,9 @@ from operators.forecast import (
     VolState,
     flag_bars,
     parse,
+    shifted,
 )
+from operators.interval import step
 from tools.evaluate.series import (
     CANDLE_SPLIT_MS,
     F64,
@@ -84,6 +93,16 @@ INTERVAL_BARS: Final = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 """Horizons (bars) of the interval table of each candle family."""
 INTERVAL_MIN_ROWS: Final = 200
 """A family × horizon with fewer fitting rows gets no interval entry."""
+ACI_GAMMA_GRID: Final = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+"""Candidate steps of the adaptive conformal levels (step 6 chooses one on the fitting rows)."""
+ACI_RULE: Final = (
+    "gamma in 0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05 minimising the mean over candle series "
+    "and interval horizons H (each series x H weighted equally) of the mean pinball loss "
+    "(levels 0.1 and 0.9) of the adapted log bounds against ln(RV_H / (H m_H)), pseudo out of "
+    "sample inside the fitting rows: the band refitted on the first half of each series' "
+    "fitting rows, the loss on the second half, the levels run from the first fitting row, a "
+    "row's miss entering them H bars later; ties (to 1e-6) to the smaller gamma"
+)
 
 
 def season_profile(series: Sequence[CandleSeries]) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -259,6 +278,62 @@ def choose_exit(
     return best, scores
 
 
+def aci_loss(res: F64, h: int, band: tuple[float, float], gamma: float, start: int) -> float:
+    """Mean pinball loss (levels 0.1 and 0.9) of the bounds adapted with step ``gamma`` over
+    the rows of ``res`` from index ``start`` on; the levels run over every row in time order
+    (NaN: not a fitting row) from the fitted ``band``, row ``i``'s miss entering them at row
+    ``i + h``, when its forward window has closed."""
+    rows = np.flatnonzero(np.isfinite(res)).tolist()
+    vals = res.tolist()
+    q10, q90 = band
+    levels = (ACI_TARGET, ACI_TARGET)
+    waiting: list[tuple[int, float, float]] = []
+    head = 0
+    total = 0.0
+    n = 0
+    for t in rows:
+        while head < len(waiting) and waiting[head][0] + h <= t:
+            j, lo, hi = waiting[head]
+            head += 1
+            levels = (step(levels[0], gamma, vals[j] < lo), step(levels[1], gamma, vals[j] > hi))
+        lo, hi = shifted(q10, q90, levels) if gamma > 0 else (q10, q90)
+        if t >= start:
+            e = vals[t]
+            total += (ACI_TARGET - (e < lo)) * (e - lo) + (1 - ACI_TARGET - (e < hi)) * (e - hi)
+            n += 1
+        waiting.append((t, lo, hi))
+    return total / max(1, n)
+
+
+def choose_gamma(
+    model: VolModel, states: Sequence[tuple[CandleSeries, Any, F64]]
+) -> tuple[float, dict[str, float]]:
+    """Step 6: the step of `ACI_GAMMA_GRID` with the lowest mean pseudo-out-of-sample pinball
+    loss inside the fitting rows: per family and horizon the split-conformal band refitted on
+    the first half of each series' fitting rows, the loss taken on the second half."""
+    cases: list[tuple[F64, int, tuple[float, float], int]] = []
+    for bar_ms in sorted({st[0].bar_ms for st in states}):
+        for h in INTERVAL_BARS:
+            fam: list[tuple[F64, int]] = []
+            for s, comps, norm in (st for st in states if st[0].bar_ms == bar_ms):
+                z, y, end = log_forecast(model, s, comps, norm, h)
+                res: F64 = y - z
+                res[~((end <= CANDLE_SPLIT_MS) & np.isfinite(res))] = np.nan
+                res[:SKIP_BARS] = np.nan
+                rows = np.flatnonzero(np.isfinite(res))
+                if rows.size >= 2 * INTERVAL_MIN_ROWS:
+                    fam.append((res, int(rows[rows.size // 2])))
+            if fam:
+                band = conformal_band(np.concatenate([r[:st] for r, st in fam]))
+                cases.extend((r, h, band, st) for r, st in fam)
+    scores = {
+        f"{g:g}": round(float(np.mean([aci_loss(r, h, b, g, st) for r, h, b, st in cases])), 6)
+        for g in ACI_GAMMA_GRID
+    }
+    best = min(ACI_GAMMA_GRID, key=lambda g: (scores[f"{g:g}"], g))
+    return best, scores
+
+
 @contextmanager
 def serving(model: VolModel) -> Iterator[None]:
     """The flow replays with ``model`` instead of the committed table (for the tick fit)."""
@@ -396,6 +471,9 @@ def fit(files: Sequence[Path], tick: Sequence[Path] = ()) -> dict[str, Any]:
         "only; ties to the higher exit"
     )
     doc["fitted_on"]["flag_exit_auc_margin"] = scores
+    # 6. the adaptive conformal step
+    gamma, losses = choose_gamma(parse({**doc, "version": "tmp"}), states)
+    doc["aci"] = {"gamma": gamma, "target": ACI_TARGET, "rule": ACI_RULE, "pinball": losses}
     # the training share of bars the flag's enter threshold selects (a documented figure)
     fitted = parse({**doc, "version": "tmp"})
     from operators.forecast import VolSnapshot, risk_ratio
