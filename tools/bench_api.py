@@ -48,6 +48,7 @@ import orjson
 
 from connectors.captures import sample_capture
 from tools.bench_sse import HOST, cpu_s, fan_out, pct
+from tools.redis_local import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CAPTURE = sample_capture()  # the shipped demo capture (packaged in the wheel)
@@ -127,14 +128,6 @@ def _serve(conn: Connection, capture: str, api_port: int, bare_port: int) -> Non
 
 
 # -- measuring -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _load_httpx(
@@ -398,6 +391,12 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def emit(result: dict[str, Any], table: Callable[[dict[str, Any]], str], *, as_json: bool) -> None:
+    """Print a benchmark's result: as JSON, or as ``table`` renders it."""
+    text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if as_json else table(result)
+    sys.stdout.write(text + "\n")
+
+
 def add_sse_args(ap: argparse.ArgumentParser) -> None:
     """The SSE fan-out's shape, and ``--json`` (shared with `tools.bench_redis`)."""
     ap.add_argument("--subscribers", type=int, default=500, help="SSE subscribers")
@@ -438,11 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     check_args(ap, args)
     logging.basicConfig(level=logging.WARNING)
-    result = bench(args)
-    if args.json:
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        sys.stdout.write(report(result) + "\n")
+    emit(bench(args), report, as_json=args.json)
     return 0
 
 

@@ -367,10 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     except RedisStartError as ex:
         sys.stderr.write(f"tools.bench --redis: {ex}\n")
         return 2
-    if args.json:
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        sys.stdout.write(report(result) + "\n")
+    bench_api.emit(result, report, as_json=args.json)
     return 0
 
 
