@@ -32,7 +32,7 @@ import heapq
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Final
@@ -48,7 +48,7 @@ from connectors.files import Pace, _FileReader, check_replay_options, drain, res
 from connectors.parse import FrameParser
 from connectors.peek import line_key
 from connectors.replay_stats import ReplayStats
-from connectors.routing import owned
+from connectors.routing import balanced_routes, owned
 from connectors.split import split_once
 from connectors.spool import (
     BLANK,
@@ -90,6 +90,9 @@ class ReplayPlan:
     parts: list[PartSpec]
     spool: Spool | None = None
     """The split of the multi-coin captures (None: there were none)."""
+    routes: dict[str, str] = field(default_factory=dict)
+    """The route key of each coin that the balance moves off its hash worker
+    (`connectors.routing.balanced_routes`); the flow keys that coin's state by it."""
 
     @property
     def coins(self) -> frozenset[str]:
@@ -117,6 +120,7 @@ def plan_replay(
     run_key: str,
     spool_root: Path,
     config: ValidationConfig | None = None,
+    workers: int = 1,
 ) -> ReplayPlan:
     """Plan a partitioned replay of ``files`` (split the multi-coin ones, once per ``run_key``).
 
@@ -127,6 +131,8 @@ def plan_replay(
             runs never do).
         spool_root: where the split goes (`connectors.split.split_once`).
         config: the validation limits (what the split pass needs of them).
+        workers: the workers of the whole run; with more than one, the coins are balanced over
+            them by the size of their inputs (`ReplayPlan.routes`).
     """
     single: dict[str, list[int]] = {}
     multi: list[int] = []
@@ -156,7 +162,18 @@ def plan_replay(
         parts.append(PartSpec(COIN_PREFIX + coin, coin, tuple(inputs)))
     other = ((streams[OTHER], True),) if OTHER in streams else ()
     parts.append(PartSpec(OTHER_PART, None, other))  # always one: a cluster needs a partition
-    return ReplayPlan(list(files), parts, spool)
+    routes = balanced_routes(_weights(parts), workers) if workers > 1 else {}
+    return ReplayPlan(list(files), parts, spool, routes)
+
+
+def _weights(parts: Sequence[PartSpec]) -> dict[str, float]:
+    """Each coin's share of the work: the bytes of its inputs (spool streams and archive files
+    are both LZ4 of the same lines, so bytes track lines, and lines track bars)."""
+    return {
+        p.coin: float(sum(Path(path).stat().st_size for path, _ in p.inputs))
+        for p in parts
+        if p.coin is not None
+    }
 
 
 class PartitionParser(FrameParser):
@@ -374,9 +391,9 @@ class PartitionedReplaySource(FixedPartitionedSource[Event, dict[str, int]]):
         stop: when set, the partitions end at their next poll (clean EOF: windows flush).
         batch_size: records per batch.
         place: ``(process_id, workers_per_process, processes)`` of this process in a cluster:
-            it then lists only the partitions of the coins whose state its workers keep
-            (`connectors.routing`), so no event crosses to another process; the other partition
-            goes to process 0. None: every partition (Bytewax spreads them).
+            it then lists only the partitions of the coins whose state its workers keep (by the
+            plan's route keys, `connectors.routing`), so no event crosses to another process;
+            the other partition goes to process 0. None: every partition (Bytewax spreads them).
     """
 
     def __init__(
@@ -405,11 +422,15 @@ class PartitionedReplaySource(FixedPartitionedSource[Event, dict[str, int]]):
         if self.place is None:
             return [p.key for p in self.plan.parts]
         process_id, per_process, processes = self.place
+        routes = self.plan.routes
         return [
             p.key
             for p in self.plan.parts
             if (p.coin is None and process_id == 0)
-            or (p.coin is not None and owned(p.coin, process_id, per_process, processes))
+            or (
+                p.coin is not None
+                and owned(routes.get(p.coin, p.coin), process_id, per_process, processes)
+            )
         ]
 
     @override

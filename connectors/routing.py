@@ -12,11 +12,21 @@ process whose worker keeps that coin's state (`owned`).
 This is knowledge of Bytewax's internals, used for speed only: were the hash to change, every
 event would still reach its coin's state (Bytewax routes by key, whatever reads it), only through
 the exchange again. ``tests/test_routing.py`` runs a two-process flow to prove the two agree.
+
+The hash alone spreads a few heavy coins unevenly (on a simulated 180-coin market, one of two
+processes got 56 % of the bytes), and a cluster is as slow as its busiest process. So a
+partitioned replay, which knows every coin's input size before it starts, *balances*
+(`balanced_routes`): it assigns coins to workers heaviest first, each to the least-loaded worker
+(longest-processing-time-first, within 4/3 of the best assignment), and gives a coin that must
+move a *route key*, ``coin + ROUTE_SEP + n`` with the smallest ``n`` whose hash lands on the
+chosen worker. The flow keys its state by the route key and gives every envelope its coin back
+before the sinks (`flows.wiring`); nothing a user sees carries a route key.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from typing import Final
 
 _MASK: Final = 0xFFFF_FFFF_FFFF_FFFF
@@ -80,4 +90,58 @@ def owned(key: str, process_id: int, workers_per_process: int, processes: int) -
     return worker // workers_per_process == process_id
 
 
-__all__ = ["owned", "siphash13", "state_worker"]
+ROUTE_SEP: Final = "\x1f"
+"""Between a coin and the salt of its route key (a control character no coin name holds)."""
+
+
+def route_key(coin: str, worker: int, workers: int) -> str:
+    """The key whose state lives on ``worker``: the coin itself if it hashes there, else
+    ``coin + ROUTE_SEP + n`` for the smallest ``n >= 1`` that does (about ``workers`` tries)."""
+    if not 0 <= worker < workers:
+        msg = f"worker {worker} is not one of {workers}"
+        raise ValueError(msg)
+    if state_worker(coin, workers) == worker:
+        return coin
+    n = 1
+    while state_worker(f"{coin}{ROUTE_SEP}{n}", workers) != worker:
+        n += 1
+    return f"{coin}{ROUTE_SEP}{n}"
+
+
+def balanced_routes(weights: Mapping[str, float], workers: int) -> dict[str, str]:
+    """Route keys that spread the coins' ``weights`` evenly over ``workers``.
+
+    Longest processing time first: coins by weight, heaviest first (ties by name), each to the
+    least-loaded worker, its own hash worker when that one is among the least loaded (so an
+    already even spread moves nothing). Returns ``{coin: route key}`` for the coins that move;
+    a coin not in it keeps its name as its key. Deterministic: every process of a cluster
+    computes the same routes from the same weights.
+    """
+    if workers <= 1:
+        return {}
+    load = [0.0] * workers
+    routes: dict[str, str] = {}
+    for coin in sorted(weights, key=lambda c: (-weights[c], c)):
+        least = min(load)
+        home = state_worker(coin, workers)
+        worker = home if load[home] == least else load.index(least)
+        load[worker] += weights[coin]
+        if worker != home:
+            routes[coin] = route_key(coin, worker, workers)
+    return routes
+
+
+def coin_of(key: str) -> str:
+    """The coin of a key (a route key or the coin itself)."""
+    return key.split(ROUTE_SEP, 1)[0]
+
+
+__all__ = [
+    "ROUTE_SEP",
+    "balanced_routes",
+    "coin_of",
+    "owned",
+    "route_key",
+    "siphash13",
+    "state_worker",
+]

@@ -202,6 +202,7 @@ def build_pipeline(
                 run_key=cluster.run_key(),
                 spool_root=Path(tempfile.gettempdir()),
                 config=validation,
+                workers=cluster.workers,
             )
             source = PartitionedReplaySource(
                 plan,
@@ -233,6 +234,7 @@ def build_pipeline(
         on_late=lambda coin, _e: store.count_late(coin),
         history=history,
         tap=tap,
+        routes=plan.routes if plan is not None else None,
     )
     if writer is not None:
         writer.join_run()

@@ -12,7 +12,7 @@ and sinks); `signal_config` turns `Settings` into the operators' configuration.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import bytewax.operators as op
@@ -30,6 +30,10 @@ from operators.features import FeatureConfig
 from operators.regime import RegimeConfig
 
 Envelope = dict[str, Any]
+
+
+def _by_coin(item: tuple[str, Envelope]) -> tuple[str, Envelope]:
+    return item[1]["coin"], item[1]
 
 
 def signal_config(settings: Settings) -> steps.SignalConfig:
@@ -60,6 +64,7 @@ def build_flow(
     on_late: Callable[[str, Event], None] | None = None,
     history: Sink[tuple[str, Envelope]] | None = None,
     tap: Sink[tuple[str, Envelope]] | None = None,
+    routes: Mapping[str, str] | None = None,
 ) -> Dataflow:
     """Wire the signal dataflow from any event source to any envelope sink.
 
@@ -71,18 +76,22 @@ def build_flow(
     producer = Producer(code_version(), bar_ms, lateness_ms)
     flow = Dataflow("hyperliquid_signal")
     events = op.input("read_frames", flow, source)
-    bars, late = fold_bars("fold_bars", events, bar_ms=bar_ms, lateness_ms=lateness_ms, live=live)
+    bars, late = fold_bars(
+        "fold_bars", events, bar_ms=bar_ms, lateness_ms=lateness_ms, live=live, routes=routes
+    )
     if on_late is not None:
         count = on_late
 
         def inspect_late(_step: str, item: tuple[str, Event]) -> None:
-            count(item[0], item[1])
+            count(item[1].coin, item[1])
 
         op.inspect("count_late", late, inspect_late)
     fvs = steps.features("compute_features", bars, cfg.features)
     regimes = steps.regime("classify_regime", fvs, cfg.regime)
     scored = steps.score("score_edge", regimes, cfg.edge, cfg.calibration)
     envelopes = steps.envelope("build_envelope", scored, producer)
+    if routes:
+        envelopes = op.map("unroute", envelopes, _by_coin)
     op.output("write_store", envelopes, sink)
     if history is not None:
         op.output("write_history", envelopes, history)

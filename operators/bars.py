@@ -19,7 +19,7 @@ counts them (they are never silently lost).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -228,9 +228,15 @@ def _group_time(g: EventGroup) -> datetime:
 
 
 def grouper(
-    bar_ms: int, lateness_ms: int, step_id: str = "fold_bars_group"
+    bar_ms: int,
+    lateness_ms: int,
+    step_id: str = "fold_bars_group",
+    routes: Mapping[str, str] | None = None,
 ) -> Callable[[list[Event]], list[tuple[str, EventGroup]]]:
     """A batch mapper: events → ``(coin, EventGroup)`` per coin and bar, in first-seen order.
+
+    ``routes`` keys a coin's groups by its route key instead of its name (a balanced cluster
+    replay, `connectors.routing.balanced_routes`); a coin not in it is keyed by its name.
 
     Lateness keeps its per-event meaning: an event is late iff it is more than ``lateness_ms``
     behind the newest event of its coin seen before it (the `EventClock` watermark with a frozen
@@ -269,6 +275,8 @@ def grouper(
         # Newest-last, so no group raises a coin's watermark past a group still to come.
         out = sorted(((coin, g) for (coin, _), g in groups.items()), key=_stamp)
         out.extend(stragglers)
+        if routes:
+            out = [(routes.get(coin, coin), g) for coin, g in out]
         return out
 
     return group
@@ -347,6 +355,7 @@ def fold_bars(
     lateness_ms: int,
     live: bool = False,
     clock: EventClock[EventGroup] | None = None,
+    routes: Mapping[str, str] | None = None,
 ) -> tuple[KeyedStream[Bar], KeyedStream[Event]]:
     """Fold events into closed per-coin bars; returns ``(bars, late_events)``, both keyed by coin.
 
@@ -362,6 +371,8 @@ def fold_bars(
             arrive and still count.
         live: use the live clock (wall time advances the watermark).
         clock: override the clock (tests).
+        routes: the route key of each coin that is not keyed by its name (`grouper`); the
+            bars and late events are keyed by it, and carry their coin.
     """
     if bar_ms <= 0:
         msg = f"bar_ms must be positive, got {bar_ms!r}"
@@ -371,7 +382,7 @@ def fold_bars(
         raise ValueError(msg)
     clk = clock if clock is not None else make_clock(lateness_ms, live=live)
     keyed: KeyedStream[EventGroup] = op.flat_map_batch(
-        f"{step_id}_group", up, grouper(bar_ms, lateness_ms, f"{step_id}_group")
+        f"{step_id}_group", up, grouper(bar_ms, lateness_ms, f"{step_id}_group", routes)
     )
     windower = InOrderTumblingWindower(length=timedelta(milliseconds=bar_ms), align_to=EPOCH)
     wo = win.fold_window(
@@ -379,8 +390,9 @@ def fold_bars(
     )
 
     def close(item: tuple[str, tuple[int, list[Event]]]) -> tuple[str, Bar]:
-        coin, (window_id, events) = item
-        return coin, Bar.from_events(coin, window_id * bar_ms, bar_ms, events)
+        key, (window_id, events) = item
+        coin = events[0].coin if routes else key  # a window holds at least one event
+        return key, Bar.from_events(coin, window_id * bar_ms, bar_ms, events)
 
     bars: KeyedStream[Bar] = op.map(f"{step_id}_close", wo.down, close)
     late: KeyedStream[Event] = op.flat_map(f"{step_id}_late", wo.late, _late_events)

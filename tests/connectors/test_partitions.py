@@ -34,9 +34,11 @@ from connectors.partitions import (
     COIN_PREFIX,
     FOREIGN_COIN,
     OTHER_PART,
+    PartitionedReplaySource,
     plan_replay,
     read_partitions,
 )
+from connectors.routing import state_worker
 from connectors.split import split_once
 from connectors.spool import load_manifest
 from connectors.validate import ValidationConfig
@@ -100,6 +102,27 @@ def assert_same_as_one_partition(
 def test_the_sample_per_coin(tmp_path: Path) -> None:
     parts = assert_same_as_one_partition([str(SAMPLE)], tmp_path)
     assert sorted(parts) == ["coin:BTC", "coin:ETH", "coin:SOL"]
+
+
+def test_a_cluster_plan_balances_the_coins_and_lists_each_once(tmp_path: Path) -> None:
+    # The sample's three coins hash BTC and SOL to worker 1 of 2: the plan moves the lighter one
+    # (SOL) to worker 0 by a route key, and each process lists exactly its coins' partitions.
+    plan = plan_replay([str(SAMPLE)], coins=None, run_key="r", spool_root=tmp_path, workers=2)
+    try:
+        assert [state_worker(c, 2) for c in ("BTC", "ETH", "SOL")] == [1, 0, 1]
+        assert list(plan.routes) == ["SOL"]
+        assert state_worker(plan.routes["SOL"], 2) == 0
+        listed = [
+            PartitionedReplaySource(plan, _stats(), place=(p, 1, 2)).list_parts() for p in (0, 1)
+        ]
+        assert sorted(listed[0]) == ["coin:ETH", "coin:SOL", OTHER_PART]
+        assert listed[1] == ["coin:BTC"]
+        # One worker in the run: nothing to balance.
+        alone = plan_replay([str(SAMPLE)], coins=None, run_key="r1", spool_root=tmp_path)
+        assert alone.routes == {}
+        alone.release()
+    finally:
+        plan.release()
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from connectors.routing import owned, siphash13, state_worker
+from connectors.routing import (
+    ROUTE_SEP,
+    balanced_routes,
+    coin_of,
+    owned,
+    route_key,
+    siphash13,
+    state_worker,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,16 +53,69 @@ def test_state_worker_spreads_coins_and_owned_partitions_every_coin_once() -> No
     assert state_worker("BTC", 1) == 0
 
 
+def test_a_route_key_lands_on_the_worker_asked_for() -> None:
+    for workers in (2, 3, 4):
+        for coin in ["BTC", "ETH", "kPEPE", "@107", "xyz:TSLA", *(f"C{i:03d}" for i in range(40))]:
+            for worker in range(workers):
+                key = route_key(coin, worker, workers)
+                assert state_worker(key, workers) == worker
+                assert coin_of(key) == coin
+                # A coin already on that worker keeps its name; otherwise the key is salted.
+                assert (key == coin) == (state_worker(coin, workers) == worker)
+                if key != coin:
+                    assert key.startswith(coin + ROUTE_SEP)
+    with pytest.raises(ValueError, match="worker 2 is not one of 2"):
+        route_key("BTC", 2, 2)
+
+
+def _loads(weights: dict[str, float], routes: dict[str, str], workers: int) -> list[float]:
+    load = [0.0] * workers
+    for coin, w in weights.items():
+        load[state_worker(routes.get(coin, coin), workers)] += w
+    return load
+
+
+def test_balanced_routes_even_out_what_the_hash_spreads_unevenly() -> None:
+    # A market like the simulated one: a few heavy coins and a long tail.
+    weights = {f"C{i:03d}": 1000.0 / (i + 1) for i in range(180)}
+    for workers in (2, 3, 4):
+        hashed = _loads(weights, {}, workers)
+        routes = balanced_routes(weights, workers)
+        load = _loads(weights, routes, workers)
+        assert sum(load) == pytest.approx(sum(weights.values()))
+        # LPT: the busiest worker is within a third of the heaviest coin of the average (its
+        # bound), and less busy than the hash alone leaves it.
+        assert max(load) - sum(load) / workers <= max(weights.values()) / 3 + 1e-9, load
+        assert max(load) < max(hashed)
+        assert all(coin_of(key) == coin for coin, key in routes.items())
+        assert balanced_routes(dict(reversed(weights.items())), workers) == routes  # deterministic
+
+
+def test_balanced_routes_move_nothing_when_the_hash_is_even_already() -> None:
+    # Two equal coins the hash puts on different workers: neither moves.
+    coins = [f"C{i:03d}" for i in range(50)]
+    a = next(c for c in coins if state_worker(c, 2) == 0)
+    b = next(c for c in coins if state_worker(c, 2) == 1)
+    assert balanced_routes({a: 5.0, b: 5.0}, 2) == {}
+    # The same two on one worker: the lighter-named tie goes to the free worker.
+    c = next(x for x in coins if state_worker(x, 2) == 0 and x != a)
+    routes = balanced_routes({a: 5.0, c: 5.0}, 2)
+    assert len(routes) == 1
+    assert sorted(_loads({a: 5.0, c: 5.0}, routes, 2)) == [5.0, 5.0]
+    assert balanced_routes({a: 1.0, b: 2.0}, 1) == {}
+
+
 FLOW = """
 import os
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from connectors.routing import owned
+from connectors.routing import owned, route_key
 from flows.cluster import bytewax_cluster
 
 KEYS = [f"C{i:03d}" for i in range(60)] + ["BTC", "ETH", "SOL", "HYPE", "kPEPE", "@107"]
+KEYS += [route_key(f"R{i:02d}", i % 2, 2) for i in range(10)]  # balanced route keys
 CLUSTER = bytewax_cluster()
 
 
@@ -88,7 +149,7 @@ def keep(state, source_pid):
 def write(item):
     key, (source_pid, state_pid) = item
     with open(os.environ["ROUTING_OUT"], "a") as fh:
-        fh.write(f"{key} {source_pid} {state_pid}\\n")
+        fh.write(f"{key.encode().hex()} {source_pid} {state_pid}\\n")
     return item
 
 
@@ -131,7 +192,8 @@ def test_two_processes_keep_each_coin_where_its_partition_is_read(tmp_path: Path
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     rows = [line.split() for line in out.read_text().splitlines()]
-    assert len(rows) == 66  # every key once: each process listed its own, none twice
+    assert len(rows) == 76  # every key once: each process listed its own, none twice
+    assert sum(1 for key, _, _ in rows if b"\x1f" in bytes.fromhex(key)) > 0  # route keys ran
     assert len({state for _, _, state in rows}) == 2  # both processes kept state
     crossed = [key for key, source, state in rows if source != state]
     assert crossed == []  # no key's events left the process that read them
