@@ -101,6 +101,8 @@ class _FileReader:
         self._chunk_offset = offset  # decompressed offset of self._lines[0]
         self._lines: list[bytes] = []
         self._idx = 0
+        self._pos = 0  # bytes of self._lines[: self._pos_idx], newlines included
+        self._pos_idx = 0
         self._rest = b""
         self.done = False
         if offset:
@@ -112,7 +114,11 @@ class _FileReader:
     @property
     def offset(self) -> int:
         """Decompressed bytes consumed by the lines handed out so far."""
-        return self._chunk_offset + sum(len(line) + 1 for line in self._lines[: self._idx])
+        idx = self._idx
+        if idx != self._pos_idx:  # kept as it goes: a partition asks after every line
+            self._pos += sum(len(line) + 1 for line in self._lines[self._pos_idx : idx])
+            self._pos_idx = idx
+        return self._chunk_offset + self._pos
 
     def _fill(self) -> bool:
         """Read the next chunk of lines; False at the end of the file (or on a fatal read error)."""
@@ -120,7 +126,7 @@ class _FileReader:
         if fh is None:
             return False
         self._chunk_offset = self.offset
-        self._lines, self._idx = [], 0
+        self._lines, self._idx, self._pos, self._pos_idx = [], 0, 0, 0
         while True:  # until a complete line (a line may be longer than one read)
             try:
                 # read1: at most one decompression step, so when a truncated stream raises,
