@@ -56,8 +56,10 @@ from connectors.peek import (
     COIN_CHANNELS,
     DATA_CHANNELS,
     ENVELOPE,
+    FRAME_LINE,
     PEEK_ERRORS,
     Candle,
+    FrameLine,
     PeekEnvelope,
     envelope_stamp,
     frame_candle,
@@ -111,7 +113,7 @@ class _Line:
     idx: int
     lineno: int
     line: bytes
-    env: PeekEnvelope | None = None
+    env: FrameLine | PeekEnvelope | None = None
     """The archive envelope around a frame, when the line is one."""
     fills: list[tuple[str, list[dict[str, Any]]]] | None = None
     """A fills line: each coin's taker fills as WebSocket trades."""
@@ -121,7 +123,7 @@ class _Line:
     """Why a fills line is not a block (the other partition counts the skip)."""
 
 
-_Item = tuple[int, int, int, bytes, PeekEnvelope | _Line]
+_Item = tuple[int, int, int, bytes, FrameLine | PeekEnvelope | _Line]
 """A line read: ``(merge key, capture index, line number, line, envelope or _Line)``."""
 
 
@@ -191,7 +193,6 @@ class Splitter:
         errors = stats.errors
         reader = _FileReader(Path(self.files[idx]), 0, stats)
         next_line = reader.next_line
-        decode = ENVELOPE.decode
         last = 0
         try:
             while True:
@@ -207,14 +208,17 @@ class Splitter:
                 if raw is None:
                     return
                 if raw[:8] == b'{"time":' and reader.kind != "fills":
-                    try:
-                        env = decode(raw)
-                        last = iso_to_ns(env.time)
-                    except PEEK_ERRORS:
-                        pass
-                    else:
-                        yield last, idx, reader.lineno, raw, env
-                        continue
+                    # The common line decodes once (`FRAME_LINE`); a frame of another channel or
+                    # shape as an envelope around its undecoded data (`ENVELOPE`).
+                    env = _envelope(raw)
+                    if env is not None:
+                        try:
+                            last = iso_to_ns(env.time)
+                        except PEEK_ERRORS:
+                            pass
+                        else:
+                            yield last, idx, reader.lineno, raw, env
+                            continue
                 rec = self._read(raw, idx, reader.lineno, reader.kind == "fills", last)
                 if rec.key is not None:
                     last = rec.key
@@ -293,11 +297,14 @@ class Splitter:
         key, idx, lineno, line, what = item
         if key > self._last_key:
             self._last_key = key
-        if isinstance(what, PeekEnvelope):
-            try:
-                coin, times, candle = peek(what.raw.channel, what.raw.data)
-            except PEEK_ERRORS:
-                coin, times, candle = None, [], None
+        if not isinstance(what, _Line):
+            if isinstance(what, FrameLine):
+                coin, times, candle = what.raw.peek()
+            else:
+                try:
+                    coin, times, candle = peek(what.raw.channel, what.raw.data)
+                except PEEK_ERRORS:
+                    coin, times, candle = None, [], None
             if coin is not None:
                 # The common line: one coin's frame in an archive envelope, passed on as it is.
                 stream = self.streams.get(coin)
@@ -375,15 +382,14 @@ class Splitter:
         tell each coin whose open candle this frame closes, at this frame's place."""
         recv_ms = None if recv_ns is None else recv_ns // 1_000_000
         latest = self.latest_ms
-        check = self._times.check
-        try:
+        if times:
+            lo, hi = self._times.window(recv_ms, latest)
             for t in times:
-                check(t, recv_ms, latest, "trades")
-        except FrameError:
-            return
-        for t in times:
-            if latest is None or t > latest:
-                latest = t
+                if type(t) is not int or t < lo or t > hi:
+                    return  # `TimeCheck.check` refuses it
+            for t in times:
+                if latest is None or t > latest:
+                    latest = t
         if candle is not None and (self.coins is None or candle[0] in self.coins):
             latest = self._candle(candle, recv_ms if recv_ms is not None else latest, latest)
         self.latest_ms = latest
@@ -491,6 +497,18 @@ class Splitter:
             line = trades_line(rec.stamp, trades)
             self._to_coin(rec, key, coin, line, COUNTED if n == 0 else 0)
             self._tick(rec.recv_ns, [tr.get("time") for tr in trades], (key, rec.idx, rec.lineno))
+
+
+def _envelope(line: bytes) -> FrameLine | PeekEnvelope | None:
+    """An archive-envelope line of a frame as `FRAME_LINE` reads it, else as `ENVELOPE` does."""
+    try:
+        return FRAME_LINE.decode(line)
+    except PEEK_ERRORS:
+        pass
+    try:
+        return ENVELOPE.decode(line)
+    except PEEK_ERRORS:
+        return None
 
 
 def _merge_order(item: _Item) -> tuple[int, int]:

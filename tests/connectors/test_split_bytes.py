@@ -15,6 +15,7 @@ of output that is meant, with `SPLIT_VERSION` bumped) with
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import orjson
 import pytest
 
 from connectors.split import Splitter
-from connectors.validate import ValidationConfig
+from connectors.validate import TimeCheck, ValidationConfig
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "split_records.bin"
 
@@ -457,6 +458,24 @@ def test_the_split_of_every_routing_case_is_pinned(
         for n, (a, b) in enumerate(zip(got.split(b"\n"), want.split(b"\n"), strict=False)):
             assert a == b, f"first different record: line {n + 1} of {GOLDEN.name}"
     assert got == want
+
+
+@pytest.mark.parametrize("recv_ms", [None, 0, 1_000, 50_000, 10**9])
+@pytest.mark.parametrize("latest_ms", [None, 0, 900, 1_000, 40_000, 10**9])
+def test_the_time_window_is_what_check_accepts(recv_ms: int | None, latest_ms: int | None) -> None:
+    # The split pass compares exchange times against `TimeCheck.window` instead of calling
+    # `check` per time: the two must accept exactly the same times.
+    times = TimeCheck(ValidationConfig(max_clock_skew_ms=50, max_age_ms=2_000))
+    lo, hi = times.window(recv_ms, latest_ms)
+    edges = {recv_ms, latest_ms, lo, hi, 0, 1 << 53} - {None}
+    probes = {e + d for e in edges if e is not None for d in (-2_050, -51, -1, 0, 1, 51, 2_050)}
+    for t in itertools.chain(sorted(probes), [-1]):
+        try:
+            times.check(t, recv_ms, latest_ms, "trades")
+            accepted = True
+        except Exception:
+            accepted = False
+        assert accepted == (lo <= t <= hi), (t, recv_ms, latest_ms, lo, hi)
 
 
 if __name__ == "__main__":
