@@ -167,6 +167,18 @@ class _FileReader:
         self.lineno += 1
         return line
 
+    def next_lines(self) -> list[bytes] | None:
+        """The lines `next_line` would give until it next reads (the rest of a chunk), or None
+        at the end of the file; counted in ``lineno`` at once. For a pass that takes every
+        line of a capture in order (the split pass), without a call per line."""
+        if self._idx >= len(self._lines) and not self._fill():
+            self.done = True
+            return None
+        lines = self._lines[self._idx :] if self._idx else self._lines
+        self._idx = len(self._lines)
+        self.lineno += len(lines)
+        return lines
+
     def _fail(self, ex: BaseException) -> None:
         if isinstance(ex, EOFError):
             self._torn_tail(ex)

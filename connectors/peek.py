@@ -87,6 +87,76 @@ def peek(channel: str, data: msgspec.Raw) -> tuple[str | None, list[Any], Candle
     return (coin if type(coin) is str and coin else None), times, candle
 
 
+# -- one decode of a whole frame line -----------------------------------------------------------
+# `PeekEnvelope` then `peek` decode a line twice (the envelope, then the frame's data). For the
+# channels `peek` reads, `FRAME_LINE` does both in one pass: a tagged union on ``channel`` gives
+# each channel's data the very type `peek` decodes it with, and each variant's `peek` is `peek`'s
+# branch for it. Any line this refuses (another channel, data of another shape, a bad stamp type)
+# is read the two-step way, so it only ever answers where those would answer the same.
+
+
+class _FrameBase(msgspec.Struct, tag_field="channel"):
+    def peek(self) -> tuple[str | None, list[Any], Candle | None]:
+        """What `peek` gives for this frame's data."""
+        raise NotImplementedError
+
+
+class _BookFrame(_FrameBase, tag="l2Book"):
+    data: _PeekCoin
+
+    def peek(self) -> tuple[str | None, list[Any], Candle | None]:
+        coin = self.data.coin
+        return (coin if type(coin) is str and coin else None), [self.data.time], None
+
+
+class _BboFrame(_BookFrame, tag="bbo"):
+    pass
+
+
+class _CtxFrame(_FrameBase, tag="activeAssetCtx"):
+    data: _PeekCoin
+
+    def peek(self) -> tuple[str | None, list[Any], Candle | None]:
+        coin = self.data.coin
+        return (coin if type(coin) is str and coin else None), [], None
+
+
+class _CandleFrame(_FrameBase, tag="candle"):
+    data: _PeekCandle
+
+    def peek(self) -> tuple[str | None, list[Any], Candle | None]:
+        c = self.data
+        coin = c.s
+        candle = None
+        if type(c.i) is str and type(c.t) is int and type(c.T) is int:
+            candle = (c.i, c.t, c.T)
+        return (coin if type(coin) is str and coin else None), [], candle
+
+
+class _TradesFrame(_FrameBase, tag="trades"):
+    data: list[_PeekCoin]
+
+    def peek(self) -> tuple[str | None, list[Any], Candle | None]:
+        rows = self.data
+        if not rows:
+            return None, [], None
+        coin = rows[0].coin
+        if any(r.coin != coin for r in rows):
+            return None, [], None
+        return (coin if type(coin) is str and coin else None), [r.time for r in rows], None
+
+
+class FrameLine(msgspec.Struct):
+    """An archive-envelope line of a frame of a channel `peek` reads, decoded as `peek` would."""
+
+    time: str
+    ver_num: int
+    raw: _BookFrame | _BboFrame | _CtxFrame | _CandleFrame | _TradesFrame
+
+
+FRAME_LINE = msgspec.json.Decoder(FrameLine)
+
+
 def frame_candle(channel: Any, frame: Any) -> tuple[str, Candle] | None:
     """A decoded candle frame's ``(coin, (interval, T))``."""
     data = frame.get("data") if type(frame) is dict else None
@@ -164,8 +234,10 @@ __all__ = [
     "COIN_CHANNELS",
     "DATA_CHANNELS",
     "ENVELOPE",
+    "FRAME_LINE",
     "PEEK_ERRORS",
     "Candle",
+    "FrameLine",
     "PeekEnvelope",
     "envelope_key",
     "envelope_stamp",

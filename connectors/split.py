@@ -41,7 +41,9 @@ from __future__ import annotations
 import hashlib
 import heapq
 import logging
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -56,8 +58,10 @@ from connectors.peek import (
     COIN_CHANNELS,
     DATA_CHANNELS,
     ENVELOPE,
+    FRAME_LINE,
     PEEK_ERRORS,
     Candle,
+    FrameLine,
     PeekEnvelope,
     envelope_stamp,
     frame_candle,
@@ -77,6 +81,7 @@ from connectors.spool import (
     SPOOL_VERSION,
     Spool,
     Stream,
+    append_frame,
     make_once,
     record,
 )
@@ -88,6 +93,8 @@ SPLIT_VERSION: Final = 2
 """Bump when the routing changes (a split made by another version is remade)."""
 _FLUSH_BYTES: Final = 128 << 10
 _BUFFER_BYTES: Final = 32 << 20
+_PENDING_FLUSHES: Final = 64
+"""Flushes handed to the writer thread and not yet written, at most (bounds the memory)."""
 
 
 class _RecordingSkipLog(SkipLog):
@@ -111,7 +118,7 @@ class _Line:
     idx: int
     lineno: int
     line: bytes
-    env: PeekEnvelope | None = None
+    env: FrameLine | PeekEnvelope | None = None
     """The archive envelope around a frame, when the line is one."""
     fills: list[tuple[str, list[dict[str, Any]]]] | None = None
     """A fills line: each coin's taker fills as WebSocket trades."""
@@ -121,7 +128,7 @@ class _Line:
     """Why a fills line is not a block (the other partition counts the skip)."""
 
 
-_Item = tuple[int, int, int, bytes, PeekEnvelope | _Line]
+_Item = tuple[int, int, int, bytes, FrameLine | PeekEnvelope | _Line]
 """A line read: ``(merge key, capture index, line number, line, envelope or _Line)``."""
 
 
@@ -160,12 +167,27 @@ class Splitter:
     """A heap of ``(T, coin, interval, t)`` of the open candles."""
     _buffered: int = 0
     _last_key: int = 0
+    _pending: deque[Future[None]] = field(default_factory=deque)
 
     def run(self) -> dict[str, str]:
-        """Split every capture; returns the file name of each stream (by coin; `OTHER`)."""
+        """Split every capture; returns the file name of each stream (by coin; `OTHER`).
+
+        A writer thread compresses and appends the flushed blocks (LZ4 and file writes let go
+        of the GIL), so they overlap the routing; one thread keeps every file's blocks in order.
+        """
         self.known = set(self.known)
         self.max_depth = self.config.max_json_depth
         self._times = TimeCheck(self.config)
+        with ThreadPoolExecutor(1, thread_name_prefix="hlsl-split-writer") as writer:
+            self._writer = writer
+            try:
+                self._split()
+            finally:
+                while self._pending:  # every flush written (or its error raised) before return
+                    self._pending.popleft().result()
+        return {coin: s.path.name for coin, s in self.streams.items()}
+
+    def _split(self) -> None:
         if len(self.indexes) == 1:
             items: Iterator[_Item] = self._lines(self.indexes[0])
         else:
@@ -178,8 +200,7 @@ class Splitter:
             if coin != OTHER:
                 stream.buf.append(end)  # the frames after a coin's last line close candles too
         for stream in self.streams.values():
-            stream.flush()
-        return {coin: s.path.name for coin, s in self.streams.items()}
+            self._flush_stream(stream)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -190,12 +211,13 @@ class Splitter:
         skips: list[tuple[str, str, str]] = stats.skips.entries  # type: ignore[attr-defined]
         errors = stats.errors
         reader = _FileReader(Path(self.files[idx]), 0, stats)
-        next_line = reader.next_line
-        decode = ENVELOPE.decode
         last = 0
+        lineno = 0
         try:
             while True:
-                raw = next_line()
+                # A chunk at a time: reading only meets a torn tail or a corrupt file when it
+                # reads on after the last line it gave, so the lines go by without a call each.
+                chunk = reader.next_lines()
                 if skips or errors:
                     # What reading met (a torn tail, a corrupt file): the other partition reports.
                     for entry in skips:
@@ -204,21 +226,27 @@ class Splitter:
                     for msg in errors:
                         self._other_record(last, idx, reader.lineno, ERROR, msg.encode())
                     errors.clear()
-                if raw is None:
+                if chunk is None:
                     return
-                if raw[:8] == b'{"time":' and reader.kind != "fills":
-                    try:
-                        env = decode(raw)
-                        last = iso_to_ns(env.time)
-                    except PEEK_ERRORS:
-                        pass
-                    else:
-                        yield last, idx, reader.lineno, raw, env
-                        continue
-                rec = self._read(raw, idx, reader.lineno, reader.kind == "fills", last)
-                if rec.key is not None:
-                    last = rec.key
-                yield last, idx, rec.lineno, raw, rec
+                fills = reader.kind == "fills"
+                for raw in chunk:
+                    lineno += 1
+                    if raw[:8] == b'{"time":' and not fills:
+                        # The common line decodes once (`FRAME_LINE`); a frame of another channel
+                        # or shape as an envelope around its undecoded data (`ENVELOPE`).
+                        env = _envelope(raw)
+                        if env is not None:
+                            try:
+                                last = iso_to_ns(env.time)
+                            except PEEK_ERRORS:
+                                pass
+                            else:
+                                yield last, idx, lineno, raw, env
+                                continue
+                    rec = self._read(raw, idx, lineno, fills, last)
+                    if rec.key is not None:
+                        last = rec.key
+                    yield last, idx, lineno, raw, rec
         finally:
             reader.close()
 
@@ -266,11 +294,20 @@ class Splitter:
         """Write a full stream out; every stream, when they hold too much together."""
         if self._buffered >= _BUFFER_BYTES:
             for s in self.streams.values():
-                s.flush()
+                self._flush_stream(s)
             self._buffered = 0
         else:
             self._buffered -= stream.size
-            stream.flush()
+            self._flush_stream(stream)
+
+    def _flush_stream(self, stream: Stream) -> None:
+        """Hand a stream's buffered records to the writer thread (`run`)."""
+        if not stream.buf:
+            return
+        pending = self._pending
+        if len(pending) >= _PENDING_FLUSHES:
+            pending.popleft().result()
+        pending.append(self._writer.submit(append_frame, stream.path, stream.take()))
 
     def _other_record(self, key: int, idx: int, lineno: int, flags: int, payload: bytes) -> None:
         self._write(OTHER, record(key, idx, lineno, -1, -1, flags, payload))
@@ -293,33 +330,37 @@ class Splitter:
         key, idx, lineno, line, what = item
         if key > self._last_key:
             self._last_key = key
-        if isinstance(what, PeekEnvelope):
-            try:
-                coin, times, candle = peek(what.raw.channel, what.raw.data)
-            except PEEK_ERRORS:
-                coin, times, candle = None, [], None
+        if not isinstance(what, _Line):
+            if isinstance(what, FrameLine):
+                coin, times, candle = what.raw.peek()
+            else:
+                try:
+                    coin, times, candle = peek(what.raw.channel, what.raw.data)
+                except PEEK_ERRORS:
+                    coin, times, candle = None, [], None
             if coin is not None:
                 # The common line: one coin's frame in an archive envelope, passed on as it is.
                 stream = self.streams.get(coin)
-                if stream is not None and (self.coins is None or coin in self.coins):
+                coins = self.coins
+                if stream is not None and (coins is None or coin in coins):
+                    latest = self.latest_ms
                     data = b"%d %d %d %d %d %d %s\n" % (
                         key,
                         idx,
                         lineno,
                         self.clock_ms,
-                        -1 if self.latest_ms is None else self.latest_ms,
+                        -1 if latest is None else latest,
                         COUNTED,
                         line,
                     )
                     stream.buf.append(data)
-                    stream.size += len(data)
-                    self._buffered += len(data)
-                    if stream.size >= _FLUSH_BYTES or self._buffered >= _BUFFER_BYTES:
+                    size = stream.size = stream.size + len(data)
+                    buffered = self._buffered = self._buffered + len(data)
+                    if size >= _FLUSH_BYTES or buffered >= _BUFFER_BYTES:
                         self._flush(stream)
                 else:
                     self._to_coin(_Line(key, idx, lineno, line), key, coin, line, COUNTED)
-                at = (key, idx, lineno)
-                self._tick(key, times, at, None if candle is None else (coin, candle))
+                self._tick(key, times, key, idx, lineno, None if candle is None else (coin, candle))
                 return
             rec = _Line(key, idx, lineno, line, env=what, recv_ns=key)
         else:
@@ -360,30 +401,31 @@ class Splitter:
                 # one-partition parser does), so those copies go to the coins' own partitions.
                 self._to_coin(rec, key, coin, payload, flags, any_coin=mids)
         if channel in DATA_CHANNELS:
-            at = (key, rec.idx, rec.lineno)
-            self._tick(recv_ns, frame_times(channel, frame), at, frame_candle(channel, frame))
+            times = frame_times(channel, frame)
+            self._tick(recv_ns, times, key, rec.idx, rec.lineno, frame_candle(channel, frame))
 
     def _tick(
         self,
         recv_ns: int | None,
         times: list[Any],
-        at: tuple[int, int, int],
+        key: int,
+        idx: int,
+        lineno: int,
         candle: tuple[str, Candle] | None = None,
     ) -> None:
         """After a data frame: move the source clock and the candle clock as the parser does (a
         frame whose times the time rules refuse moves neither), note a candle it holds open, and
-        tell each coin whose open candle this frame closes, at this frame's place."""
+        tell each coin whose open candle this frame closes, at this frame's place (``key``,
+        ``idx``, ``lineno``). Once a line: kept to comparisons in the common case."""
         recv_ms = None if recv_ns is None else recv_ns // 1_000_000
         latest = self.latest_ms
-        check = self._times.check
-        try:
+        if times:
+            lo, hi = self._times.window(recv_ms, latest)
             for t in times:
-                check(t, recv_ms, latest, "trades")
-        except FrameError:
-            return
-        for t in times:
-            if latest is None or t > latest:
-                latest = t
+                if type(t) is not int or t < lo or t > hi:
+                    return  # `TimeCheck.check` refuses it
+                if latest is None or t > latest:
+                    latest = t
         if candle is not None and (self.coins is None or candle[0] in self.coins):
             latest = self._candle(candle, recv_ms if recv_ms is not None else latest, latest)
         self.latest_ms = latest
@@ -398,7 +440,6 @@ class Splitter:
             if self._open.get((coin, interval)) == (start, close):
                 del self._open[(coin, interval)]
                 self._closed[(coin, interval)] = start
-                key, idx, lineno = at
                 self._write(coin, record(key, idx, lineno, now, self._latest(), 0, b""))
 
     def _candle(
@@ -490,7 +531,20 @@ class Splitter:
             # Each coin's trades frame is a frame of its own in the one-partition replay too.
             line = trades_line(rec.stamp, trades)
             self._to_coin(rec, key, coin, line, COUNTED if n == 0 else 0)
-            self._tick(rec.recv_ns, [tr.get("time") for tr in trades], (key, rec.idx, rec.lineno))
+            times = [tr.get("time") for tr in trades]
+            self._tick(rec.recv_ns, times, key, rec.idx, rec.lineno)
+
+
+def _envelope(line: bytes) -> FrameLine | PeekEnvelope | None:
+    """An archive-envelope line of a frame as `FRAME_LINE` reads it, else as `ENVELOPE` does."""
+    try:
+        return FRAME_LINE.decode(line)
+    except PEEK_ERRORS:
+        pass
+    try:
+        return ENVELOPE.decode(line)
+    except PEEK_ERRORS:
+        return None
 
 
 def _merge_order(item: _Item) -> tuple[int, int]:

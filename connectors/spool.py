@@ -103,10 +103,20 @@ class Stream:
 
     def flush(self) -> None:
         if self.buf:
-            with self.path.open("ab") as fh:
-                fh.write(lz4.frame.compress(b"".join(self.buf)))
-            self.buf.clear()
-            self.size = 0
+            append_frame(self.path, self.take())
+
+    def take(self) -> bytes:
+        """The records buffered, as one block, and the buffer emptied (to flush elsewhere)."""
+        data = b"".join(self.buf)
+        self.buf.clear()
+        self.size = 0
+        return data
+
+
+def append_frame(path: Path, data: bytes) -> None:
+    """Append ``data`` to a stream file as one LZ4 frame."""
+    with path.open("ab") as fh:
+        fh.write(lz4.frame.compress(data))
 
 
 # -- once per run -------------------------------------------------------------------------------
@@ -244,6 +254,7 @@ __all__ = [
     "Record",
     "Spool",
     "Stream",
+    "append_frame",
     "load_manifest",
     "make_once",
     "parse_record",

@@ -157,6 +157,19 @@ class TimeCheck:
         self.skew_ms = config.max_clock_skew_ms
         self.age_ms = config.max_age_ms
 
+    def window(self, recv_ms: int | None, latest_ms: int | None) -> tuple[int, int]:
+        """The inclusive range of int exchange times `check` accepts with these clocks: a pass
+        that only asks whether a frame's times pass (the split pass, once a line) compares
+        against it instead of raising and catching per time."""
+        if recv_ms is not None:
+            hi = recv_ms + self.skew_ms
+            if latest_ms is not None and latest_ms + self.age_ms < hi:
+                hi = latest_ms + self.age_ms
+            return recv_ms - self.age_ms, hi
+        if latest_ms is not None:
+            return latest_ms - self.age_ms, latest_ms + self.age_ms
+        return 0, (1 << 53) - 1
+
     def check(self, t: Any, recv_ms: int | None, latest_ms: int | None, channel: str) -> int:
         """``t`` as an int, or `FrameError` (``future_time``, ``stale_time``, ``stale_replay``)."""
         if type(t) is not int:
