@@ -62,9 +62,13 @@ class MicroPrice:
     for it (neither credited nor clipped). The pending states of a cell share its spread state,
     so their mean ``1/S`` is used. Sums forget exponentially: each credited mid change multiplies
     them by ``1 − 1/memory``. ``g(I, j)`` is the cell mean once the cell holds at least
-    ``min_obs`` (effective) observations; the micro-price is ``M + S·g(I, j)``. Nothing bounds
-    ``g`` at one tick wide (a tick is a whole spread there): whether the micro-price stays in
-    ``[bid, ask]`` is what the data say, measured in the evaluation report.
+    ``min_obs`` (effective) observations, shrunk towards 0 (the mid: no information) by
+    ``prior_obs`` pseudo-observations, ``g = Σ credits / (Σ weights + prior_obs)``: the
+    posterior mean under a prior centred on the mid worth ``prior_obs`` observations, so a cell
+    that has just warmed up on a few noisy credits moves the price by a fraction of their mean
+    and a well-filled cell by nearly all of it. The micro-price is ``M + S·g(I, j)``. Nothing
+    bounds ``g`` at one tick wide (a tick is a whole spread there): whether the micro-price stays
+    in ``[bid, ask]`` is what the data say, measured in the evaluation report.
     """
 
     __slots__ = (
@@ -75,15 +79,23 @@ class MicroPrice:
         "_min_obs",
         "_num",
         "_pn",
+        "_prior",
         "_ps",
         "_tick",
         "_touched",
     )
 
-    def __init__(self, buckets: int = 10, memory: float = 5000.0, min_obs: float = 20.0) -> None:
-        if buckets < 2 or memory < 1 or min_obs <= 0:
-            msg = "need buckets >= 2, memory >= 1 and min_obs > 0"
+    def __init__(
+        self,
+        buckets: int = 10,
+        memory: float = 5000.0,
+        min_obs: float = 20.0,
+        prior_obs: float = 20.0,
+    ) -> None:
+        if buckets < 2 or memory < 1 or min_obs <= 0 or not 0 <= prior_obs < math.inf:
+            msg = "need buckets >= 2, memory >= 1, min_obs > 0 and a finite prior_obs >= 0"
             raise ValueError(msg)
+        self._prior = prior_obs
         self._k = buckets
         self._decay = 1.0 - 1.0 / memory
         self._min_obs = min_obs
@@ -212,14 +224,15 @@ class MicroPrice:
         j = 0 if spread is None or not spread > 0.0 else self.spread_state(spread)
         cell = j * self._k + self.bucket(bid_sz, ask_sz)
         den = self._den[cell]
-        return self._num[cell] / den if den >= self._min_obs else None
+        return self._num[cell] / (den + self._prior) if den >= self._min_obs else None
 
     def table(self, spread_state: int = 0) -> list[float | None]:
         """``g`` per imbalance bucket of one spread state (None where not warm)."""
         k = self._k
         lo = spread_state * k
+        prior = self._prior
         return [
-            n / d if d >= self._min_obs else None
+            n / (d + prior) if d >= self._min_obs else None
             for n, d in zip(self._num[lo : lo + k], self._den[lo : lo + k], strict=True)
         ]
 

@@ -66,7 +66,9 @@ class BookFeatures:
 
     def __post_init__(self) -> None:
         cfg = self.config
-        self.micro = MicroPrice(cfg.micro_buckets, cfg.micro_memory, cfg.micro_min_obs)
+        self.micro = MicroPrice(
+            cfg.micro_buckets, cfg.micro_memory, cfg.micro_min_obs, cfg.micro_prior_obs
+        )
         self.spreads = RollingMedian(cfg.long_obs)
         self.depths = RollingMedian(cfg.long_obs)
 

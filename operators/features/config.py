@@ -24,6 +24,8 @@ class FeatureConfig:
         micro_buckets: imbalance states of the micro-price estimator.
         micro_memory: forgetting of the micro-price estimator, in mid changes.
         micro_min_obs: (effective) observations a state needs before its adjustment is used.
+        micro_prior_obs: pseudo-observations at zero adjustment (the mid) that each state's
+            estimate is shrunk with (`operators.microstructure.MicroPrice`).
         vpin_buckets: volume buckets VPIN averages over.
         vpin_min_buckets: completed buckets before VPIN is reported.
         vpin_bucket_obs: a bucket holds the coin's mean volume of this many bars.
@@ -39,6 +41,7 @@ class FeatureConfig:
     micro_buckets: int = 10
     micro_memory: float = 5000.0
     micro_min_obs: float = 20.0
+    micro_prior_obs: float = 20.0
     vpin_buckets: int = 50
     vpin_min_buckets: int = 10
     vpin_bucket_obs: float = 5.0
@@ -59,8 +62,16 @@ class FeatureConfig:
         if self.vr_q < 2 or self.micro_buckets < 2 or self.vpin_buckets < 1:
             msg = "need vr_q >= 2, micro_buckets >= 2 and vpin_buckets >= 1"
             raise ValueError(msg)
-        if self.vpin_bucket_obs <= 0 or self.micro_memory < 1 or self.micro_min_obs <= 0:
-            msg = "need vpin_bucket_obs > 0, micro_memory >= 1 and micro_min_obs > 0"
+        if (
+            self.vpin_bucket_obs <= 0
+            or self.micro_memory < 1
+            or self.micro_min_obs <= 0
+            or not 0 <= self.micro_prior_obs < float("inf")
+        ):
+            msg = (
+                "need vpin_bucket_obs > 0, micro_memory >= 1, micro_min_obs > 0 and a finite "
+                "micro_prior_obs >= 0"
+            )
             raise ValueError(msg)
 
     @property

@@ -580,7 +580,13 @@ def test_gap_breaks_the_order_flow_chain() -> None:
 
 def test_stoikov_micro_price_from_the_coins_own_mid_changes() -> None:
     cfg = FeatureConfig(
-        window_obs=4, short_obs=2, long_obs=8, warmup_obs=3, micro_buckets=4, micro_min_obs=1.0
+        window_obs=4,
+        short_obs=2,
+        long_obs=8,
+        warmup_obs=3,
+        micro_buckets=4,
+        micro_min_obs=1.0,
+        micro_prior_obs=0.0,  # the credits themselves (the shrinkage: test_microstructure)
     )
     s = FeatureState(cfg)
     # states (mid, bucket of I): (100.5, 3) -> (101.5, 2): bucket 3 saw +1 tick = +1 spread,

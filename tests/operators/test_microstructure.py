@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 
 import pytest
@@ -49,7 +50,7 @@ def test_ofi_price_moves(
 
 
 def test_micro_price_adjustment_is_the_mean_touch_level_mid_change_per_cell() -> None:
-    m = MicroPrice(buckets=4, memory=1e15, min_obs=0.5)
+    m = MicroPrice(buckets=4, memory=1e15, min_obs=0.5, prior_obs=0.0)
     assert m.table() == [None] * 4
     m.observe(100.0, 3.0, 101.0, 1.0)  # I = 0.75 -> bucket 3, mid 100.5, spread 1 (one tick)
     m.observe(100.0, 3.0, 101.0, 1.0)  # same state again: bucket 3 has 2 pending states
@@ -67,7 +68,7 @@ def test_micro_price_adjustment_is_the_mean_touch_level_mid_change_per_cell() ->
 
 
 def test_micro_price_drops_jumps_beyond_a_tick() -> None:
-    m = MicroPrice(buckets=2, memory=1e15, min_obs=1.0)
+    m = MicroPrice(buckets=2, memory=1e15, min_obs=1.0, prior_obs=0.0)
     m.observe(100.0, 1.0, 101.0, 3.0)  # bucket 0, one tick
     m.observe(100.5, 1.0, 101.5, 3.0)  # +½ tick: bucket 0 gets +½, bucket 1 −½
     assert m.table() == pytest.approx([0.5, -0.5])
@@ -78,7 +79,7 @@ def test_micro_price_drops_jumps_beyond_a_tick() -> None:
 
 
 def test_micro_price_is_conditioned_on_the_spread_state() -> None:
-    m = MicroPrice(buckets=2, memory=1e15, min_obs=1.0)
+    m = MicroPrice(buckets=2, memory=1e15, min_obs=1.0, prior_obs=0.0)
     m.observe(100.0, 3.0, 102.0, 1.0)  # bucket 1, spread 2 (the narrowest yet: the tick)
     m.observe(99.0, 3.0, 103.0, 1.0)  # same mid, spread 4 = two ticks: its own cell
     assert m.table() == [None, None]
@@ -91,7 +92,8 @@ def test_micro_price_is_conditioned_on_the_spread_state() -> None:
 
 
 def test_micro_price_forgets_and_needs_min_obs() -> None:
-    m = MicroPrice(buckets=2, memory=2.0, min_obs=1.5)  # each mid change halves the sums
+    # each mid change halves the sums
+    m = MicroPrice(buckets=2, memory=2.0, min_obs=1.5, prior_obs=0.0)
     m.observe(100.0, 3.0, 101.0, 1.0)  # bucket 1
     m.observe(101.0, 3.0, 102.0, 1.0)  # +1 -> bucket 1: num 1, den 1 (below min_obs)
     assert m.table() == [None, None]
@@ -106,9 +108,30 @@ def test_micro_price_forgets_and_needs_min_obs() -> None:
     assert m.table() == pytest.approx([-1.0, 1.0])
 
 
+def test_micro_price_is_shrunk_towards_the_mid_by_its_prior() -> None:
+    # the same credits as above, now with 2 pseudo-observations at 0 in every cell
+    m = MicroPrice(buckets=4, memory=1e15, min_obs=0.5, prior_obs=2.0)
+    m.observe(100.0, 3.0, 101.0, 1.0)  # bucket 3, twice
+    m.observe(100.0, 3.0, 101.0, 1.0)
+    m.observe(101.0, 1.0, 102.0, 1.0)  # +1 spread: bucket 3 has 2 credits of +1 (bucket 0: -1)
+    assert m.table() == pytest.approx([-2.0 / 4.0, None, None, 2.0 / 4.0])  # 2 / (2 + 2)
+    m.observe(100.0, 1.0, 101.0, 3.0)  # -1: bucket 2 (I = .5) gets -1 once, bucket 1 +1
+    assert m.table() == pytest.approx([-0.5, 1.0 / 3.0, -1.0 / 3.0, 0.5])  # 1 / (1 + 2)
+    assert m.g(3.0, 1.0, 1.0) == pytest.approx(0.5)
+    # a cell with much data is barely moved: 200 credits of +1 -> 200 / 202
+    for i in range(200):  # bucket-3 states, each followed by a +1 tick move
+        m.observe(102.0 + i, 3.0, 103.0 + i, 1.0)
+    g3 = m.g(3.0, 1.0, 1.0)
+    assert g3 == pytest.approx((2.0 + 199.0) / (2.0 + 199.0 + 2.0))
+    with pytest.raises(ValueError, match="prior_obs"):
+        MicroPrice(prior_obs=-1.0)
+    with pytest.raises(ValueError, match="prior_obs"):
+        MicroPrice(prior_obs=math.inf)
+
+
 def test_micro_price_is_antisymmetric_and_bounded_by_a_tick() -> None:
     rng = random.Random(5)
-    m = MicroPrice(buckets=10, memory=1e9, min_obs=1.0)
+    m = MicroPrice(buckets=10, memory=1e9, min_obs=1.0, prior_obs=0.0)
     bid = 100.0
     for _ in range(5000):
         # coarse snapshots: the mid often jumps many ticks between two states (dropped)
