@@ -30,7 +30,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from websockets.sync.client import connect
@@ -51,12 +51,16 @@ def _free_port() -> int:
         return port
 
 
+MARKET_SEED: Final = 100
+"""The simulated market's seed (`tools.bench_cluster` writes the same market to a file)."""
+
+
 def market_feed(n_coins: int, seconds: float) -> tuple[Feed, list[str]]:
     """``n_coins`` synthetic coins: 4-coin simulations with other seeds, renamed
     (`tools.simulate.market`)."""
     items: list[tuple[int | None, dict[str, Any]]] = [
         (recv_ns, frame)
-        for recv_ns, frame in generate_market(n_coins, seconds, seed=100)
+        for recv_ns, frame in generate_market(n_coins, seconds, seed=MARKET_SEED)
         if frame.get("channel") not in ("subscriptionResponse", "pong")
     ]
     return ListFeed(items), market_coins(n_coins)
