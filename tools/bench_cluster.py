@@ -38,7 +38,6 @@ import orjson
 
 from connectors.captures import expand_captures
 from tools.simulate.capture import iso_ns
-from tools.simulate.market import generate_market
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 1800.0
@@ -46,18 +45,15 @@ TIMEOUT_S = 1800.0
 
 def market_capture(coins: int, seconds: float) -> Path:
     """The simulated whole-market capture, generated once into ``$TMPDIR`` (cached)."""
-    from tools.bench_live import MARKET_SEED  # the 180-coin market of the live benchmark
+    from tools.bench_live import market_frames  # the 180-coin market of the live benchmark
 
     path = Path(tempfile.gettempdir()) / f"hlsl-bench-market-{coins}c-{seconds:g}s.ndjson.gz"
     if path.exists():
         return path
     part = path.with_suffix(".part")
     with gzip.open(part, "wb", compresslevel=1) as fh:
-        # streamed frame by frame (the market of the live benchmark, `tools.bench_live.market_feed`,
-        # without its list): a whole-market hour held as a list took ~20 GB
-        for recv_ns, frame in generate_market(coins, seconds, seed=MARKET_SEED):
-            if frame.get("channel") in ("subscriptionResponse", "pong"):
-                continue
+        # streamed frame by frame: a whole-market hour held as a list took ~20 GB
+        for recv_ns, frame in market_frames(coins, seconds):
             line = {"time": iso_ns(recv_ns or 0), "ver_num": 1, "raw": frame}
             fh.write(orjson.dumps(line) + b"\n")
     part.replace(path)

@@ -29,8 +29,9 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import orjson
 from websockets.sync.client import connect
@@ -51,18 +52,18 @@ def _free_port() -> int:
         return port
 
 
-MARKET_SEED: Final = 100
-"""The simulated market's seed (`tools.bench_cluster` writes the same market to a file)."""
+def market_frames(n_coins: int, seconds: float) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``n_coins`` synthetic coins' data frames, in receive order, one at a time: 4-coin
+    simulations with other seeds, renamed (`tools.simulate.market`), without acks and pongs.
+    `tools.bench_cluster` streams the same market to a file."""
+    for recv_ns, frame in generate_market(n_coins, seconds, seed=100):
+        if frame.get("channel") not in ("subscriptionResponse", "pong"):
+            yield recv_ns, frame
 
 
 def market_feed(n_coins: int, seconds: float) -> tuple[Feed, list[str]]:
-    """``n_coins`` synthetic coins: 4-coin simulations with other seeds, renamed
-    (`tools.simulate.market`)."""
-    items: list[tuple[int | None, dict[str, Any]]] = [
-        (recv_ns, frame)
-        for recv_ns, frame in generate_market(n_coins, seconds, seed=MARKET_SEED)
-        if frame.get("channel") not in ("subscriptionResponse", "pong")
-    ]
+    """`market_frames` as a feed of the local exchange, and the coins' names."""
+    items: list[tuple[int | None, dict[str, Any]]] = list(market_frames(n_coins, seconds))
     return ListFeed(items), market_coins(n_coins)
 
 
