@@ -46,7 +46,8 @@ The package, by concept (each module imports only those listed before it):
   table fitted, written, validated and scored; `skill`: each horizon's out-of-sample skill
   verdict and the actionable calls' P&L; `science`: issue #9's evidence per coin (risk flag,
   crash window, forecast, micro-price); `vol_fit`: the volatility model fit, run on its own
-  (``python -m tools.evaluate.vol_fit``).
+  (``python -m tools.evaluate.vol_fit``); `flag_tradeoff`: the risk flag's expansion threshold,
+  crash-window capture against separation (``python -m tools.evaluate.flag_tradeoff``).
 - `charts`, `prose` (the report's sentences), `report` (the Markdown): the output.
 - `run`: one whole run (`EvalConfig`, `evaluate`); `cli` and `__main__`: the command line.
 

@@ -375,7 +375,7 @@ def _flag_cells(f: FlagScore | None) -> list[str]:
     ]
 
 
-def _beats(f: FlagScore | None) -> bool | None:
+def beats_rule(f: FlagScore | None) -> bool | None:
     """At least as good as the rule on both metrics, as printed (2 and 3 decimals)."""
     if f is None or not math.isfinite(f.ratio) or not math.isfinite(f.rule_ratio):
         return None
@@ -438,7 +438,7 @@ def render(sciences: Sequence[DatasetScience], calibration: dict[str, Any], froz
             f5 = _flag_cells(c.flag_5)
             f10 = _flag_cells(c.flag_10)
             verdicts = ", ".join(
-                {True: "yes", False: "no", None: "–"}[_beats(f)]
+                {True: "yes", False: "no", None: "–"}[beats_rule(f)]
                 for f in (c.flag_own, c.flag_5, c.flag_10)
             )
             lines.append(

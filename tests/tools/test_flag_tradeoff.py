@@ -1,0 +1,103 @@
+"""`tools.evaluate.flag_tradeoff`: the risk flag recomputed at other expansion thresholds."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools.evaluate.flag_tradeoff import (
+    agreement,
+    flag,
+    main,
+    parse_grid,
+    render,
+    rows_for,
+    series_flags,
+)
+from tools.evaluate.series import CANDLE_SPLIT_MS, CRASH_WINDOW_MS, CandleSeries
+
+HOUR = 3_600_000
+
+
+def test_flag_is_rho_or_expansion_and_nan_never_flags() -> None:
+    rho = np.array([0.5, 1.0, np.nan, 0.9, np.nan])
+    ver = np.array([1.0, 1.0, 3.0, 2.9, np.nan])
+    assert flag(rho, ver, 3.0).tolist() == [False, True, True, False, False]
+    assert flag(rho, ver, 2.5).tolist() == [False, True, True, True, False]
+    assert flag(rho, ver, math.inf).tolist() == [False, True, False, False, False]
+
+
+def test_parse_grid_names_the_bad_value() -> None:
+    assert parse_grid("2, 2.5,inf") == (2.0, 2.5, math.inf)
+    with pytest.raises(ValueError, match="'x' is not a number"):
+        parse_grid("2,x")
+    with pytest.raises(ValueError, match=r"'0\.5' must be above 1"):
+        parse_grid("0.5")
+
+
+def _series() -> tuple[CandleSeries, list[dict[str, object]]]:
+    """Hourly candles over the crash and the split; a calm walk with two volatile stretches, one
+    in the crash window (where only the expansion is high) and one after the split."""
+    start = int(datetime(2025, 3, 20, tzinfo=UTC).timestamp() * 1000)
+    end = CANDLE_SPLIT_MS + 20 * 24 * HOUR
+    open_ms = np.arange(start, end, HOUR, dtype=np.int64)
+    close_ms = open_ms + HOUR
+    rng = np.random.default_rng(7)
+    r = rng.normal(0.0, 0.005, len(open_ms))
+    crash = (close_ms > CRASH_WINDOW_MS[0]) & (close_ms <= CRASH_WINDOW_MS[1])
+    late = (close_ms > CANDLE_SPLIT_MS + 5 * 24 * HOUR) & (
+        close_ms <= CANDLE_SPLIT_MS + 7 * 24 * HOUR
+    )
+    r[crash | late] *= 6
+    close = 100.0 * np.exp(np.cumsum(r))
+    s = CandleSeries("SOL", HOUR, open_ms, close, Path("x"))
+    envs: list[dict[str, object]] = []
+    for i, t in enumerate(close_ms.tolist()):
+        vol = crash[i] or late[i]
+        rho = 1.2 if late[i] else 0.8
+        ver = 2.7 if vol else 1.0
+        published = rho >= 1.0 or ver >= 3.0
+        envs.append(
+            {
+                "timestamp_ms": t,
+                "coin": "SOL",
+                "regime": {"risk_ratio": rho, "label": "CHAOTIC" if published else "TRENDING"},
+                "features": {"vol_expansion_ratio": ver},
+            }
+        )
+    return s, envs
+
+
+def test_rows_score_each_threshold_and_the_crash() -> None:
+    s, envs = _series()
+    sf = series_flags(s, envs)
+    assert sf.name == "1h SOL"
+    assert sf.crash.sum() == 36  # 12:00 on 04-06 to the end of 04-07
+    rows = {r.flag_ver: r for r in rows_for(sf, (2.5, 3.0))}
+    # the crash is flagged only when the threshold is under its expansion of 2.7
+    assert rows[2.5].crash == 1.0
+    assert rows[3.0].crash == 0.0
+    # after the split both flag the same volatile stretch (ρ ≥ 1), and nothing else
+    assert rows[2.5].rate_oos == pytest.approx(rows[3.0].rate_oos)
+    assert rows[3.0].rate_oos == pytest.approx(48 / sf.oos.sum())
+    assert agreement(sf, 3.0) == (0, int(np.isfinite(sf.rho).sum()))
+    assert agreement(sf, 2.5)[0] == 36  # the crash bars, flagged only at 2.5, differ
+    text = render(list(rows.values()), 3.0, [("1h SOL", 0, 10)])
+    assert "| 3 (shipped) | 1h SOL |" in text
+    assert "| 2.5 | 1h SOL |" in text
+    assert "| 100.0% |" in text
+    assert "| 0.0% |" in text
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path), "--grid", "2,zero"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "flag_tradeoff: --grid: 'zero' is not a number"
+    empty = tmp_path / "none.ndjson"
+    empty.write_text('{"channel": "subscriptionResponse", "data": {}}\n')
+    assert main([str(empty)]) == 2
+    assert capsys.readouterr().err.strip() == "flag_tradeoff: no candle data in the inputs"

@@ -1,0 +1,253 @@
+"""The risk flag's expansion trigger: crash-window capture against forward-volatility separation.
+
+    python -m tools.evaluate.flag_tradeoff CANDLE_FILE... [--grid 2,2.5,3,4,inf]
+
+The risk flag (DESIGN.md §5) is raised by the volatility forecast, ``ρ ≥ 1``, or by a
+volatility that has multiplied, ``vol_expansion_ratio ≥ flag_ver`` (3 as shipped). On hourly
+candles the 2025-04-06/07 crash is flagged less than on 5-minute candles (1h SOL 63.9 %), and
+``flag_ver`` is the one threshold that moves that figure. This program shows what moving it
+would cost: each candle file is replayed once through the production flow at the evaluation's
+settings (`tools.evaluate.datasets`), and the flag ``ρ ≥ 1 or VER ≥ v`` is recomputed from the
+envelopes' ``risk_ratio`` and ``vol_expansion_ratio`` for each ``v`` of the grid. Per series it
+prints the out-of-sample flag rate, the AUC margin over the one-line rule at the same rate (AUC
+against "forward realised vol over the next hour of bars in its top decile"; in-sample: forward
+window before the split, as `tools.evaluate.vol_fit` step 5; out-of-sample: bars closing after
+it), whether the flag beats the rule out of sample (the report's test: separation ratio and AUC
+at least the rule's) and the crash-window capture.
+
+The recomputed flag leaves out the classifier's hold of LIQUIDATION_RISK (6 bars); the program
+prints how often it agrees with the published labels at the shipped ``flag_ver``.
+Nothing here is fitted or chosen: the shipped threshold stays what DESIGN.md says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from operators.regime import RegimeConfig
+from tools.evaluate.datasets import expand_paths, plan_datasets, scan_file
+from tools.evaluate.replay import Progress, replay_dataset
+from tools.evaluate.science import RISKY, beats_rule
+from tools.evaluate.series import CANDLE_SPLIT_MS, CRASH_WINDOW_MS, CandleSeries, read_candles
+from tools.evaluate.text import fmt_duration
+from tools.evaluate.vol_eval import FlagScore, fwd_sum, hour_bars, one_line_rule, score_flag
+
+F64 = npt.NDArray[np.float64]
+Bool = npt.NDArray[np.bool_]
+
+DEFAULT_GRID = (2.0, 2.5, 3.0, 4.0, math.inf)
+"""Candidate ``flag_ver`` values (``inf``: no expansion trigger, the forecast alone)."""
+
+
+@dataclass(frozen=True)
+class SeriesFlags:
+    """One coin's candles with the envelopes' risk inputs on the same bars."""
+
+    name: str
+    close_ms: npt.NDArray[np.int64]
+    rho: F64
+    ver: F64
+    published: Bool
+    """The published label was LIQUIDATION_RISK or CHAOTIC."""
+    fwd: F64
+    rule: F64
+    ins: Bool
+    oos: Bool
+    crash: Bool
+
+
+@dataclass(frozen=True)
+class Row:
+    """One series at one ``flag_ver``."""
+
+    name: str
+    flag_ver: float
+    rate_oos: float
+    margin_ins: float
+    margin_oos: float
+    oos: FlagScore
+    crash: float
+
+
+def flag(rho: F64, ver: F64, flag_ver: float) -> Bool:
+    """The risk flag without holds: ``ρ ≥ 1`` or ``VER ≥ flag_ver`` (a NaN input never flags)."""
+    with np.errstate(invalid="ignore"):
+        out: Bool = (np.isfinite(rho) & (rho >= 1.0)) | (np.isfinite(ver) & (ver >= flag_ver))
+    return out
+
+
+def series_flags(s: CandleSeries, envelopes: Sequence[dict[str, Any]]) -> SeriesFlags:
+    """Line the coin's envelopes up with its candles (by bar close)."""
+    bar = s.bar_ms
+    close = s.open_ms + bar
+    at = {int(t): i for i, t in enumerate(close.tolist())}
+    n = len(close)
+    rho = np.full(n, np.nan)
+    ver = np.full(n, np.nan)
+    published = np.zeros(n, dtype=bool)
+    for env in envelopes:
+        i = at.get(int(env["timestamp_ms"]))
+        if i is None:
+            continue
+        reg = env["regime"]
+        r_, v_ = reg.get("risk_ratio"), env["features"].get("vol_expansion_ratio")
+        rho[i] = math.nan if r_ is None else float(r_)
+        ver[i] = math.nan if v_ is None else float(v_)
+        published[i] = reg["label"] in RISKY
+    r = s.returns
+    fb = hour_bars(bar)
+    known = np.isfinite(rho)
+    return SeriesFlags(
+        name=f"{fmt_duration(bar).replace(' ', '')} {s.coin}",
+        close_ms=close,
+        rho=rho,
+        ver=ver,
+        published=published,
+        fwd=np.sqrt(fwd_sum(r * r, fb)),
+        rule=one_line_rule(r, bar),
+        ins=known & (s.open_ms + (fb + 1) * bar <= CANDLE_SPLIT_MS),
+        oos=known & (close >= CANDLE_SPLIT_MS),
+        crash=(close > CRASH_WINDOW_MS[0]) & (close <= CRASH_WINDOW_MS[1]),
+    )
+
+
+def rows_for(sf: SeriesFlags, grid: Sequence[float]) -> list[Row]:
+    """The series scored at every ``flag_ver`` of the grid."""
+    out = []
+    for v in grid:
+        f = flag(sf.rho, sf.ver, v)
+        score = f.astype(np.float64)
+        ins = score_flag(f, score, sf.rule, sf.fwd, sf.ins, None)
+        oos = score_flag(f, score, sf.rule, sf.fwd, sf.oos, None)
+        crash = float(f[sf.crash].mean()) if sf.crash.any() else math.nan
+        out.append(
+            Row(
+                sf.name,
+                v,
+                float(f[sf.oos].mean()) if sf.oos.any() else math.nan,
+                ins.auc - ins.rule_auc,
+                oos.auc - oos.rule_auc,
+                oos,
+                crash,
+            )
+        )
+    return out
+
+
+def agreement(sf: SeriesFlags, flag_ver: float) -> tuple[int, int]:
+    """Bars (with ρ) where the recomputed flag differs from the published labels, and bars."""
+    known = np.isfinite(sf.rho)
+    f = flag(sf.rho, sf.ver, flag_ver)
+    return int((f[known] != sf.published[known]).sum()), int(known.sum())
+
+
+def _v(v: float) -> str:
+    return "none (ρ only)" if math.isinf(v) else f"{v:g}"
+
+
+def render(rows: Sequence[Row], shipped: float, agree: Sequence[tuple[str, int, int]]) -> str:
+    """The table, one line per ``flag_ver`` and series, with the mean in-sample margin."""
+    lines = [
+        "| flag_ver | series | out-of-sample flag rate | AUC margin over the rule, "
+        "in-sample / out-of-sample | beats the rule out of sample | crash window flagged |",
+        "|---|---|---|---|---|---|",
+    ]
+    by_v: dict[float, list[Row]] = {}
+    for r in rows:
+        by_v.setdefault(r.flag_ver, []).append(r)
+    for v, group in by_v.items():
+        mark = " (shipped)" if v == shipped else ""
+        for r in group:
+            won = beats_rule(r.oos)
+            lines.append(
+                f"| {_v(v)}{mark} | {r.name} | {r.rate_oos:.1%} | "
+                f"{r.margin_ins:+.4f} / {r.margin_oos:+.4f} | "
+                f"{ {True: 'yes', False: '**no**', None: '–'}[won] } | {r.crash:.1%} |"
+            )
+    lines.append("")
+    lines.append(
+        "Mean over series, in-sample margin / out-of-sample margin / lowest crash capture:"
+    )
+    for v, group in by_v.items():
+        lines.append(
+            f"- flag_ver {_v(v)}: {np.mean([r.margin_ins for r in group]):+.4f} / "
+            f"{np.mean([r.margin_oos for r in group]):+.4f} / "
+            f"{min(r.crash for r in group):.1%}"
+        )
+    lines.append("")
+    off = ", ".join(f"{name} {d} of {n:,}" for name, d, n in agree)
+    lines.append(
+        f"Recomputed flag at the shipped flag_ver ({shipped:g}) against the published labels, "
+        f"bars that differ (the LIQUIDATION_RISK hold): {off}."
+    )
+    return "\n".join(lines)
+
+
+def parse_grid(text: str) -> tuple[float, ...]:
+    """``"2,2.5,3,inf"`` as floats (each > 1)."""
+    out = []
+    for part in text.split(","):
+        try:
+            v = float(part)
+        except ValueError:
+            msg = f"--grid: {part.strip()!r} is not a number"
+            raise ValueError(msg) from None
+        if not v > 1.0:
+            msg = f"--grid: {part.strip()!r} must be above 1 (a ratio to the usual volatility)"
+            raise ValueError(msg)
+        out.append(v)
+    return tuple(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m tools.evaluate.flag_tradeoff``."""
+    ap = argparse.ArgumentParser(
+        prog="python -m tools.evaluate.flag_tradeoff",
+        description="The risk flag's expansion threshold: crash-window capture against the "
+        "out-of-sample separation of forward volatility, on candle files.",
+    )
+    ap.add_argument("paths", nargs="+", type=Path, help="candle capture files or folders")
+    ap.add_argument(
+        "--grid",
+        default=",".join("inf" if math.isinf(v) else f"{v:g}" for v in DEFAULT_GRID),
+        help="flag_ver values to score (default: %(default)s)",
+    )
+    ns = ap.parse_args(argv)
+    try:
+        grid = parse_grid(ns.grid)
+        files = expand_paths(ns.paths)
+    except (ValueError, OSError) as ex:
+        print(f"flag_tradeoff: {ex}", file=sys.stderr)
+        return 2
+    specs = [s for s in plan_datasets([scan_file(f) for f in files]) if s.kind == "candle"]
+    if not specs:
+        print("flag_tradeoff: no candle data in the inputs", file=sys.stderr)
+        return 2
+    shipped = RegimeConfig().flag_ver
+    progress = Progress(sys.stderr.isatty())
+    rows: list[Row] = []
+    agree: list[tuple[str, int, int]] = []
+    for spec in specs:
+        envs, _, _, _ = replay_dataset(spec, (), progress, f"{spec.name}:")
+        progress.done(f"{spec.name}: {len(envs):,} envelopes")
+        for path in spec.files:
+            for coin, s in sorted(read_candles(path).items()):
+                mine = [e for e in envs if e["coin"] == coin]
+                sf = series_flags(s, mine)
+                rows.extend(rows_for(sf, grid))
+                agree.append((sf.name, *agreement(sf, shipped)))
+    print(render(rows, shipped, agree))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
