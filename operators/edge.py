@@ -37,6 +37,7 @@ from operators.forecast import Forecast, VolModel, forecast
 from operators.interval import IntervalTracker
 from operators.microstructure import walk_book
 from operators.regime import VOL_MODEL, RegimeLabel, RegimeState, Rule
+from operators.rounding import fround
 
 CALIBRATION: Final[Calibration | None] = load_default()
 """The calibration table the server uses (``$HLSL_CALIBRATION`` or the committed one)."""
@@ -190,9 +191,9 @@ def compute_signals(fv: FeatureVector, regime: RegimeState) -> Signals:
         if regime.label is RegimeLabel.LIQUIDATION_RISK:
             risk = max(0.8, risk)
         return Signals(
-            momentum=None if momentum is None else round(_clamp(momentum), 4),
-            liquidity=None if liquidity is None else round(_clamp(liquidity), 4),
-            risk=round(_clamp(risk), 4),
+            momentum=None if momentum is None else fround(_clamp(momentum), 4),
+            liquidity=None if liquidity is None else fround(_clamp(liquidity), 4),
+            risk=fround(_clamp(risk), 4),
         )
     if ver is not None:
         risk = 1.0 - math.exp(-max(0.0, ver - 1.0))
@@ -212,9 +213,9 @@ def compute_signals(fv: FeatureVector, regime: RegimeState) -> Signals:
     if regime.label is RegimeLabel.LIQUIDATION_RISK:
         risk = max(0.8, risk or 0.0)
     return Signals(
-        momentum=None if momentum is None else round(_clamp(momentum), 4),
-        liquidity=None if liquidity is None else round(_clamp(liquidity), 4),
-        risk=None if risk is None else round(_clamp(risk), 4),
+        momentum=None if momentum is None else fround(_clamp(momentum), 4),
+        liquidity=None if liquidity is None else fround(_clamp(liquidity), 4),
+        risk=None if risk is None else fround(_clamp(risk), 4),
     )
 
 
@@ -428,7 +429,7 @@ class EdgeScorer:
                 raw = conf * (0.6 * min(1.0, abs(z) / 3.0) + 0.2 * fade + 0.2 * liq_term)
             else:
                 why.append(Explain.PRICE_AT_MEAN)
-        raw = round(_clamp(raw), 4)
+        raw = fround(_clamp(raw), 4)
 
         horizon_ms, version, move = self.horizon(fv)
         fee = cfg.taker_fee_bps
@@ -443,10 +444,10 @@ class EdgeScorer:
             hc = self.calibration.horizons[horizon_ms]
             if hc.skill:
                 skilled = True
-                p_right = round(hc.p_right(raw), 4)
+                p_right = fround(hc.p_right(raw), 4)
                 # E|R| of the forecast: √(2/π)·σ̂ for a normal move (else the table's mean |R|)
                 size = move if fc is None else math.sqrt(2.0 / math.pi) * fc.vol_bps
-                expected = round((2.0 * p_right - 1.0) * size, 4)
+                expected = fround((2.0 * p_right - 1.0) * size, 4)
                 score = p_right
             else:
                 why.append(Explain.NO_DEMONSTRATED_SKILL)
@@ -457,14 +458,14 @@ class EdgeScorer:
         spread = values.get("spread_bps")
         # A half-spread cost needs a sane quote: 0 < bid < ask, finite (else the cost is unknown).
         sane = spread is not None and sane_quote(values.get("mid_px"), spread)
-        half = round(spread / 2.0, 4) if sane and spread is not None else None
+        half = fround(spread / 2.0, 4) if sane and spread is not None else None
         slip = slippage_bps(fv, direction, cfg.size_usd)
         if slip is not None:
-            slip = round(slip, 4)
+            slip = fround(slip, 4)
         elif fv.book is not None:
             why.append(Explain.BOOK_TOO_THIN)
-        cost = None if half is None or slip is None else round(fee + half + slip, 4)
-        net = None if cost is None or expected is None else round(expected - cost, 4)
+        cost = None if half is None or slip is None else fround(fee + half + slip, 4)
+        net = None if cost is None or expected is None else fround(expected - cost, 4)
         costed = cost is not None and cost > 0.0  # a cost of 0 is no measurement
         if not costed:
             why.append(Explain.COST_UNKNOWN)

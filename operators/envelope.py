@@ -32,6 +32,7 @@ from operators.failures import (
 from operators.features import FEATURE_NAMES, STEP_ERROR_REASON, FeatureVector, check_features
 from operators.forecast import Forecast
 from operators.regime import DECISION_INPUTS, RegimeState
+from operators.rounding import fround
 
 SCHEMA_VERSION: Final = "1.2"
 """1.1: the ``degraded`` block, the ``STEP_ERROR`` explain code and the documented ranges.
@@ -278,7 +279,7 @@ def build_envelope(
             "expected_move_bps": _z(edge.expected_move_bps),
             "cost_bps": _z(edge.cost_bps),
             "net_edge_bps": _z(edge.net_edge_bps),
-            "size_usd": round(size, _USD) + 0.0 if type(size) is float else size,
+            "size_usd": fround(size, _USD) + 0.0 if type(size) is float else size,
             "costs": {
                 "fee_bps": _r4(edge.fee_bps),
                 "half_spread_bps": _z(edge.half_spread_bps),
@@ -292,7 +293,7 @@ def build_envelope(
             "warming_up": n < fv.warmup_obs,
             "observations": n,
             "required": fv.warmup_obs,
-            "coverage": round(min(1.0, n / fv.warmup_obs), 4),
+            "coverage": fround(min(1.0, n / fv.warmup_obs), 4),
         },
         "bar": {
             "open_ms": fv.open_ms,
@@ -316,7 +317,7 @@ def build_envelope(
 
 def _r4(x: Any) -> Any:
     """`publish_round`'s rule for one value: a float to 4 decimals (never -0.0), else as is."""
-    return round(x, _FOUR) + 0.0 if type(x) is float else x
+    return fround(x, _FOUR) + 0.0 if type(x) is float else x
 
 
 def _z(x: Any) -> Any:
@@ -369,13 +370,13 @@ def round_feature(name: str, x: float, px_decimals: int) -> float:
     0.0. Internal state is never rounded."""
     kind = _kind(name)
     if kind == _PX:
-        r = round(x, px_decimals + 1)
+        r = fround(x, px_decimals + 1)
         if r == 0.0 and x != 0.0:
             r = _significant(x)
     elif kind == _FOUR_KIND:
-        r = round(x, _FOUR)
+        r = fround(x, _FOUR)
     elif kind == _USD_KIND:
-        r = round(x, _USD)
+        r = fround(x, _USD)
     else:
         r = _significant(x)
     return r + 0.0
@@ -393,13 +394,13 @@ def publish_features(values: dict[str, float | None], px_decimals: int) -> dict[
             continue
         kind = kinds.get(k) or _kind(k)
         if kind == _FOUR_KIND:
-            r = round(v, _FOUR)
+            r = fround(v, _FOUR)
         elif kind == _PX:
-            r = round(v, nd)
+            r = fround(v, nd)
             if r == 0.0 and v != 0.0:
                 r = _significant(v)
         elif kind == _USD_KIND:
-            r = round(v, _USD)
+            r = fround(v, _USD)
         else:
             r = _significant(v)
         out[k] = r + 0.0
@@ -415,22 +416,22 @@ def _compile_publisher() -> Callable[[dict[str, float | None], int], dict[str, A
         kind = _kind(name)
         lines += [f"    x = v[{name!r}]", "    if type(x) is float:"]
         if kind == _FOUR_KIND:
-            lines.append(f"        x = round(x, {_FOUR}) + 0.0")
+            lines.append(f"        x = fround(x, {_FOUR}) + 0.0")
         elif kind == _PX:
             lines += [
-                "        r = round(x, nd)",
+                "        r = fround(x, nd)",
                 "        if r == 0.0 and x != 0.0:",
                 "            r = significant(x)",
                 "        x = r + 0.0",
             ]
         elif kind == _USD_KIND:
-            lines.append(f"        x = round(x, {_USD}) + 0.0")
+            lines.append(f"        x = fround(x, {_USD}) + 0.0")
         else:
             lines.append("        x = significant(x) + 0.0")
         lines.append(f"    f{i} = x")
     body = ", ".join(f"{name!r}: f{i}" for i, name in enumerate(FEATURE_NAMES))
     lines.append(f"    return {{{body}}}")
-    namespace: dict[str, Any] = {"significant": _significant}
+    namespace: dict[str, Any] = {"significant": _significant, "fround": fround}
     exec("\n".join(lines), namespace)  # the source is built above from constants only
     fn: Callable[[dict[str, float | None], int], dict[str, Any]] = namespace["publish_all"]
     return fn
@@ -446,7 +447,7 @@ def _round4(block: dict[str, Any] | None, keys: tuple[str, ...]) -> None:
     for k in keys:
         v = block.get(k)
         if type(v) is float:
-            block[k] = _clean(round(v, _FOUR))
+            block[k] = _clean(fround(v, _FOUR))
 
 
 def publish_round(env: dict[str, Any]) -> None:
@@ -463,7 +464,7 @@ def publish_round(env: dict[str, Any]) -> None:
     _round4(edge["costs"], ("fee_bps", "half_spread_bps", "slippage_bps"))
     size = edge.get("size_usd")
     if type(size) is float:
-        edge["size_usd"] = _clean(round(size, _USD))
+        edge["size_usd"] = _clean(fround(size, _USD))
 
 
 def degraded_block(d: Degraded) -> dict[str, str]:

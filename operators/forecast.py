@@ -58,6 +58,8 @@ from typing import Any, Final
 
 import msgspec
 
+from operators.rounding import fround
+
 MODEL_FORMAT: Final = "hlsl-vol-model/2"
 """2: the interval has its own table, per bar-length family and horizon (`IntervalFit`)."""
 OLD_FORMATS: Final = ("hlsl-vol-model/1",)
@@ -335,11 +337,11 @@ def forecast(
     q10, q90 = shifted(*model.interval_for(snap.bar_ms, bars), levels)
     return Forecast(
         horizon_ms=horizon_ms,
-        vol_bps=round(1e4 * math.sqrt(var * fit.smear), 4),
-        vol_p10_bps=round(1e4 * math.sqrt(var * math.exp(q10)), 4),
-        vol_p90_bps=round(1e4 * math.sqrt(var * math.exp(q90)), 4),
+        vol_bps=fround(1e4 * math.sqrt(var * fit.smear), 4),
+        vol_p10_bps=fround(1e4 * math.sqrt(var * math.exp(q10)), 4),
+        vol_p90_bps=fround(1e4 * math.sqrt(var * math.exp(q90)), 4),
         model=model.version,
-        ratio=round(math.sqrt(m / (snap.norm * s_ahead)), 4),
+        ratio=fround(math.sqrt(m / (snap.norm * s_ahead)), 4),
     )
 
 
@@ -355,7 +357,7 @@ def risk_ratio(model: VolModel, snap: VolSnapshot) -> float | None:
     if snap.n < max(RISK_MIN_RETURNS, MS_DAY // max(1, snap.bar_ms)):
         return None
     m, _, _ = mean_var(model, snap, flag_bars(snap.bar_ms, model))
-    return round(math.sqrt(m / snap.norm), 4)
+    return fround(math.sqrt(m / snap.norm), 4)
 
 
 # -- the table -------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from operators.failures import NON_NEGATIVE, UNIT, RangeError
 from operators.features import FeatureVector
 from operators.forecast import VolModel, VolSnapshot, VolState, risk_ratio
 from operators.forecast import load_default as load_vol_model
+from operators.rounding import fround
 
 VOL_MODEL: Final[VolModel | None] = load_vol_model()
 """The committed volatility model (`operators.forecast`; None when the file is absent)."""
@@ -620,4 +621,4 @@ class RegimeClassifier:
         quality = 0.4 + 0.6 * k / len(DECISION_INPUTS)
         stability = min(1.0, self.dwell / max(1, self.config.min_dwell))
         pending = 0.8 if self.candidate is not None else 1.0
-        return round(_clamp(base * quality * (0.7 + 0.3 * stability) * pending), 4)
+        return fround(_clamp(base * quality * (0.7 + 0.3 * stability) * pending), 4)
