@@ -7,6 +7,7 @@
     python -m tools.bench --soak     # RSS over a long live run, 120 coins (tools.bench_soak)
     python -m tools.bench --cluster  # whole-market replay on 1 vs 2 processes (tools.bench_cluster)
     python -m tools.bench --redis    # REST, SSE: a Redis replica vs memory (tools.bench_redis)
+    python -m tools.bench --stages   # the cost of a bar split by stage (tools.bench_stages)
 
 Default PATH: the real 35-minute capture ``../shared/data/real/frames/
 hl_live_20250904_btc-eth-sol.ndjson.gz`` (falls back to ``data/sample.ndjson.gz`` when the shared
@@ -45,60 +46,12 @@ from typing import Any
 
 import orjson
 
-from connectors.captures import sample_capture
-from connectors.files import open_capture
 from flows.pipeline import build_pipeline, run_pipeline, tune_gc
 from flows.settings import Settings
+from tools.bench_reference import capture_or_default, reference_rate_of
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT = REPO.parent / "shared/data/real/frames/hl_live_20250904_btc-eth-sol.ndjson.gz"
-FALLBACK = sample_capture()  # the shipped demo capture (packaged in the wheel)
 MARKET_COINS = 180
 MARKET_SECONDS = 3600.0
-CHUNK = 64 << 20
-"""Decompressed bytes the reference holds at a time."""
-
-
-def read_lines(path: Path) -> list[bytes]:
-    """Every non-blank line of a capture, decompressed."""
-    with open_capture(path) as fh:
-        return [line for line in fh.read().split(b"\n") if line.strip()]
-
-
-def reference_rate(lines: list[bytes]) -> float:
-    """Lines per second of a plain ``orjson.loads`` loop (results dropped)."""
-    return len(lines) / _loads_seconds(lines)
-
-
-def _loads_seconds(lines: list[bytes]) -> float:
-    loads = orjson.loads
-    t0 = time.perf_counter()
-    for line in lines:
-        loads(line)
-    return time.perf_counter() - t0
-
-
-def reference_rate_of(path: Path, passes: int = 5) -> float:
-    """`reference_rate` over every non-blank line of a capture of any size: decompressed a chunk
-    at a time, only the ``loads`` loops timed. A capture that fits in one chunk is parsed
-    ``passes`` times and the fastest pass counts (one pass is ~40 ms, short enough for a busy
-    machine to interrupt; the fastest pass is the conservative reference)."""
-    n = 0
-    seconds = 0.0
-    carry = b""
-    with open_capture(path) as fh:
-        chunk = fh.read(CHUNK)
-        while chunk:
-            following = fh.read(CHUNK)
-            parts = (carry + chunk).split(b"\n")
-            carry = parts.pop() if following else b""
-            lines = [line for line in parts if line.strip()]
-            del parts
-            repeat = passes if not n and not following else 1
-            seconds += min(_loads_seconds(lines) for _ in range(max(1, repeat)))
-            n += len(lines)
-            chunk = following
-    return n / seconds
 
 
 def flow_rate(path: Path) -> tuple[float, int, int]:
@@ -230,13 +183,18 @@ def market_capture(coins: int, seconds: float, seed: int = 7) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tools.bench`` (``--live``: `tools.bench_live`; ``--api``:
     `tools.bench_api`; ``--soak``: `tools.bench_soak`; ``--cluster``: `tools.bench_cluster`;
-    ``--redis``: `tools.bench_redis`)."""
+    ``--redis``: `tools.bench_redis`; ``--stages``: `tools.bench_stages`)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "--live" in args:
         args.remove("--live")
         from tools import bench_live
 
         return bench_live.main(args)
+    if "--stages" in args:
+        args.remove("--stages")
+        from tools import bench_stages
+
+        return bench_stages.main(args)
     if "--cluster" in args:
         args.remove("--cluster")
         from tools import bench_cluster
@@ -285,12 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         if ns.coins < 1 or not ns.seconds > 0:
             ap.error("--coins must be >= 1 and --seconds > 0")
         path = market_capture(ns.coins, ns.seconds)
+    path = capture_or_default(path)
     if path is None:
-        path = DEFAULT if DEFAULT.is_file() else FALLBACK
-        if path == FALLBACK:
-            print(f"note: {DEFAULT} not found; using {FALLBACK}", file=sys.stderr)
-    if not path.is_file():
-        print(f"error: capture {path} not found", file=sys.stderr)
         return 2
     r = bench(path, max(1, ns.repeat))
     if ns.json:

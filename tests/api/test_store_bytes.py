@@ -25,7 +25,7 @@ from connectors.store import RunState, SignalStore, StoredEnvelope
 from connectors.stored import EncodedEnvelope, encode_envelope
 from flows.pipeline import Pipeline, build_pipeline, run_pipeline
 from flows.settings import Settings
-from tools.bench import FALLBACK as SAMPLE
+from tools.bench_reference import FALLBACK as SAMPLE
 
 Envelope = dict[str, Any]
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tools.bench import FALLBACK, main
+from tools.bench import frame_path, main
+from tools.bench_reference import FALLBACK
 
 KEYS = {
     "capture",
@@ -37,3 +40,28 @@ def test_json_keys_on_the_sample(capsys: pytest.CaptureFixture[str]) -> None:
 def test_whole_market_takes_no_path() -> None:
     with pytest.raises(SystemExit):
         main(["--whole-market", str(FALLBACK)])
+
+
+def test_stages_split_the_bars_the_flow_closes(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--stages``: every stage over the same bars as the flow, and the sum is their sum."""
+    import orjson
+
+    from tools.bench_stages import STAGES, closed_bars, one_round
+
+    bars = closed_bars(FALLBACK)
+    assert len(bars) == frame_path(FALLBACK)[1] > 0
+    assert set(one_round(bars[:50])) == set(STAGES)
+
+    assert main(["--stages", str(FALLBACK), "--repeat", "1", "--json"]) == 0
+    r = orjson.loads(capsys.readouterr().out)
+    assert r["bars"] == len(bars)
+    us = r["us_per_bar"]
+    assert set(us) == {*STAGES, "sum"}
+    assert all(us[s]["best"] > 0 for s in STAGES)
+    assert us["sum"]["best"] == pytest.approx(sum(us[s]["best"] for s in STAGES), abs=0.1)
+    assert isinstance(r["load_avg_1m"], float)
+
+
+def test_stages_names_a_missing_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--stages", f"{tmp_path}/none.ndjson"]) == 2
+    assert "not found" in capsys.readouterr().err
