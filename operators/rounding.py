@@ -1,5 +1,5 @@
-"""Decimal rounding for publishing: the same double as the built-in ``round(x, n)``, about three
-times faster.
+"""Decimal rounding for publishing: the same double as the built-in ``round(x, n)``, in about half
+its time (0.43 against 0.85 µs a call here).
 
 Every bar rounds a few dozen numbers (features, signals, forecast, regime confidence, edge) to a
 fixed number of decimals, and ``round(x, n)`` with ``n`` given is slow: it converts the float to
