@@ -48,7 +48,7 @@ import orjson
 
 from flows.pipeline import build_pipeline, run_pipeline, tune_gc
 from flows.settings import Settings
-from tools.bench_reference import capture_or_default, reference_rate_of
+from tools.bench_reference import capture_or_default, frame_path, reference_rate_of
 
 MARKET_COINS = 180
 MARKET_SECONDS = 3600.0
@@ -64,42 +64,6 @@ def flow_rate(path: Path) -> tuple[float, int, int]:
     assert pipeline.stats is not None  # a replay pipeline
     lines = pipeline.stats.lines
     return lines / elapsed, lines, pipeline.store.signals_emitted
-
-
-def frame_path_rate(path: Path) -> float:
-    """Frames per second of the frame path alone: read, decompress, parse, group, 1 s windows
-    (the bars go to a sink that drops them; no features, regime, edge or envelopes)."""
-    return frame_path(path)[0]
-
-
-def frame_path(path: Path) -> tuple[float, int]:
-    """`frame_path_rate` and the number of bars the windows closed."""
-    import bytewax.operators as op
-    from bytewax.dataflow import Dataflow
-    from bytewax.testing import run_main
-
-    from connectors.files import NdjsonSource, ReplayStats
-    from operators.bars import fold_bars
-
-    stats = ReplayStats()
-    flow = Dataflow("frame_path")
-    events = op.input("read_frames", flow, NdjsonSource([path], stats))
-    bars, late = fold_bars("fold_bars", events, bar_ms=1000, lateness_ms=1000)
-    count = [0]
-
-    def count_bar(_step: str, _item: object) -> None:
-        count[0] += 1
-
-    op.inspect("drop_bars", bars, count_bar)
-    op.inspect("drop_late", late, _drop)
-    gc.collect()
-    t0 = time.perf_counter()
-    run_main(flow)
-    return stats.lines / (time.perf_counter() - t0), count[0]
-
-
-def _drop(_step: str, _item: object) -> None:
-    return None
 
 
 def per_bar(ref: float, flow: float, path: float, frames: int, bars: int) -> tuple[float, float]:

@@ -1,8 +1,10 @@
-"""The reference every replay benchmark is a ratio to: ``orjson.loads`` of the capture's lines,
-and the default capture (`tools.bench`, `tools.bench_stages`)."""
+"""What every replay benchmark compares with (`tools.bench`, `tools.bench_stages`): the reference,
+``orjson.loads`` of the capture's lines; the frame path (the flow cut after its windows); and the
+default capture."""
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from pathlib import Path
@@ -72,3 +74,39 @@ def capture_or_default(path: Path | None) -> Path | None:
         print(f"error: capture {path} not found", file=sys.stderr)
         return None
     return path
+
+
+def frame_path_rate(path: Path) -> float:
+    """Frames per second of the frame path alone: read, decompress, parse, group, 1 s windows
+    (the bars go to a sink that drops them; no features, regime, edge or envelopes)."""
+    return frame_path(path)[0]
+
+
+def frame_path(path: Path) -> tuple[float, int]:
+    """`frame_path_rate` and the number of bars the windows closed."""
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import run_main
+
+    from connectors.files import NdjsonSource, ReplayStats
+    from operators.bars import fold_bars
+
+    stats = ReplayStats()
+    flow = Dataflow("frame_path")
+    events = op.input("read_frames", flow, NdjsonSource([path], stats))
+    bars, late = fold_bars("fold_bars", events, bar_ms=1000, lateness_ms=1000)
+    count = [0]
+
+    def count_bar(_step: str, _item: object) -> None:
+        count[0] += 1
+
+    op.inspect("drop_bars", bars, count_bar)
+    op.inspect("drop_late", late, _drop)
+    gc.collect()
+    t0 = time.perf_counter()
+    run_main(flow)
+    return stats.lines / (time.perf_counter() - t0), count[0]
+
+
+def _drop(_step: str, _item: object) -> None:
+    return None

@@ -1,4 +1,4 @@
-"""The cost of a bar split by stage, as ratios to plain JSON parsing.
+"""The cost of a bar, and of a frame, split by stage, as ratios to plain JSON parsing.
 
     python -m tools.bench --stages [PATH] [--repeat 5] [--json]
 
@@ -19,6 +19,12 @@ Each round also times the reference (``orjson.loads`` of every line, `tools.benc
 stage is given in µs per bar and as a ratio to the reference's time per line; best and median of
 the rounds, and the load average. The sum leaves out Bytewax's own per-item cost (a stateful
 step costs a few µs per item), so it is a little under `tools.bench`'s ``us_per_bar``.
+
+The frame path (`tools.bench`'s "frame path", the flow cut after its windows) is split the same
+way, per frame: ``read`` (decompress and split the lines, `tools.bench_reference.read_lines`),
+``parse`` (the replay source drained without Bytewax, `connectors.files.read_events`: typed
+decoding and validation into events, minus ``read``) and ``windows`` (the frame path through
+Bytewax with `operators.bars.fold_bars`, minus both).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from connectors.files import read_events
 from connectors.store import SignalStore
 from connectors.stored import StoredEnvelope
 from flows.pipeline import tune_gc
@@ -41,9 +48,10 @@ from operators.bars import Bar
 from operators.edge import EdgeScorer
 from operators.envelope import Producer
 from operators.interval import IntervalTracker
-from tools.bench_reference import capture_or_default, reference_rate_of
+from tools.bench_reference import capture_or_default, frame_path, read_lines, reference_rate_of
 
 STAGES = ("features", "regime", "score", "envelope", "store")
+FRAME_STAGES = ("read", "parse", "windows")
 BATCH = 64
 
 
@@ -124,6 +132,31 @@ def one_round(bars: list[tuple[str, Bar]]) -> dict[str, float]:
     return took
 
 
+def frame_round(path: Path) -> tuple[dict[str, float], int]:
+    """Seconds of each frame-path stage over the capture (``read``, ``parse``, ``windows``), and
+    the number of lines."""
+    clock = time.perf_counter
+    gc.collect()
+    t0 = clock()
+    lines = len(read_lines(path))
+    read = clock() - t0
+    gc.collect()
+    t0 = clock()
+    read_events([path])
+    parsed = clock() - t0
+    rate, _ = frame_path(path)
+    whole = lines / rate
+    took = {"read": read, "parse": parsed - read, "windows": whole - parsed}
+    return took, lines
+
+
+def _summary(values: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    return {
+        k: {"best": round(min(v), 2), "median": round(statistics.median(v), 2)}
+        for k, v in values.items()
+    }
+
+
 def bench(path: Path, repeat: int) -> dict[str, Any]:
     """Interleaved rounds of the reference and the stages; µs per bar and ratios per stage."""
     tune_gc()
@@ -131,6 +164,9 @@ def bench(path: Path, repeat: int) -> dict[str, Any]:
     n = max(1, len(bars))
     per_stage: dict[str, list[float]] = {s: [] for s in (*STAGES, "sum")}
     ratios: dict[str, list[float]] = {s: [] for s in (*STAGES, "sum")}
+    per_frame: dict[str, list[float]] = {s: [] for s in (*FRAME_STAGES, "sum")}
+    frame_ratios: dict[str, list[float]] = {s: [] for s in (*FRAME_STAGES, "sum")}
+    lines = 0
     for _ in range(repeat):
         us_line = 1e6 / reference_rate_of(path)
         took = one_round(bars)
@@ -139,19 +175,22 @@ def bench(path: Path, repeat: int) -> dict[str, Any]:
             us = seconds / n * 1e6
             per_stage[stage].append(us)
             ratios[stage].append(us / us_line)
+        took, lines = frame_round(path)
+        took["sum"] = sum(took.values())
+        for stage, seconds in took.items():
+            us = seconds / max(1, lines) * 1e6
+            per_frame[stage].append(us)
+            frame_ratios[stage].append(us / us_line)
     load = os.getloadavg()
     return {
         "capture": str(path),
         "bars": len(bars),
         "rounds": repeat,
-        "us_per_bar": {
-            s: {"best": round(min(v), 2), "median": round(statistics.median(v), 2)}
-            for s, v in per_stage.items()
-        },
-        "bar_to_line_ratio": {
-            s: {"best": round(min(v), 2), "median": round(statistics.median(v), 2)}
-            for s, v in ratios.items()
-        },
+        "frames": lines,
+        "us_per_bar": _summary(per_stage),
+        "bar_to_line_ratio": _summary(ratios),
+        "us_per_frame": _summary(per_frame),
+        "frame_to_line_ratio": _summary(frame_ratios),
         "load_avg_1m": round(load[0], 2),
         "load_avg": [round(x, 2) for x in load],
     }
@@ -172,6 +211,14 @@ def report(r: dict[str, Any]) -> str:
         lines.append(
             f"{s:<10} {us['best']:>8.1f} / {us['median']:>8.1f}    "
             f"{ratio['best']:>8.1f} / {ratio['median']:>8.1f}"
+        )
+    lines.append(f"frame path, {r['frames']:,} frames:")
+    lines.append("stage         us per frame        ratio to one orjson.loads line")
+    for s in (*FRAME_STAGES, "sum"):
+        us, ratio = r["us_per_frame"][s], r["frame_to_line_ratio"][s]
+        lines.append(
+            f"{s:<10} {us['best']:>8.2f} / {us['median']:>8.2f}    "
+            f"{ratio['best']:>8.2f} / {ratio['median']:>8.2f}"
         )
     return "\n".join(lines)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.bench import frame_path, main
-from tools.bench_reference import FALLBACK
+from tools.bench import main
+from tools.bench_reference import FALLBACK, frame_path
 
 KEYS = {
     "capture",
@@ -46,7 +46,7 @@ def test_stages_split_the_bars_the_flow_closes(capsys: pytest.CaptureFixture[str
     """``--stages``: every stage over the same bars as the flow, and the sum is their sum."""
     import orjson
 
-    from tools.bench_stages import STAGES, closed_bars, one_round
+    from tools.bench_stages import FRAME_STAGES, STAGES, closed_bars, one_round
 
     bars = closed_bars(FALLBACK)
     assert len(bars) == frame_path(FALLBACK)[1] > 0
@@ -59,6 +59,11 @@ def test_stages_split_the_bars_the_flow_closes(capsys: pytest.CaptureFixture[str
     assert set(us) == {*STAGES, "sum"}
     assert all(us[s]["best"] > 0 for s in STAGES)
     assert us["sum"]["best"] == pytest.approx(sum(us[s]["best"] for s in STAGES), abs=0.1)
+    frame = r["us_per_frame"]
+    assert set(frame) == {*FRAME_STAGES, "sum"}
+    assert r["frames"] > r["bars"]
+    assert frame["read"]["best"] > 0
+    assert frame["parse"]["best"] > 0
     assert isinstance(r["load_avg_1m"], float)
 
 
