@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -21,15 +22,18 @@ CHUNK = 64 << 20
 """Decompressed bytes the reference holds at a time."""
 
 
-def read_lines(path: Path) -> list[bytes]:
-    """Every non-blank line of a capture, decompressed."""
+def line_chunks(path: Path) -> Iterator[tuple[list[bytes], bool]]:
+    """The capture's non-blank lines, decompressed and split a chunk (`CHUNK` bytes) at a time, so
+    a capture of any size is read in bounded memory; each with whether it is the last."""
+    carry = b""
     with open_capture(path) as fh:
-        return [line for line in fh.read().split(b"\n") if line.strip()]
-
-
-def reference_rate(lines: list[bytes]) -> float:
-    """Lines per second of a plain ``orjson.loads`` loop (results dropped)."""
-    return len(lines) / _loads_seconds(lines)
+        chunk = fh.read(CHUNK)
+        while chunk:
+            following = fh.read(CHUNK)
+            parts = (carry + chunk).split(b"\n")
+            carry = parts.pop() if following else b""
+            yield [line for line in parts if line.strip()], not following
+            chunk = following
 
 
 def _loads_seconds(lines: list[bytes]) -> float:
@@ -41,25 +45,16 @@ def _loads_seconds(lines: list[bytes]) -> float:
 
 
 def reference_rate_of(path: Path, passes: int = 5) -> float:
-    """`reference_rate` over every non-blank line of a capture of any size: decompressed a chunk
-    at a time, only the ``loads`` loops timed. A capture that fits in one chunk is parsed
-    ``passes`` times and the fastest pass counts (one pass is ~40 ms, short enough for a busy
-    machine to interrupt; the fastest pass is the conservative reference)."""
+    """Lines per second of a plain ``orjson.loads`` loop (results dropped) over every non-blank
+    line of a capture (`line_chunks`; only the ``loads`` loops timed). A capture that fits in one
+    chunk is parsed ``passes`` times and the fastest pass counts (one pass is ~40 ms, short
+    enough for a busy machine to interrupt; the fastest pass is the conservative reference)."""
     n = 0
     seconds = 0.0
-    carry = b""
-    with open_capture(path) as fh:
-        chunk = fh.read(CHUNK)
-        while chunk:
-            following = fh.read(CHUNK)
-            parts = (carry + chunk).split(b"\n")
-            carry = parts.pop() if following else b""
-            lines = [line for line in parts if line.strip()]
-            del parts
-            repeat = passes if not n and not following else 1
-            seconds += min(_loads_seconds(lines) for _ in range(max(1, repeat)))
-            n += len(lines)
-            chunk = following
+    for lines, last in line_chunks(path):
+        repeat = passes if not n and last else 1
+        seconds += min(_loads_seconds(lines) for _ in range(max(1, repeat)))
+        n += len(lines)
     return n / seconds
 
 
@@ -76,14 +71,10 @@ def capture_or_default(path: Path | None) -> Path | None:
     return path
 
 
-def frame_path_rate(path: Path) -> float:
-    """Frames per second of the frame path alone: read, decompress, parse, group, 1 s windows
-    (the bars go to a sink that drops them; no features, regime, edge or envelopes)."""
-    return frame_path(path)[0]
-
-
 def frame_path(path: Path) -> tuple[float, int]:
-    """`frame_path_rate` and the number of bars the windows closed."""
+    """Frames per second of the frame path alone: read, decompress, parse, group, 1 s windows
+    (the bars go to a sink that drops them; no features, regime, edge or envelopes); and the
+    number of bars the windows closed."""
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow
     from bytewax.testing import run_main

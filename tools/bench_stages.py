@@ -21,10 +21,13 @@ the rounds, and the load average. The sum leaves out Bytewax's own per-item cost
 step costs a few µs per item), so it is a little under `tools.bench`'s ``us_per_bar``.
 
 The frame path (`tools.bench`'s "frame path", the flow cut after its windows) is split the same
-way, per frame: ``read`` (decompress and split the lines, `tools.bench_reference.read_lines`),
+way, per frame: ``read`` (decompress and split the lines, `tools.bench_reference.line_chunks`),
 ``parse`` (the replay source drained without Bytewax, `connectors.files.read_events`: typed
 decoding and validation into events, minus ``read``) and ``windows`` (the frame path through
 Bytewax with `operators.bars.fold_bars`, minus both).
+
+It holds the capture's bars, and for ``parse`` its events, in memory: meant for captures of
+minutes (the real one, ``--whole-market --seconds 300``'s), not a whole-market hour.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import gc
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +52,7 @@ from operators.bars import Bar
 from operators.edge import EdgeScorer
 from operators.envelope import Producer
 from operators.interval import IntervalTracker
-from tools.bench_reference import capture_or_default, frame_path, read_lines, reference_rate_of
+from tools.bench_reference import capture_or_default, frame_path, line_chunks, reference_rate_of
 
 STAGES = ("features", "regime", "score", "envelope", "store")
 FRAME_STAGES = ("read", "parse", "windows")
@@ -81,55 +85,61 @@ def closed_bars(path: Path) -> list[tuple[str, Bar]]:
     return out
 
 
+def _per_coin(
+    items: list[tuple[str, Any]], mapper: Callable[[Any, Any], tuple[Any, Any]]
+) -> list[tuple[str, Any]]:
+    """``mapper(state, item) -> (state, out)`` over the items, with a state per coin (as a keyed
+    Bytewax ``stateful_map`` holds it)."""
+    states: dict[str, Any] = {}
+    out = []
+    for coin, item in items:
+        state, result = mapper(states.get(coin), item)
+        states[coin] = state
+        out.append((coin, result))
+    return out
+
+
 def one_round(bars: list[tuple[str, Bar]]) -> dict[str, float]:
     """Seconds each stage took over every bar (fresh state per coin, as a new replay)."""
     cfg = steps.SignalConfig()
     scorer = EdgeScorer(cfg.edge, cfg.calibration)
     producer = Producer("bench", 1000, 1000)
+
+    def features(state: Any, bar: Bar) -> tuple[Any, Any]:
+        return steps.update_features("f", cfg.features, state, bar)
+
+    def regime(state: Any, fv: Any) -> tuple[Any, Any]:
+        return steps.classify("r", cfg.regime, state, fv)
+
+    def score(state: IntervalTracker | None, item: Any) -> tuple[IntervalTracker, Any]:
+        if state is None:
+            state = IntervalTracker.for_model(scorer.vol_model)
+        return state, steps.score_bar("s", scorer, item, state)
+
     clock = time.perf_counter
-    took: dict[str, float] = {}
     gc.collect()
-
     t0 = clock()
-    feature_states: dict[str, Any] = {}
-    fvs = []
-    for coin, bar in bars:
-        state, fv = steps.update_features("f", cfg.features, feature_states.get(coin), bar)
-        feature_states[coin] = state
-        fvs.append((coin, fv))
+    fvs = _per_coin(bars, features)
     t1 = clock()
-    took["features"] = t1 - t0
-
-    classifiers: dict[str, Any] = {}
-    regimes = []
-    for coin, fv in fvs:
-        clf, item = steps.classify("r", cfg.regime, classifiers.get(coin), fv)
-        classifiers[coin] = clf
-        regimes.append((coin, item))
+    regimes = _per_coin(fvs, regime)
     t2 = clock()
-    took["regime"] = t2 - t1
-
-    trackers: dict[str, IntervalTracker] = {}
-    scored = []
-    for coin, item in regimes:
-        tracker = trackers.get(coin)
-        if tracker is None:
-            tracker = trackers[coin] = IntervalTracker.for_model(scorer.vol_model)
-        scored.append((coin, steps.score_bar("s", scorer, item, tracker)))
+    scored = _per_coin(regimes, score)
     t3 = clock()
-    took["score"] = t3 - t2
-
     envelopes = [(coin, steps.publish("e", producer, s)) for coin, s in scored]
     t4 = clock()
-    took["envelope"] = t4 - t3
-
     store = SignalStore()
     for i in range(0, len(envelopes), BATCH):
         store.put_many(
             [(c, StoredEnvelope(env)) for c, env in envelopes[i : i + BATCH] if env is not None]
         )
-    took["store"] = clock() - t4
-    return took
+    t5 = clock()
+    return {
+        "features": t1 - t0,
+        "regime": t2 - t1,
+        "score": t3 - t2,
+        "envelope": t4 - t3,
+        "store": t5 - t4,
+    }
 
 
 def frame_round(path: Path) -> tuple[dict[str, float], int]:
@@ -138,7 +148,7 @@ def frame_round(path: Path) -> tuple[dict[str, float], int]:
     clock = time.perf_counter
     gc.collect()
     t0 = clock()
-    lines = len(read_lines(path))
+    lines = sum(len(chunk) for chunk, _ in line_chunks(path))
     read = clock() - t0
     gc.collect()
     t0 = clock()

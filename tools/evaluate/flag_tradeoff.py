@@ -53,7 +53,6 @@ class SeriesFlags:
     """One coin's candles with the envelopes' risk inputs on the same bars."""
 
     name: str
-    close_ms: npt.NDArray[np.int64]
     rho: F64
     ver: F64
     published: Bool
@@ -108,7 +107,6 @@ def series_flags(s: CandleSeries, envelopes: Sequence[dict[str, Any]]) -> Series
     known = np.isfinite(rho)
     return SeriesFlags(
         name=f"{fmt_duration(bar).replace(' ', '')} {s.coin}",
-        close_ms=close,
         rho=rho,
         ver=ver,
         published=published,
