@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,10 +14,12 @@ from tools.evaluate.flag_tradeoff import (
     agreement,
     flag,
     main,
+    margin_ci,
     parse_grid,
     render,
     rows_for,
     series_flags,
+    stay_rows_for,
 )
 from tools.evaluate.series import CANDLE_SPLIT_MS, CRASH_WINDOW_MS, CandleSeries
 
@@ -31,12 +34,36 @@ def test_flag_is_rho_or_expansion_and_nan_never_flags() -> None:
     assert flag(rho, ver, math.inf).tolist() == [False, True, False, False, False]
 
 
+def test_stay_band_holds_the_flag_while_the_expansion_stays_up() -> None:
+    rho = np.array([0.5, 1.1, 0.9, 0.9, 0.9, 0.5, 0.5, 0.5, np.nan])
+    ver = np.array([1.0, 1.0, 2.5, 2.0, 1.9, 3.2, 2.1, 1.0, 2.9])
+    # no band: ρ ≥ 1 or VER ≥ 3 bar by bar
+    plain = [False, True, False, False, False, True, False, False, False]
+    assert flag(rho, ver, 3.0).tolist() == plain
+    assert flag(rho, ver, 3.0, 3.0).tolist() == plain  # stay = flag_ver: no band
+    assert flag(rho, ver, 3.0, 4.0).tolist() == plain  # above it: no band either
+    # stay 2: a flagged bar's successor stays flagged while VER ≥ 2; once off, it needs ≥ 3
+    assert flag(rho, ver, 3.0, 2.0).tolist() == [
+        False,
+        True,
+        True,
+        True,
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
 def test_parse_grid_names_the_bad_value() -> None:
     assert parse_grid("2, 2.5,inf") == (2.0, 2.5, math.inf)
     with pytest.raises(ValueError, match="'x' is not a number"):
         parse_grid("2,x")
     with pytest.raises(ValueError, match=r"'0\.5' must be above 1"):
         parse_grid("0.5")
+    with pytest.raises(ValueError, match=r"^--stay: 'y' is not a number"):
+        parse_grid("2,y", "--stay")
 
 
 def _series() -> tuple[CandleSeries, list[dict[str, object]]]:
@@ -93,10 +120,47 @@ def test_rows_score_each_threshold_and_the_crash() -> None:
     assert "| 0.0% |" in text
 
 
+def test_stay_rows_and_the_bootstrap_interval() -> None:
+    s, envs = _series()
+    sf = series_flags(s, envs)
+    rows = {r.stay: r for r in stay_rows_for(sf, 3.0, (2.0, 3.0), n_boot=200)}
+    # the crash's expansion (2.7) is below 3, so no stay band can hold what never entered
+    assert rows[2.0].crash == rows[3.0].crash == 0.0
+    # out of sample the flag is the volatile stretch, as the rule is: the interval brackets
+    # the point estimate
+    r = rows[3.0]
+    lo, hi = r.ci_oos
+    assert lo <= r.margin_oos <= hi
+    # reproducible: a fixed seed gives the same interval; another seed, another interval
+    f = flag(sf.rho, sf.ver, 3.0)
+    assert margin_ci(f, sf, 200) == r.ci_oos
+    assert margin_ci(f, sf, 200, seed=1) != r.ci_oos
+    assert all(math.isnan(v) for v in margin_ci(f, sf, 0))
+    # with a rule that is noise, a flag that knows the future (forward vol in its top decile)
+    # beats the rule and one that flags its complement loses to it; the intervals say so
+    rng = np.random.default_rng(3)
+    noisy = replace(sf, fwd=rng.lognormal(size=len(sf.fwd)), rule=rng.random(len(sf.fwd)))
+    oracle = noisy.fwd >= np.quantile(noisy.fwd[noisy.oos], 0.9)
+    olo, _ = margin_ci(oracle, noisy, 200)
+    assert olo > 0.3
+    _, whi = margin_ci(~oracle, noisy, 200)
+    assert whi < -0.3
+    text = render(rows_for(sf, (3.0,)), 3.0, [("1h SOL", 0, 10)], list(rows.values()))
+    assert "| 2 | 1h SOL |" in text
+    assert "| 3 (shipped) | 1h SOL |" in text
+    assert f"[{lo:+.3f}, {hi:+.3f}]" in text
+    assert "Stay band of the expansion at flag_ver 3" in text
+
+
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path), "--grid", "2,zero"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "flag_tradeoff: --grid: 'zero' is not a number"
+    assert main([str(tmp_path), "--stay", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("flag_tradeoff: --stay: '1' must be above 1")
+    assert main([str(tmp_path), "--boot", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "flag_tradeoff: --boot: -1 must be 0 or more"
     empty = tmp_path / "none.ndjson"
     empty.write_text('{"channel": "subscriptionResponse", "data": {}}\n')
     assert main([str(empty)]) == 2

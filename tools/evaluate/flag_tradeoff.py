@@ -1,6 +1,7 @@
 """The risk flag's expansion trigger: crash-window capture against forward-volatility separation.
 
     python -m tools.evaluate.flag_tradeoff CANDLE_FILE... [--grid 2,2.5,3,4,inf]
+        [--stay 1.5,2,2.5,3] [--boot 500]
 
 The risk flag (DESIGN.md §5) is raised by the volatility forecast, ``ρ ≥ 1``, or by a
 volatility that has multiplied, ``vol_expansion_ratio ≥ flag_ver`` (3 as shipped). On hourly
@@ -15,9 +16,15 @@ window before the split, as `tools.evaluate.vol_fit` step 5; out-of-sample: bars
 it), whether the flag beats the rule out of sample (the report's test: separation ratio and AUC
 at least the rule's) and the crash-window capture.
 
+A second table scores a *stay band* for the expansion at the shipped ``flag_ver``: once
+flagged, the bar stays flagged while ``VER ≥ stay`` (the hysteresis the regime rules use
+elsewhere; ``stay = flag_ver`` is no band, as shipped). Each row's out-of-sample margin carries a
+95 % block-bootstrap interval (whole UTC days resampled with replacement, ``--boot`` replicates,
+fixed seed): an hourly series has about 56 out-of-sample days, so its margin is a noisy figure.
+
 The recomputed flag leaves out the classifier's hold of LIQUIDATION_RISK (6 bars); the program
 prints how often it agrees with the published labels at the shipped ``flag_ver``.
-Nothing here is fitted or chosen: the shipped threshold stays what DESIGN.md says.
+Nothing here is fitted or chosen: the shipped thresholds stay what DESIGN.md says.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,13 +46,25 @@ from tools.evaluate.replay import Progress, replay_dataset
 from tools.evaluate.science import RISKY, beats_rule
 from tools.evaluate.series import CANDLE_SPLIT_MS, CRASH_WINDOW_MS, CandleSeries, read_candles
 from tools.evaluate.text import fmt_duration
-from tools.evaluate.vol_eval import FlagScore, fwd_sum, hour_bars, one_line_rule, score_flag
+from tools.evaluate.vol_eval import (
+    MS_DAY,
+    FlagScore,
+    fwd_sum,
+    hour_bars,
+    one_line_rule,
+    score_flag,
+)
 
 F64 = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
 
 DEFAULT_GRID = (2.0, 2.5, 3.0, 4.0, math.inf)
 """Candidate ``flag_ver`` values (``inf``: no expansion trigger, the forecast alone)."""
+DEFAULT_STAYS = (1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0)
+"""Candidate stay levels of the expansion at the shipped ``flag_ver`` (3: no band)."""
+DEFAULT_BOOT = 500
+"""Block-bootstrap replicates behind each out-of-sample margin's interval."""
+BOOT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -62,11 +81,13 @@ class SeriesFlags:
     ins: Bool
     oos: Bool
     crash: Bool
+    day: npt.NDArray[np.int64]
+    """The UTC day of each bar's close (the bootstrap's block)."""
 
 
 @dataclass(frozen=True)
 class Row:
-    """One series at one ``flag_ver``."""
+    """One series at one ``flag_ver`` (and stay level of the expansion)."""
 
     name: str
     flag_ver: float
@@ -75,13 +96,49 @@ class Row:
     margin_oos: float
     oos: FlagScore
     crash: float
+    stay: float = math.nan
+    """The expansion's stay level (NaN: no band, ``flag_ver`` alone)."""
+    ci_oos: tuple[float, float] = (math.nan, math.nan)
+    """95 % block-bootstrap interval of ``margin_oos`` (NaN when not computed)."""
 
 
-def flag(rho: F64, ver: F64, flag_ver: float) -> Bool:
-    """The risk flag without holds: ``ρ ≥ 1`` or ``VER ≥ flag_ver`` (a NaN input never flags)."""
+def flag(rho: F64, ver: F64, flag_ver: float, stay: float | None = None) -> Bool:
+    """The risk flag without holds: ``ρ ≥ 1`` or ``VER ≥ flag_ver`` (a NaN input never flags);
+    with ``stay``, a flagged bar's successor stays flagged while ``VER ≥ stay``."""
     with np.errstate(invalid="ignore"):
-        out: Bool = (np.isfinite(rho) & (rho >= 1.0)) | (np.isfinite(ver) & (ver >= flag_ver))
+        by_rho = np.isfinite(rho) & (rho >= 1.0)
+        out: Bool = by_rho | (np.isfinite(ver) & (ver >= flag_ver))
+    if stay is None or stay >= flag_ver:
+        return out
+    held = np.isfinite(ver) & (ver >= stay)
+    on = False
+    for i in range(len(out)):
+        on = bool(out[i] or (on and held[i]))
+        out[i] = on
     return out
+
+
+def margin_ci(f: Bool, sf: SeriesFlags, n_boot: int, seed: int = BOOT_SEED) -> tuple[float, float]:
+    """95 % percentile interval of the out-of-sample AUC margin (flag − rule at the same rate)
+    by a block bootstrap over whole UTC days; NaN with fewer than two days or ``n_boot`` 0."""
+    idx = np.flatnonzero(sf.oos & np.isfinite(sf.fwd) & np.isfinite(sf.rule))
+    if n_boot <= 0 or idx.size == 0:
+        return math.nan, math.nan
+    days = sf.day[idx]
+    cuts = np.flatnonzero(np.diff(days)) + 1
+    blocks = np.split(idx, cuts)
+    if len(blocks) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    margins = []
+    for _ in range(n_boot):
+        pick = np.concatenate([blocks[j] for j in rng.integers(0, len(blocks), len(blocks))])
+        fp = f[pick]
+        every = np.ones(pick.size, dtype=bool)
+        sc = score_flag(fp, fp.astype(np.float64), sf.rule[pick], sf.fwd[pick], every, None)
+        margins.append(sc.auc - sc.rule_auc)
+    lo, hi = np.nanquantile(np.asarray(margins), [0.025, 0.975])
+    return float(lo), float(hi)
 
 
 def series_flags(s: CandleSeries, envelopes: Sequence[dict[str, Any]]) -> SeriesFlags:
@@ -115,30 +172,39 @@ def series_flags(s: CandleSeries, envelopes: Sequence[dict[str, Any]]) -> Series
         ins=known & (s.open_ms + (fb + 1) * bar <= CANDLE_SPLIT_MS),
         oos=known & (close >= CANDLE_SPLIT_MS),
         crash=(close > CRASH_WINDOW_MS[0]) & (close <= CRASH_WINDOW_MS[1]),
+        day=close // MS_DAY,
     )
 
 
-def rows_for(sf: SeriesFlags, grid: Sequence[float]) -> list[Row]:
+def score_row(sf: SeriesFlags, flag_ver: float, stay: float | None, n_boot: int) -> Row:
+    """The series' flag at ``flag_ver`` (and ``stay``) scored in and out of sample."""
+    f = flag(sf.rho, sf.ver, flag_ver, stay)
+    score = f.astype(np.float64)
+    ins = score_flag(f, score, sf.rule, sf.fwd, sf.ins, None)
+    oos = score_flag(f, score, sf.rule, sf.fwd, sf.oos, None)
+    return Row(
+        sf.name,
+        flag_ver,
+        float(f[sf.oos].mean()) if sf.oos.any() else math.nan,
+        ins.auc - ins.rule_auc,
+        oos.auc - oos.rule_auc,
+        oos,
+        float(f[sf.crash].mean()) if sf.crash.any() else math.nan,
+        math.nan if stay is None else stay,
+        margin_ci(f, sf, n_boot),
+    )
+
+
+def rows_for(sf: SeriesFlags, grid: Sequence[float], n_boot: int = 0) -> list[Row]:
     """The series scored at every ``flag_ver`` of the grid."""
-    out = []
-    for v in grid:
-        f = flag(sf.rho, sf.ver, v)
-        score = f.astype(np.float64)
-        ins = score_flag(f, score, sf.rule, sf.fwd, sf.ins, None)
-        oos = score_flag(f, score, sf.rule, sf.fwd, sf.oos, None)
-        crash = float(f[sf.crash].mean()) if sf.crash.any() else math.nan
-        out.append(
-            Row(
-                sf.name,
-                v,
-                float(f[sf.oos].mean()) if sf.oos.any() else math.nan,
-                ins.auc - ins.rule_auc,
-                oos.auc - oos.rule_auc,
-                oos,
-                crash,
-            )
-        )
-    return out
+    return [score_row(sf, v, None, n_boot) for v in grid]
+
+
+def stay_rows_for(
+    sf: SeriesFlags, flag_ver: float, stays: Sequence[float], n_boot: int = 0
+) -> list[Row]:
+    """The series scored at ``flag_ver`` with each stay level of the expansion."""
+    return [score_row(sf, flag_ver, v, n_boot) for v in stays]
 
 
 def agreement(sf: SeriesFlags, flag_ver: float) -> tuple[int, int]:
@@ -152,35 +218,63 @@ def _v(v: float) -> str:
     return "none (ρ only)" if math.isinf(v) else f"{v:g}"
 
 
-def render(rows: Sequence[Row], shipped: float, agree: Sequence[tuple[str, int, int]]) -> str:
-    """The table, one line per ``flag_ver`` and series, with the mean in-sample margin."""
+def _margin(r: Row) -> str:
+    lo, hi = r.ci_oos
+    ci = "" if math.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]"
+    return f"{r.margin_ins:+.4f} / {r.margin_oos:+.4f}{ci}"
+
+
+def _table(
+    rows: Sequence[Row], head: str, key: Callable[[Row], float], shipped: float
+) -> list[str]:
+    """One line per key value and series, then the mean margins and lowest capture per key."""
     lines = [
-        "| flag_ver | series | out-of-sample flag rate | AUC margin over the rule, "
-        "in-sample / out-of-sample | beats the rule out of sample | crash window flagged |",
+        f"| {head} | series | out-of-sample flag rate | AUC margin over the rule, "
+        "in-sample / out-of-sample [95 % CI] | beats the rule out of sample | "
+        "crash window flagged |",
         "|---|---|---|---|---|---|",
     ]
-    by_v: dict[float, list[Row]] = {}
+    by_key: dict[float, list[Row]] = {}
     for r in rows:
-        by_v.setdefault(r.flag_ver, []).append(r)
-    for v, group in by_v.items():
+        by_key.setdefault(key(r), []).append(r)
+    for v, group in by_key.items():
         mark = " (shipped)" if v == shipped else ""
         for r in group:
             won = beats_rule(r.oos)
             lines.append(
-                f"| {_v(v)}{mark} | {r.name} | {r.rate_oos:.1%} | "
-                f"{r.margin_ins:+.4f} / {r.margin_oos:+.4f} | "
+                f"| {_v(v)}{mark} | {r.name} | {r.rate_oos:.1%} | {_margin(r)} | "
                 f"{ {True: 'yes', False: '**no**', None: '–'}[won] } | {r.crash:.1%} |"
             )
     lines.append("")
     lines.append(
         "Mean over series, in-sample margin / out-of-sample margin / lowest crash capture:"
     )
-    for v, group in by_v.items():
+    for v, group in by_key.items():
         lines.append(
-            f"- flag_ver {_v(v)}: {np.mean([r.margin_ins for r in group]):+.4f} / "
+            f"- {head} {_v(v)}: {np.mean([r.margin_ins for r in group]):+.4f} / "
             f"{np.mean([r.margin_oos for r in group]):+.4f} / "
             f"{min(r.crash for r in group):.1%}"
         )
+    return lines
+
+
+def render(
+    rows: Sequence[Row],
+    shipped: float,
+    agree: Sequence[tuple[str, int, int]],
+    stay_rows: Sequence[Row] = (),
+) -> str:
+    """The tables: one line per ``flag_ver`` and series, then (given ``stay_rows``) one per
+    stay level of the expansion at the shipped ``flag_ver``."""
+    lines = _table(rows, "flag_ver", lambda r: r.flag_ver, shipped)
+    if stay_rows:
+        lines.append("")
+        lines.append(
+            f"Stay band of the expansion at flag_ver {shipped:g}: once flagged, flagged while "
+            f"VER ≥ stay ({shipped:g}: no band, as shipped)."
+        )
+        lines.append("")
+        lines.extend(_table(stay_rows, "stay", lambda r: r.stay, shipped))
     lines.append("")
     off = ", ".join(f"{name} {d} of {n:,}" for name, d, n in agree)
     lines.append(
@@ -190,17 +284,17 @@ def render(rows: Sequence[Row], shipped: float, agree: Sequence[tuple[str, int, 
     return "\n".join(lines)
 
 
-def parse_grid(text: str) -> tuple[float, ...]:
-    """``"2,2.5,3,inf"`` as floats (each > 1)."""
+def parse_grid(text: str, option: str = "--grid") -> tuple[float, ...]:
+    """``"2,2.5,3,inf"`` as floats (each > 1); errors name ``option``."""
     out = []
     for part in text.split(","):
         try:
             v = float(part)
         except ValueError:
-            msg = f"--grid: {part.strip()!r} is not a number"
+            msg = f"{option}: {part.strip()!r} is not a number"
             raise ValueError(msg) from None
         if not v > 1.0:
-            msg = f"--grid: {part.strip()!r} must be above 1 (a ratio to the usual volatility)"
+            msg = f"{option}: {part.strip()!r} must be above 1 (a ratio to the usual volatility)"
             raise ValueError(msg)
         out.append(v)
     return tuple(out)
@@ -219,9 +313,26 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join("inf" if math.isinf(v) else f"{v:g}" for v in DEFAULT_GRID),
         help="flag_ver values to score (default: %(default)s)",
     )
+    ap.add_argument(
+        "--stay",
+        default=",".join(f"{v:g}" for v in DEFAULT_STAYS),
+        help="stay levels of the expansion to score at the shipped flag_ver, or 'none' "
+        "(default: %(default)s)",
+    )
+    ap.add_argument(
+        "--boot",
+        type=int,
+        default=DEFAULT_BOOT,
+        help="block-bootstrap replicates per out-of-sample margin, 0 for none "
+        "(default: %(default)s)",
+    )
     ns = ap.parse_args(argv)
     try:
         grid = parse_grid(ns.grid)
+        stays = () if ns.stay.strip() == "none" else parse_grid(ns.stay, "--stay")
+        if ns.boot < 0:
+            msg = f"--boot: {ns.boot} must be 0 or more"
+            raise ValueError(msg)
         files = expand_paths(ns.paths)
     except (ValueError, OSError) as ex:
         print(f"flag_tradeoff: {ex}", file=sys.stderr)
@@ -233,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     shipped = RegimeConfig().flag_ver
     progress = Progress(sys.stderr.isatty())
     rows: list[Row] = []
+    stay_rows: list[Row] = []
     agree: list[tuple[str, int, int]] = []
     for spec in specs:
         envs, _, _, _ = replay_dataset(spec, (), progress, f"{spec.name}:")
@@ -241,9 +353,10 @@ def main(argv: list[str] | None = None) -> int:
             for coin, s in sorted(read_candles(path).items()):
                 mine = [e for e in envs if e["coin"] == coin]
                 sf = series_flags(s, mine)
-                rows.extend(rows_for(sf, grid))
+                rows.extend(rows_for(sf, grid, ns.boot))
+                stay_rows.extend(stay_rows_for(sf, shipped, stays, ns.boot))
                 agree.append((sf.name, *agreement(sf, shipped)))
-    print(render(rows, shipped, agree))
+    print(render(rows, shipped, agree, stay_rows))
     return 0
 
 
