@@ -17,7 +17,7 @@ service's other documents (lists, history, health, state, errors) are `api.docum
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,7 +25,25 @@ from connectors.codes import Explain
 from connectors.events import Stream
 from connectors.freshness import FreshnessStatus
 from operators.edge import Direction
-from operators.regime import RegimeLabel, Rule
+from operators.forecast import RISK_MIN_RETURNS, VolModel
+from operators.regime import VOL_MODEL, RegimeConfig, RegimeLabel, Rule
+
+
+def _risk_ratio_meaning(model: VolModel | None) -> str:
+    """What ``regime.risk_ratio`` is, with the flag's thresholds read from the shipped volatility
+    model (its ``flag`` block) so that the text cannot drift from the table."""
+    when = f"null until the coin has {RISK_MIN_RETURNS} returns and a day of bars"
+    if model is None:
+        return "rho: the next hour's forecast volatility over the coin's norm; null: no model"
+    band = "" if model.flag_exit == model.flag_enter else f", kept while rho >= {model.flag_exit:g}"
+    return (
+        "rho: the next hour's forecast volatility over the coin's norm; the risk flag is "
+        f"raised at rho >= {model.flag_enter:g}{band} (model {model.version}), or by "
+        f"features.vol_expansion_ratio >= {RegimeConfig().flag_ver:g}; {when}"
+    )
+
+
+RISK_RATIO_MEANING: Final = _risk_ratio_meaning(VOL_MODEL)
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 SignedUnit = Annotated[float, Field(ge=-1.0, le=1.0)]
@@ -71,12 +89,7 @@ class Regime(_Published):
         ge=0, description="decision features (normalised) that had a value for this call"
     )
     n_inputs_max: int = Field(ge=1, description="decision features the rules can read")
-    risk_ratio: NonNegative | None = Field(
-        description=(
-            "rho: the next hour's forecast volatility over the coin's norm (risk flag at >= 1.0 "
-            "to enter, 0.8 to stay); null without a volatility model or before 3 returns"
-        )
-    )
+    risk_ratio: NonNegative | None = Field(description=RISK_RATIO_MEANING)
     stale: bool = Field(
         description="the label is held because the bar brought no new data (rule no_new_data)"
     )

@@ -200,3 +200,28 @@ def test_schema_1_2_adds_the_forecast_and_the_honest_regime() -> None:
         "CHAOTIC",
         "UNKNOWN",
     ]
+
+
+def test_the_risk_ratio_description_is_the_shipped_models() -> None:
+    """`regime.risk_ratio`'s description states the flag's thresholds as the shipped volatility
+    model holds them, and when rho is null, as `operators.forecast.risk_ratio` decides it."""
+    from dataclasses import replace
+
+    from api.signal_envelope import _risk_ratio_meaning
+    from operators.forecast import RISK_MIN_RETURNS
+    from operators.regime import VOL_MODEL, RegimeConfig
+
+    assert VOL_MODEL is not None
+    schema = SignalEnvelope.model_json_schema()
+    text = schema["$defs"]["Regime"]["properties"]["risk_ratio"]["description"]
+    assert text == _risk_ratio_meaning(VOL_MODEL)
+    assert f"raised at rho >= {VOL_MODEL.flag_enter:g}" in text
+    assert VOL_MODEL.version in text
+    assert f"{RISK_MIN_RETURNS} returns and a day of bars" in text
+    assert f"vol_expansion_ratio >= {RegimeConfig().flag_ver:g};" in text
+    # no band in the shipped model (exit = enter), so no stay level is claimed
+    assert VOL_MODEL.flag_exit == VOL_MODEL.flag_enter
+    assert "kept while" not in text
+    banded = _risk_ratio_meaning(replace(VOL_MODEL, flag_exit=0.8))
+    assert "raised at rho >= 1, kept while rho >= 0.8" in banded
+    assert "no model" in _risk_ratio_meaning(None)
