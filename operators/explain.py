@@ -35,12 +35,12 @@ class RegimeFeatures(_Model):
     """The features the regime rules read (null: not computable, see ``features_missing``)."""
 
     efficiency_ratio: float | None = Field(
-        description="Kaufman efficiency ratio |net move| / path length over the window, 0..1"
+        description="Kaufman efficiency ratio |net move| / path length over the trend window, 0..1"
     )
     vol_expansion_ratio: float | None = Field(
-        description="short-window over long-window volatility per unit time (1 = usual)"
+        description="short-window vol per unit time over its usual (rolling median) level"
     )
-    momentum_bps: float | None = Field(description="log return over the window, bps")
+    momentum_bps: float | None = Field(description="log return over the trend window, bps")
     trade_flow_imbalance: float | None = Field(
         description="(buy - sell)/(buy + sell) aggressor volume over the window, -1..1"
     )
@@ -48,7 +48,8 @@ class RegimeFeatures(_Model):
     depth_ratio: float | None = Field(description="band depth over its rolling median (1 = usual)")
     oi_change_pct: float | None = Field(description="open-interest change over the window, percent")
     momentum_z: float | None = Field(
-        default=None, description="momentum over its rolling standard deviation (trend rule)"
+        default=None,
+        description="momentum over its noise: move / (sigma per return x sqrt(returns)) (trend)",
     )
     variance_ratio: float | None = Field(
         default=None, description="Lo-MacKinlay variance ratio (mean-reversion rule; < 1 reverts)"
@@ -97,29 +98,52 @@ class RegimeExplanation(_Model):
     summary: str = Field(description="the explanation in plain words")
 
 
+_CFG: Final = RegimeConfig()
+"""The thresholds the flow runs with (the rule texts below quote them)."""
+
 _RULE_MEANING = {
     Rule.WARMING_UP: "not enough price observations yet: no regime call is made",
     Rule.NO_PRICE: "no price input (no quote, candle close or trade): no regime call is possible",
     Rule.CASCADE: (
-        "a one-way volatility shock with market stress (volatility expanding, an efficient "
-        "path, and one-sided flow, a spread blow-out, a depth collapse or an open-interest drop)"
+        f"a one-way move that is large for this coin, in a risk state: the risk flag raised (or, "
+        f"without a risk ratio, vol_expansion_ratio >= {_CFG.liq_ver:g}), efficiency_ratio >= "
+        f"{_CFG.liq_er:g}, a move over the trend window of at least {_CFG.liq_move_z:g} of the "
+        f"coin's norm standard deviations, and stress in min({_CFG.liq_min_groups}, available) "
+        "groups (one-sided aggressive flow; a spread blow-out or depth collapse; an open-interest "
+        f"drop), one group from {2 * _CFG.liq_move_z:g} norm units, none when no stress input "
+        "exists (candles)"
     ),
-    Rule.CHAOS: "volatility expands but the price goes nowhere (an inefficient path)",
+    Rule.CHAOS: (
+        "the risk flag from the volatility expansion, not a cascade: vol_expansion_ratio >= "
+        f"{_CFG.flag_ver:g} at any efficiency; without a risk ratio also >= "
+        f"{_CFG.chaos_enter_ver:g} (kept while >= {_CFG.chaos_exit_ver:g}) on an inefficient path "
+        f"(efficiency_ratio < {_CFG.chaos_max_er:g})"
+    ),
     Rule.TREND: "the price path is efficient: the net move is large relative to the path walked",
     Rule.MEAN_REVERSION: "the price path is inefficient: it moves back and forth around a mean",
     Rule.HOLD: (
-        "no rule fired for a different label decisively this bar (efficiency ratio between the "
-        "bands, or a change not yet confirmed by hysteresis): the current label is held"
+        "a rule fired for a different label this bar, not yet confirmed by hysteresis: the "
+        "current label is held"
     ),
 }
 
 _MARGIN_MEANING = {
     Rule.WARMING_UP: "0: no call",
     Rule.NO_PRICE: "0: no call",
-    Rule.CASCADE: "stresses met / stresses available (or (VER - 2)/2 without stress inputs)",
+    Rule.CASCADE: (
+        f"stresses met / stresses available; without stress inputs (move_z - {_CFG.liq_move_z:g})"
+        f" / {_CFG.liq_move_z:g}, clamped to 0..1 (move_z: the move over the trend window in the "
+        "coin's norm standard deviations)"
+    ),
     Rule.CHAOS: "(vol_expansion_ratio - threshold) / threshold, clamped to 0..1",
-    Rule.TREND: "(efficiency_ratio - threshold) / (1 - threshold), clamped to 0..1",
-    Rule.MEAN_REVERSION: "(threshold - efficiency_ratio) / threshold, clamped to 0..1",
+    Rule.TREND: (
+        "min((efficiency_ratio - threshold) / (1 - threshold), (|momentum_z| - z threshold) / "
+        "z threshold), the second term when momentum_z is known, clamped to 0..1"
+    ),
+    Rule.MEAN_REVERSION: (
+        "min((threshold - efficiency_ratio) / threshold, (variance threshold - variance_ratio) / "
+        "variance threshold), the second term when variance_ratio is known, clamped to 0..1"
+    ),
     Rule.HOLD: "0: the label is held, not freshly called",
     Rule.STEP_ERROR: "0: no call",
     Rule.NO_RULE_FIRED: "0: no call",
@@ -135,9 +159,10 @@ _RULE_MEANING[Rule.NO_RULE_FIRED] = (
 for _name, _rule_words, _margin_words in (
     (
         "VOL_STATE",
-        "the risk flag without a cascade: forecast volatility at or above the coin's norm, or "
-        "the volatility expansion past its flag threshold",
-        "how far volatility is past its threshold, clamped to 0..1",
+        "the risk flag from the volatility forecast, not a cascade: risk_ratio (the next hour's "
+        "forecast volatility over the coin's norm) at or above its enter level, or its exit "
+        "level while flagged",
+        "(risk_ratio - level) / level, clamped to 0..1",
     ),
     (
         "NO_NEW_DATA",
@@ -197,9 +222,27 @@ def _checks(
     flow = None
     if f.trade_flow_imbalance is not None and mom:
         flow = f.trade_flow_imbalance * (1.0 if mom > 0 else -1.0)
-    out = [
-        _check(Rule.CASCADE, "vol_expansion_ratio", ">=", ver, cfg.liq_ver),
+    out = []
+    if rho is None:  # without a risk ratio a one-way shock may be a cascade without the flag
+        out.append(
+            _check(
+                Rule.CASCADE,
+                "vol_expansion_ratio (a shock without a risk ratio; else the risk flag below)",
+                ">=",
+                ver,
+                cfg.liq_ver,
+            )
+        )
+    out += [
         _check(Rule.CASCADE, "efficiency_ratio", ">=", er, cfg.liq_er),
+        # |move| / sqrt(norm variance x returns): the norm is the flow's state, not published
+        _check(
+            Rule.CASCADE,
+            "move_z: |momentum| in the coin's norm standard deviations (not published)",
+            ">=",
+            None,
+            cfg.liq_move_z,
+        ),
         _check(
             Rule.CASCADE,
             "stress one_sided_flow: trade_flow_imbalance x sign(momentum_bps)",
@@ -229,17 +272,6 @@ def _checks(
             -cfg.liq_oi_drop_pct,
         ),
     ]
-    stress_inputs = (f.trade_flow_imbalance, f.spread_ratio, f.depth_ratio, f.oi_change_pct)
-    if all(x is None for x in stress_inputs):
-        out.append(
-            _check(
-                Rule.CASCADE,
-                "vol_expansion_ratio (no stress input at all)",
-                ">=",
-                ver,
-                cfg.liq_ver_alone,
-            )
-        )
     # The risk flag, as operators.regime.raw_call raises it (enter band, or stay band when the
     # label before was already a risk label).
     flagged = before in (RegimeLabel.LIQUIDATION_RISK, RegimeLabel.CHAOTIC)
@@ -268,6 +300,18 @@ def _checks(
         mr_vr = cfg.mr_exit_vr if is_mr else cfg.mr_enter_vr
         out.append(_check(Rule.MEAN_REVERSION, "variance_ratio", "<=", f.variance_ratio, mr_vr))
     return out
+
+
+def _pending(label: RegimeLabel, reg: dict[str, Any], cfg: RegimeConfig) -> str:
+    """How far a pending change is, by the rule that leaves ``label`` (`RegimeClassifier`)."""
+    n = reg["candidate_count"]
+    if label is RegimeLabel.LIQUIDATION_RISK:
+        return f"{n} of {cfg.liq_exit_confirm} bars without a cascade before it is left"
+    if label is RegimeLabel.CHAOTIC:
+        if reg.get("risk_ratio") is None:
+            return f"{n} of {cfg.risk_exit_confirm} unflagged bars before it is left"
+        return f"{n} unflagged bars: left on the first bar below the flag's exit"
+    return f"{n} of {cfg.confirm} bars to confirm, once the label has held {cfg.min_dwell} bars"
 
 
 def explain_envelope(env: Envelope, config: RegimeConfig | None = None) -> RegimeExplanation:
@@ -311,10 +355,7 @@ def explain_envelope(env: Envelope, config: RegimeConfig | None = None) -> Regim
     elif fresh["status"] == "missing":
         caveats.append("no input stream has been received")
     if candidate is not None:
-        caveats.append(
-            f"a change to {candidate} is pending ({reg['candidate_count']} of {cfg.confirm} "
-            "bars to confirm)"
-        )
+        caveats.append(f"a change to {candidate} is pending ({_pending(label, reg, cfg)})")
     if rule is Rule.HOLD and label is not RegimeLabel.UNKNOWN:
         caveats.append("the label is held by hysteresis this bar, not freshly called (margin 0)")
     if reg["inputs_missing"]:
@@ -337,12 +378,15 @@ def explain_envelope(env: Envelope, config: RegimeConfig | None = None) -> Regim
         f"({_margin_meaning(rule)})."
     )
     er, ver = features.efficiency_ratio, features.vol_expansion_ratio
+    flag_at = "" if VOL_MODEL is None else f"risk_ratio {VOL_MODEL.flag_enter:g}+ or "
     words.append(
         f"Efficiency ratio {_num(er)} (TRENDING from {cfg.trend_enter_er:g}, stays above "
         f"{cfg.trend_exit_er:g}; MEAN_REVERTING from {cfg.mr_enter_er:g}, stays below "
-        f"{cfg.mr_exit_er:g}); volatility expansion {_num(ver)} (CHAOTIC from "
-        f"{cfg.chaos_enter_ver:g} with efficiency below {cfg.chaos_max_er:g}; cascade possible "
-        f"from {cfg.liq_ver:g} with efficiency {cfg.liq_er:g}+)."
+        f"{cfg.mr_exit_er:g}, in a calm market only); risk ratio {_num(reg.get('risk_ratio'))}; "
+        f"volatility expansion {_num(ver)} (the risk flag at {flag_at}expansion "
+        f"{cfg.flag_ver:g}+; without a risk ratio also from {cfg.chaos_enter_ver:g} with "
+        f"efficiency below {cfg.chaos_max_er:g}; a cascade needs the flag, efficiency "
+        f"{cfg.liq_er:g}+ and a move of {cfg.liq_move_z:g}+ norm standard deviations)."
     )
     if reg["stresses"]:
         words.append(f"Stresses met: {', '.join(reg['stresses'])}.")

@@ -57,9 +57,11 @@ class RegimeConfig:
         mr_enter_vr / mr_exit_vr: variance ratio to enter / stay MEAN_REVERTING (when known).
         chaos_enter_ver / chaos_exit_ver: volatility expansion ratio to enter / stay CHAOTIC
             (with a directionless path, efficiency ratio below ``chaos_max_er``).
-        liq_ver: volatility expansion ratio that makes a cascade possible.
+        liq_ver: volatility expansion ratio that makes a cascade possible without a risk ratio
+            (with one, the risk flag must be raised).
         liq_er: efficiency ratio of the move (a cascade is one-way).
-        liq_z: |momentum z| of the move (a shock is large against the noise; when known).
+        liq_z: unused since #9 (the move's size is ``liq_move_z``, in the coin's norm units);
+            kept so that the published thresholds keep their keys.
         liq_flow: trade-flow imbalance in the direction of the move (one-sided flow).
         liq_burst: trade-rate burst that makes one-sided flow aggressive (when known).
         liq_spread_ratio: spread relative to its median that counts as a blow-out.
@@ -67,9 +69,10 @@ class RegimeConfig:
         liq_oi_drop_pct: open-interest drop over the window (percent, positive number).
         liq_min_groups: stress groups (aggressive flow; liquidity withdrawal; deleveraging) that
             must hold, or all the available ones when fewer are available; one group suffices
-            once the volatility expansion reaches ``liq_ver_alone``.
-        liq_ver_alone: volatility expansion that suffices with one stress group, or with none
-            when no stress input exists at all.
+            once the move reaches ``2 × liq_move_z``, none is needed when no stress input
+            exists at all (candles).
+        liq_ver_alone: unused since #9 (see ``liq_min_groups``); kept so that the published
+            thresholds keep their keys.
         confirm: consecutive evaluations a new label must hold before it replaces the current.
         min_dwell: evaluations a label is kept at least (LIQUIDATION_RISK enters at once).
         liq_exit_confirm: consecutive non-cascade evaluations before LIQUIDATION_RISK is left.
