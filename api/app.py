@@ -330,7 +330,15 @@ def create_app(
     def history(
         coin: CoinParam,
         s: StoreDep,
-        limit: Annotated[int, Query(ge=1, le=100_000, description="newest N envelopes")] = 100,
+        limit: Annotated[
+            int,
+            Query(
+                ge=1,
+                le=100_000,
+                description="at most N envelopes: the newest N, or with until_ms the oldest N of "
+                "the range (a page)",
+            ),
+        ] = 100,
         since_ms: Annotated[
             int | None, Query(ge=0, description="only envelopes after this exchange time")
         ] = None,

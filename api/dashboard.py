@@ -75,17 +75,26 @@ EXPLAIN_DOCS: Final[dict[str, tuple[Tone, str]]] = {
     "PRICE_ABOVE_MEAN": ("info", "Price is above its window mean (mean reversion: short)."),
     "PRICE_BELOW_MEAN": ("info", "Price is below its window mean (mean reversion: long)."),
     "PRICE_AT_MEAN": ("info", "Price is at its window mean: nothing to revert."),
-    "LIQUIDITY_GOOD": ("good", "Spread and depth are normal or better for this coin."),
-    "LIQUIDITY_POOR": ("bad", "Spread and depth are thin for this coin."),
+    "LIQUIDITY_GOOD": (
+        "good",
+        "Liquidity is at least 0.7 of usual for this coin (spread and depth; volume without them).",
+    ),
+    "LIQUIDITY_POOR": (
+        "bad",
+        "Liquidity is under 0.3 of usual for this coin (spread or depth; volume without them).",
+    ),
     "LIQUIDITY_UNKNOWN": ("warn", "Liquidity cannot be judged yet (no usual level learnt)."),
     "VOL_EXPANSION": ("warn", "Short-window volatility is well above its usual level."),
     "ONE_SIDED_FLOW": ("bad", "Stress: trade flow is heavily one-sided."),
     "SPREAD_BLOWOUT": ("bad", "Stress: the spread is far wider than usual."),
     "DEPTH_COLLAPSE": ("bad", "Stress: book depth is far below usual."),
     "OI_DROP": ("bad", "Stress: open interest is falling fast (liquidations)."),
-    "DEGRADED_INPUTS": ("warn", "Some input kinds (e.g. quotes) are missing for this coin."),
+    "DEGRADED_INPUTS": ("warn", "No quotes have been seen for this coin (lower confidence)."),
     "STALE_INPUT": ("bad", "An input stream is stale now: not actionable."),
-    "SCORE_BELOW_THRESHOLD": ("warn", "The score is below the actionable threshold."),
+    "SCORE_BELOW_THRESHOLD": (
+        "warn",
+        "Not emitted since schema 1.2: actionable means the net edge beats the costs.",
+    ),
     "ORDER_FLOW_CONFIRMS": ("good", "Order-book flow (OFI) agrees with the call."),
     "ORDER_FLOW_CONTRADICTS": ("warn", "Order-book flow (OFI) goes against the call."),
     "UNCALIBRATED": ("warn", "No calibration table: the score is the raw heuristic."),
@@ -94,7 +103,11 @@ EXPLAIN_DOCS: Final[dict[str, tuple[Tone, str]]] = {
         "warn",
         "The costs (fee + half spread + slippage) exceed the expected move.",
     ),
-    "COST_UNKNOWN": ("warn", "The costs cannot be measured (no sane quote): not actionable."),
+    "COST_UNKNOWN": (
+        "warn",
+        "The costs cannot be measured (no sane quote, or no book to measure slippage): "
+        "not actionable.",
+    ),
     "BOOK_TOO_THIN": ("bad", "The latest book cannot fill the quoted size: no slippage figure."),
     "REGIME_NOT_TRADABLE": ("warn", "The regime is not one the edge trades."),
     "STEP_ERROR": (

@@ -46,7 +46,6 @@ TOKEN_ENV: Final = "HLSL_API_TOKEN"
 OPEN_PATHS: Final = frozenset({"/health", "/"})
 """Paths served without a token: liveness, and the dashboard page (it holds no data; its own
 requests for data carry the token)."""
-"""Paths served without a token."""
 
 DEFAULT_RATE_PER_S: Final = 50.0
 """Requests a second each client may make, sustained."""

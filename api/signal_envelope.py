@@ -28,18 +28,28 @@ from operators.edge import Direction
 from operators.forecast import RISK_MIN_RETURNS, VolModel
 from operators.regime import VOL_MODEL, RegimeConfig, RegimeLabel, Rule
 
+_CFG: Final = RegimeConfig()
+
 
 def _risk_ratio_meaning(model: VolModel | None) -> str:
     """What ``regime.risk_ratio`` is, with the flag's thresholds read from the shipped volatility
     model (its ``flag`` block) so that the text cannot drift from the table."""
-    when = f"null until the coin has {RISK_MIN_RETURNS} returns and a day of bars"
+    old = (
+        f"the flag is vol_expansion_ratio >= {_CFG.chaos_enter_ver:g} (kept while >= "
+        f"{_CFG.chaos_exit_ver:g}) with efficiency_ratio < {_CFG.chaos_max_er:g}, or >= "
+        f"{_CFG.flag_ver:g} at any efficiency"
+    )
     if model is None:
-        return "rho: the next hour's forecast volatility over the coin's norm; null: no model"
+        return (
+            "rho: the next hour's forecast volatility over the coin's norm; always null (no "
+            f"volatility model): {old}"
+        )
     band = "" if model.flag_exit == model.flag_enter else f", kept while rho >= {model.flag_exit:g}"
     return (
         "rho: the next hour's forecast volatility over the coin's norm; the risk flag is "
         f"raised at rho >= {model.flag_enter:g}{band} (model {model.version}), or by "
-        f"features.vol_expansion_ratio >= {RegimeConfig().flag_ver:g}; {when}"
+        f"features.vol_expansion_ratio >= {_CFG.flag_ver:g}; null until the coin has "
+        f"{RISK_MIN_RETURNS} returns and a day of bars, and while null {old}"
     )
 
 
@@ -105,7 +115,8 @@ class Signals(_Published):
     risk: Unit | None = Field(
         description=(
             "1 - 2^-rho from the volatility forecast's risk ratio (0.5 = forecast at the coin's "
-            "norm), at least 0.8 under LIQUIDATION_RISK; without a forecast: market stress "
+            "norm), at least 0.8 under LIQUIDATION_RISK; while regime.risk_ratio is null: "
+            "market stress "
             "(vol expansion, spread, depth, flow, OI)"
         )
     )
@@ -189,8 +200,9 @@ class Features(_Published):
     )
     microprice_px: Positive | None = Field(
         description=(
-            "Stoikov micro-price mid + spread*g(I), g = E[next mid change | imbalance bucket] "
-            "learnt online per coin (in spreads, symmetrised)"
+            "Stoikov micro-price mid + spread*g(I, S): g is the mean next mid change (in "
+            "spreads) per imbalance bucket I and spread state S (1, 2 or more ticks), learnt "
+            "online per coin, symmetrised and shrunk towards 0 (the mid)"
         )
     )
     microprice_offset_bps: float | None = Field(description="microprice minus mid over mid, bps")
@@ -360,7 +372,10 @@ class SignalEnvelope(_Published):
     regime: Regime
     signals: Signals
     forecast: VolForecast | None = Field(
-        description="volatility forecast over the edge's horizon (null: no model, or warming up)"
+        description=(
+            "volatility forecast over the edge's horizon (null: no model, fewer than 3 bar "
+            "returns yet, or a failed step on this bar)"
+        )
     )
     edge: Edge
     features: Features

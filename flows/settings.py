@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     taker_fee_bps: float = Field(4.5, ge=0, le=1000, description="taker fee in the edge's costs")
     edge_size_usd: float = Field(10_000.0, gt=0, description="size the slippage is measured for")
     api_token: str | None = Field(
-        None, description="bearer token required on every route but /health"
+        None, description="bearer token required on every route but /health, / and the API docs"
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="allowed CORS origins (comma-separated; none: no CORS)"

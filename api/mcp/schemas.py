@@ -43,7 +43,8 @@ _FIELDS = (
     "LIQUIDATION_RISK, CHAOTIC, UNKNOWN), confidence 0..1, since_ms (exchange time the label was "
     "entered), previous, candidate (pending label) with candidate_count, dwell_bars, rule and "
     "margin 0..1 of this bar's call, stresses, inputs_used/inputs_missing. signals: momentum "
-    "(move vs its noise), liquidity (1 = usual for this coin or better), risk (market stress), "
+    "(move vs its noise), liquidity (1 = usual for this coin or better), risk (1 - 2^-rho from "
+    "the forecast volatility vs the coin's norm; market stress while regime.risk_ratio is null), "
     "each 0..1 or null without input. edge: score 0..1, p_right, actionable, direction, "
     "horizon_ms, expected_move_bps, cost_bps, net_edge_bps, explain = stable machine codes, most "
     "important first (e.g. REGIME_TRENDING, WARMING_UP, STALE_INPUT, LIQUIDITY_POOR, "
@@ -94,21 +95,19 @@ GET_HISTORY_DOC = (
     "the current state). since_ms: only signals with timestamp_ms after this exchange time (ms "
     f"since the Unix epoch). until_ms: a time range (since_ms < timestamp_ms <= until_ms, the "
     f"oldest `limit` of it; page on with next_since_ms; outside what is held: an error naming "
-    f"earliest_ms). limit: the newest N (1..{HISTORY_LIMIT_MAX}, default "
-    f"{HISTORY_LIMIT_DEFAULT}); default view compact. "
-    + COIN_RULE
-    + " "
-    + _VIEW_RULE
-    + " "
-    + _TRUST
+    f"earliest_ms). limit: at most N (1..{HISTORY_LIMIT_MAX}, default "
+    f"{HISTORY_LIMIT_DEFAULT}): the newest N, or with until_ms the oldest N of the range; "
+    "default view compact. " + COIN_RULE + " " + _VIEW_RULE + " " + _TRUST
 )
 EXPLAIN_REGIME_DOC = (
     "Why a coin's regime is what it is, in plain words and numbers: the label, the rule behind "
-    "this bar's call (warming_up, no_price_input, cascade, vol_expansion_without_direction, "
-    "efficient_path, inefficient_path, between_thresholds) and its margin past the threshold, "
+    "this bar's call (warming_up, no_price_input, cascade, forecast_vol_high, "
+    "vol_expansion_without_direction, efficient_path, inefficient_path, between_thresholds, "
+    "no_rule_fired, no_new_data, step_error) and its margin past the threshold, "
     "stresses, a pending candidate, dwell and since_ms, inputs used/missing, the features the "
-    "rules read (efficiency_ratio 0..1, vol_expansion_ratio, momentum_bps, trade_flow_imbalance "
-    "-1..1, spread_ratio, depth_ratio, oi_change_pct), the thresholds (operators.regime."
+    "rules read (efficiency_ratio 0..1, vol_expansion_ratio, momentum_bps, momentum_z, "
+    "variance_ratio, trade_flow_imbalance -1..1, spread_ratio, depth_ratio, oi_change_pct), "
+    "the thresholds (operators.regime."
     "RegimeConfig), each rule condition checked against them, and caveats saying when not to "
     "trust the call (UNKNOWN, warming up, stale inputs, a pending change, missing inputs). "
     "confidence is margin x input quality x stability, not a calibrated probability. Checks are "
@@ -136,7 +135,12 @@ UntilArg = Annotated[
 ]
 LimitArg = Annotated[
     int,
-    Field(ge=1, le=HISTORY_LIMIT_MAX, description="the newest N envelopes (1..1000)"),
+    Field(
+        ge=1,
+        le=HISTORY_LIMIT_MAX,
+        description="at most N envelopes (1..1000): the newest N, or with until_ms the oldest N "
+        "of the range (a page)",
+    ),
 ]
 ViewArg = Annotated[
     View | None,

@@ -218,10 +218,16 @@ def test_the_risk_ratio_description_is_the_shipped_models() -> None:
     assert f"raised at rho >= {VOL_MODEL.flag_enter:g}" in text
     assert VOL_MODEL.version in text
     assert f"{RISK_MIN_RETURNS} returns and a day of bars" in text
-    assert f"vol_expansion_ratio >= {RegimeConfig().flag_ver:g};" in text
+    assert f"vol_expansion_ratio >= {RegimeConfig().flag_ver:g}; null until" in text
     # no band in the shipped model (exit = enter), so no stay level is claimed
     assert VOL_MODEL.flag_exit == VOL_MODEL.flag_enter
-    assert "kept while" not in text
+    assert "kept while rho" not in text
     banded = _risk_ratio_meaning(replace(VOL_MODEL, flag_exit=0.8))
     assert "raised at rho >= 1, kept while rho >= 0.8" in banded
-    assert "no model" in _risk_ratio_meaning(None)
+    assert "always null (no volatility model)" in _risk_ratio_meaning(None)
+    # the flag without rho, as operators.regime.raw_call applies it
+    cfg = RegimeConfig()
+    assert (
+        f"vol_expansion_ratio >= {cfg.chaos_enter_ver:g} (kept while >= {cfg.chaos_exit_ver:g}) "
+        f"with efficiency_ratio < {cfg.chaos_max_er:g}" in text
+    )
