@@ -25,6 +25,7 @@ from connectors.codes import Explain
 from connectors.events import Stream
 from connectors.freshness import FreshnessStatus
 from operators.edge import Direction
+from operators.flag_evidence import EVIDENCE, EvidenceTable, FlagEvidence
 from operators.forecast import RISK_MIN_RETURNS, VolModel
 from operators.regime import VOL_MODEL, RegimeConfig, RegimeLabel, Rule
 
@@ -54,6 +55,22 @@ def _risk_ratio_meaning(model: VolModel | None) -> str:
 
 
 RISK_RATIO_MEANING: Final = _risk_ratio_meaning(VOL_MODEL)
+
+
+def _flag_evidence_meaning(table: EvidenceTable) -> str:
+    """What ``regime.flag_evidence`` says, with the bar lengths the shipped table demonstrates."""
+    shown = ", ".join(f"{b:,} ms" for b in table.demonstrated_bar_ms()) or "none"
+    return (
+        "whether the risk flag (LIQUIDATION_RISK or CHAOTIC) has been shown, out of sample on "
+        "real data at this envelope's bar length, to separate the next hour's realised "
+        "volatility better than the one-line rule 'trailing 1 h realised vol / its 24 h median' "
+        "flagging as many bars: demonstrated, not_demonstrated (evaluated; the margin's 95 % "
+        "interval reaches 0 on some coin) or untested (no real data of this bar length was "
+        f"evaluated). Demonstrated bar lengths in the shipped table ({table.version}): {shown}"
+    )
+
+
+FLAG_EVIDENCE_MEANING: Final = _flag_evidence_meaning(EVIDENCE)
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 SignedUnit = Annotated[float, Field(ge=-1.0, le=1.0)]
@@ -103,6 +120,7 @@ class Regime(_Published):
     stale: bool = Field(
         description="the label is held because the bar brought no new data (rule no_new_data)"
     )
+    flag_evidence: FlagEvidence = Field(description=FLAG_EVIDENCE_MEANING)
 
 
 class Signals(_Published):
@@ -360,10 +378,11 @@ class Producer(_Published):
 class SignalEnvelope(_Published):
     """One coin's signal as of one bar close (exchange time)."""
 
-    schema_version: Literal["1.2"] = Field(
+    schema_version: Literal["1.3"] = Field(
         description=(
             "1.1 added the degraded block, the STEP_ERROR explain code and the ranges; 1.2 (#9) "
-            "the forecast block, regime.risk_ratio and regime.stale, new rules and explain codes"
+            "the forecast block, regime.risk_ratio and regime.stale, new rules and explain codes; "
+            "1.3 (#9) regime.flag_evidence"
         )
     )
     timestamp_ms: Ms = Field(description="bar close, exchange time")

@@ -67,7 +67,7 @@ EDGE_SCORE_MEANING: Final = (
 """What ``edge.score`` means, said once (MCP tool descriptions and server instructions), with
 what the shipped table's out-of-sample verdicts say today."""
 
-COMPACT_REGIME: Final = ("label", "confidence", "since_ms", "candidate", "rule")
+COMPACT_REGIME: Final = ("label", "confidence", "since_ms", "candidate", "rule", "flag_evidence")
 COMPACT_EDGE: Final = (
     "score",
     "actionable",

@@ -122,6 +122,7 @@ ENVELOPE_FIELDS: Final[FieldTree] = {
         "n_inputs_max": INT,
         "risk_ratio": FLOAT,
         "stale": BOOL,
+        "flag_evidence": STRING,
     },
     "signals": {
         "momentum": FLOAT,

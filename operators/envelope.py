@@ -30,15 +30,17 @@ from operators.failures import (
     compile_checker,
 )
 from operators.features import FEATURE_NAMES, STEP_ERROR_REASON, FeatureVector, check_features
+from operators.flag_evidence import EVIDENCE
 from operators.forecast import Forecast
 from operators.regime import DECISION_INPUTS, RegimeState
 from operators.rounding import fround
 
-SCHEMA_VERSION: Final = "1.2"
+SCHEMA_VERSION: Final = "1.3"
 """1.1: the ``degraded`` block, the ``STEP_ERROR`` explain code and the documented ranges.
 1.2 (#9): the ``forecast`` block, ``regime.risk_ratio`` and ``regime.stale``, the rules
 ``no_rule_fired``, ``forecast_vol_high``, ``no_new_data`` and the explain codes
-``NO_DEMONSTRATED_SKILL``, ``NO_RULE_FIRED``, ``NO_NEW_DATA``, ``VOL_FORECAST_HIGH``."""
+``NO_DEMONSTRATED_SKILL``, ``NO_RULE_FIRED``, ``NO_NEW_DATA``, ``VOL_FORECAST_HIGH``.
+1.3 (#9): ``regime.flag_evidence``, the risk flag's out-of-sample verdict at the bar length."""
 _NAMES: Final = tuple(s.value for s in STREAMS)
 _INF: Final = math.inf
 _MISSING_REASON: Final = {
@@ -252,6 +254,7 @@ def build_envelope(
             "n_inputs_max": N_INPUTS_MAX,
             "risk_ratio": _z(regime.risk_ratio),
             "stale": regime.stale,
+            "flag_evidence": EVIDENCE.verdict(producer.bar_ms)._value_,
         },
         "signals": {
             "momentum": _z(signals.momentum),

@@ -20,6 +20,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.freshness import FreshnessStatus
+from operators.flag_evidence import FlagEvidence
 from operators.regime import VOL_MODEL, RegimeConfig, RegimeLabel, Rule
 
 Envelope = dict[str, Any]
@@ -90,6 +91,10 @@ class RegimeExplanation(_Model):
     thresholds: dict[str, float | int] = Field(description="operators.regime.RegimeConfig")
     checks: list[RegimeCheck] = Field(
         description="each rule condition (priority order) against the bands that applied"
+    )
+    flag_evidence: FlagEvidence | None = Field(
+        description="the envelope's regime.flag_evidence: whether the risk flag has been shown "
+        "to beat a one-line volatility rule at this bar length (null: an envelope before 1.3)",
     )
     freshness_status: FreshnessStatus = Field(description="judged at call time")
     warming_up: bool
@@ -364,6 +369,14 @@ def explain_envelope(env: Envelope, config: RegimeConfig | None = None) -> Regim
         )
     if label is not RegimeLabel.UNKNOWN and dwell < cfg.min_dwell:
         caveats.append(f"the label is new ({dwell} bars, stable from {cfg.min_dwell})")
+    evidence = reg.get("flag_evidence")
+    risky = label in (RegimeLabel.LIQUIDATION_RISK, RegimeLabel.CHAOTIC)
+    if risky and evidence is not None and evidence != FlagEvidence.DEMONSTRATED:
+        caveats.append(
+            f"the risk flag is {evidence} at this bar length: it has not been shown, out of "
+            "sample, to separate forward volatility better than a one-line volatility rule "
+            "(use forecast.vol_bps for the size of the risk)"
+        )
     if not env["edge"]["actionable"]:
         caveats.append("edge.actionable is false")
 
@@ -413,6 +426,7 @@ def explain_envelope(env: Envelope, config: RegimeConfig | None = None) -> Regim
         features_missing={k: v for k, v in missing_all.items() if k in RegimeFeatures.model_fields},
         thresholds=dataclasses.asdict(cfg),
         checks=_checks(features, before, cfg, reg.get("risk_ratio")),
+        flag_evidence=None if evidence is None else FlagEvidence(evidence),
         freshness_status=FreshnessStatus(fresh["status"]),
         warming_up=warm["warming_up"],
         actionable=env["edge"]["actionable"],

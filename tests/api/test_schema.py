@@ -181,7 +181,7 @@ def test_schema_1_2_adds_the_forecast_and_the_honest_regime() -> None:
     """#9: additive only: the forecast block with ranges, regime.risk_ratio/stale, new rules and
     explain codes; RegimeLabel keeps exactly its five values."""
     schema = _committed_schema()
-    assert SCHEMA_VERSION == "1.2"
+    assert SCHEMA_VERSION in ("1.2", "1.3")
     assert "forecast" in schema["required"]
     fc = schema["$defs"]["VolForecast"]
     assert set(fc["properties"]) == {"horizon_ms", "vol_bps", "vol_p10_bps", "vol_p90_bps", "model"}
@@ -231,3 +231,24 @@ def test_the_risk_ratio_description_is_the_shipped_models() -> None:
         f"vol_expansion_ratio >= {cfg.chaos_enter_ver:g} (kept while >= {cfg.chaos_exit_ver:g}) "
         f"with efficiency_ratio < {cfg.chaos_max_er:g}" in text
     )
+
+
+def test_schema_1_3_adds_the_risk_flags_evidence() -> None:
+    """#9: regime.flag_evidence, required, one of three stable values, its description naming
+    the shipped table and the bar lengths it demonstrates."""
+    from operators.flag_evidence import EVIDENCE
+
+    schema = _committed_schema()
+    assert SCHEMA_VERSION == "1.3"
+    regime = schema["$defs"]["Regime"]
+    assert "flag_evidence" in regime["required"]
+    assert schema["$defs"]["FlagEvidence"]["enum"] == [
+        "demonstrated",
+        "not_demonstrated",
+        "untested",
+    ]
+    text = regime["properties"]["flag_evidence"]["description"]
+    assert EVIDENCE.version in text
+    assert "Demonstrated bar lengths in the shipped table" in text
+    assert "300,000 ms" in text
+    assert "3,600,000 ms" not in text

@@ -92,3 +92,20 @@ def test_the_summary_quotes_the_risk_flag(env: dict[str, Any]) -> None:
     assert f"the risk flag at risk_ratio {VOL_MODEL.flag_enter:g}+ or expansion " in summary
     assert f"expansion {CFG.flag_ver:g}+" in summary
     assert "risk ratio 0.5;" in summary
+
+
+def test_a_risk_label_without_demonstrated_evidence_says_so(env: dict[str, Any]) -> None:
+    reg = env["regime"]
+    reg.update(label="CHAOTIC", rule=Rule.VOL_STATE.value, candidate=None)
+    for verdict in ("untested", "not_demonstrated"):
+        reg["flag_evidence"] = verdict
+        ex = explain_envelope(env)
+        assert ex.flag_evidence == verdict
+        assert f"the risk flag is {verdict} at this bar length" in " ".join(ex.caveats)
+    reg["flag_evidence"] = "demonstrated"
+    assert "the risk flag is" not in _caveats(env)
+    # a calm label carries no such caveat; an envelope before 1.3 has no verdict
+    reg.update(label="TRENDING", rule=Rule.TREND.value, flag_evidence="untested")
+    assert "the risk flag is" not in _caveats(env)
+    del reg["flag_evidence"]
+    assert explain_envelope(env).flag_evidence is None

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from operators.flag_evidence import FlagEvidence, parse
 from tools.evaluate.flag_tradeoff import (
     agreement,
+    evidence_doc,
     flag,
     main,
     margin_ci,
@@ -161,7 +163,41 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert err.startswith("flag_tradeoff: --stay: '1' must be above 1")
     assert main([str(tmp_path), "--boot", "-1"]) == 2
     assert capsys.readouterr().err.strip() == "flag_tradeoff: --boot: -1 must be 0 or more"
+    out = tmp_path / "ev.json"
+    assert main([str(tmp_path), "--boot", "10", "--write-evidence", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "flag_tradeoff: --write-evidence needs --boot of at least 100 (got 10)"
+    assert not out.exists()
     empty = tmp_path / "none.ndjson"
     empty.write_text('{"channel": "subscriptionResponse", "data": {}}\n')
     assert main([str(empty)]) == 2
     assert capsys.readouterr().err.strip() == "flag_tradeoff: no candle data in the inputs"
+
+
+def test_evidence_table_from_the_published_flag() -> None:
+    s, envs = _series()
+    sf = series_flags(s, envs)
+    doc = evidence_doc([(HOUR, sf)], n_boot=200)
+    table = parse(doc)  # what the flow loads
+    entry = doc["bar_ms"][str(HOUR)]
+    [row] = entry["series"]
+    assert row["coin"] == "SOL"
+    assert row["days"] == 21  # 20 days of bars; the last closes at midnight, on the 21st
+    assert row["margin_lo"] <= row["margin"] <= row["margin_hi"]
+    shown = row["beats"] and row["margin_lo"] > 0
+    want = FlagEvidence.DEMONSTRATED if shown else FlagEvidence.NOT_DEMONSTRATED
+    assert table.verdict(HOUR) is want
+    assert table.verdict(300_000) is FlagEvidence.UNTESTED
+    assert doc["version"].startswith("flagev-")
+    # a flag that knows the future is demonstrated; its complement is not
+    rng = np.random.default_rng(5)
+    noisy = replace(sf, fwd=rng.lognormal(size=len(sf.fwd)), rule=rng.random(len(sf.fwd)))
+    oracle = replace(noisy, published=noisy.fwd >= np.quantile(noisy.fwd[noisy.oos], 0.9))
+    assert parse(evidence_doc([(HOUR, oracle)], 200)).verdict(HOUR) is FlagEvidence.DEMONSTRATED
+    worse = replace(oracle, published=~oracle.published)
+    assert parse(evidence_doc([(HOUR, worse)], 200)).verdict(HOUR) is (
+        FlagEvidence.NOT_DEMONSTRATED
+    )
+    # one coin short of the interval is enough to withhold the verdict for the bar length
+    mixed = parse(evidence_doc([(HOUR, oracle), (HOUR, worse)], 200))
+    assert mixed.verdict(HOUR) is FlagEvidence.NOT_DEMONSTRATED
