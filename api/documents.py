@@ -46,7 +46,9 @@ class ConnectionState(_Model):
     connected: bool
     subscriptions: int = Field(description="subscriptions sent per (re)connect")
     acknowledged: int = Field(description="subscriptions acknowledged on the current socket")
-    primed_coins: int = Field(description="coins primed from REST (warm start)")
+    primed_coins: int = Field(
+        description="coins primed from REST (warm start); 0 with --no-warm-start"
+    )
     reconnects: int
     resubscribes: int = Field(description="silent subscriptions re-subscribed")
     frames: int

@@ -363,7 +363,8 @@ def _flow_ended(p: Pipeline) -> None:
     for problem in p.problems:
         log.error("%s", problem)
     if p.settings.api:
-        log.info("the API keeps serving the final state until SIGINT/SIGTERM")
+        if p.store.state != RunState.STOPPED:  # a stop request shuts the API down too
+            log.info("the API keeps serving the final state until SIGINT/SIGTERM")
     elif p.problems or (stats is not None and stats.errors):
         _EntryState.exit_status = 2 if p.problems else 1
 
@@ -384,10 +385,12 @@ def _entry_pipeline() -> Pipeline:
     # One of N processes (bytewax.run -i/-a, bytewax.testing -p): refuse what the store can't do.
     cluster = bytewax_cluster()
     check_cluster(settings, cluster, store="redis" if settings.shared_store else "memory")
-    if not (settings.api or settings.signals_out or settings.record or settings.shared_store):
+    outputs = (settings.signals_out, settings.parquet, settings.record, settings.shared_store)
+    if not (settings.api or any(outputs)):
         msg = (
             "nothing would receive the signals: HLSL_API=0 and no HLSL_SIGNALS_OUT (or "
-            "HLSL_RECORD, or a shared HLSL_STORE); serve the API or write the signals somewhere"
+            "HLSL_PARQUET, HLSL_RECORD, or a shared HLSL_STORE); serve the API or write the "
+            "signals somewhere"
         )
         raise StartupError(msg)
     stop = threading.Event()

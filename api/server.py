@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         "--replay",
         nargs="+",
         metavar="PATH",
-        help="capture files, or directories of captures (HLSL_REPLAY)",
+        help="capture files, directories of captures, or quoted globs such as 'data/*.gz' or "
+        "'archive/**/*.lz4' (HLSL_REPLAY)",
     )
     ap.add_argument(
         "--coins", help="comma-separated coins (HLSL_COINS); live: required, ALL = every perp"

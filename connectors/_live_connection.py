@@ -191,8 +191,7 @@ class Connection:
                     return
                 self._prime(coin)
                 self.status.primed += 1
-        else:
-            self.status.primed = len(self.status.coins)
+        # without a warm start no coin is primed: primed_coins stays 0 (it counts REST priming)
         # allMids (carried by the first connection) fans out only to activated coins, so a
         # coin's primed candles are never older than live data already seen for it.
         self._emit_local(ACTIVATE_CHANNEL, {"coins": list(self.status.coins)})

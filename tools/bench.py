@@ -181,7 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         result: int = bench_api.main(args)
         return result
     argv = args
-    ap = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n")[0])
+    modes = "\n".join(line.strip() for line in __doc__.splitlines()[4:10])
+    ap = argparse.ArgumentParser(
+        prog="python -m tools.bench",
+        description=__doc__.split("\n")[0],
+        epilog="other modes (each with its own --help):\n" + modes,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("path", nargs="?", type=Path, help="capture to replay")
     ap.add_argument("--repeat", type=int, default=5, help="rounds (default 5)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON only")

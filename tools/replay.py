@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "paths",
         nargs="+",
-        help="capture files (.ndjson, .gz, .lz4, .txt), or directories of captures",
+        help="capture files (.ndjson, .gz, .lz4, .txt), directories of captures, or quoted "
+        "globs such as 'data/*.gz' or 'archive/**/*.lz4'",
     )
     ap.add_argument("--out", type=Path, help="write envelopes here (NDJSON)")
     add_history_flags(ap)

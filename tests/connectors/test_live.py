@@ -100,6 +100,7 @@ def test_subscriptions_acknowledged_and_signals_flow(exchange: FakeExchange) -> 
         run.wait(lambda: _acked(run), 10, "all subscriptions acknowledged")
         c = run.conn()
         assert c["subscriptions"] == 5 * len(COINS) + 1  # 5 per coin + allMids once
+        assert c["primed_coins"] == 0  # no warm start here: nothing was primed from REST
 
         def fresh_bbo() -> bool:
             env = run.pipeline.store.latest("BTC")

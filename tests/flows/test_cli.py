@@ -175,6 +175,42 @@ def test_bytewax_run_replay_without_api_exits_0(capture: Path, tmp_path: Path) -
     assert re.search(r"replay finished: \d+ signals from \d+ data frames", proc.stderr)
 
 
+def test_bytewax_run_replay_to_parquet_alone_is_an_output(capture: Path, tmp_path: Path) -> None:
+    # The Parquet history is somewhere the signals go: a run with only it is not refused.
+    out = tmp_path / "pq"
+    env = clean_env(HLSL_REPLAY=str(capture), HLSL_API="0", HLSL_PARQUET=str(out))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "flows.signal"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert_clean_stderr(proc.stderr)
+    assert sorted(p.name for p in out.glob("date=*/coin=*"))
+    assert list(out.glob("date=*/coin=*/part-*.parquet"))
+    # and with no output at all it is refused, naming the settings that would be one
+    env = clean_env(HLSL_REPLAY=str(capture), HLSL_API="0")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "flows.signal"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "nothing would receive the signals" in proc.stderr
+    assert "HLSL_PARQUET" in proc.stderr
+    assert_clean_stderr(proc.stderr)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_bytewax_run_serves_the_api_and_stops_cleanly(
     capture: Path, start: Callable[..., Proc], sig: signal.Signals
@@ -197,6 +233,8 @@ def test_bytewax_run_serves_the_api_and_stops_cleanly(
     assert rc == 0, err
     assert_clean_stderr(err)
     assert f"signal {sig.name}: stopping the flow" in err
+    # stopped, not finished: it does not claim to keep serving as it shuts down
+    assert "keeps serving the final state" not in err
 
 
 # -- python -m api.server ------------------------------------------------------------------------
