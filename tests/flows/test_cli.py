@@ -155,11 +155,9 @@ def assert_clean_stderr(err: str) -> None:
 # -- python -m bytewax.run flows.signal ----------------------------------------------------------
 
 
-def test_bytewax_run_replay_without_api_exits_0(capture: Path, tmp_path: Path) -> None:
-    # Without the API the signals must go somewhere (HLSL_SIGNALS_OUT), else it refuses to start.
-    out = tmp_path / "signals.ndjson"
-    env = clean_env(HLSL_REPLAY=str(capture), HLSL_API="0", HLSL_SIGNALS_OUT=str(out))
-    proc = subprocess.run(
+def run_flow(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m bytewax.run flows.signal`` to its end (a replay without the API)."""
+    return subprocess.run(
         [sys.executable, "-m", "bytewax.run", "flows.signal"],
         cwd=REPO,
         env=env,
@@ -169,6 +167,13 @@ def test_bytewax_run_replay_without_api_exits_0(capture: Path, tmp_path: Path) -
         timeout=60,
         check=False,
     )
+
+
+def test_bytewax_run_replay_without_api_exits_0(capture: Path, tmp_path: Path) -> None:
+    # Without the API the signals must go somewhere (HLSL_SIGNALS_OUT), else it refuses to start.
+    out = tmp_path / "signals.ndjson"
+    env = clean_env(HLSL_REPLAY=str(capture), HLSL_API="0", HLSL_SIGNALS_OUT=str(out))
+    proc = run_flow(env)
     assert proc.returncode == 0, proc.stderr
     assert_clean_stderr(proc.stderr)
     assert out.stat().st_size > 0
@@ -179,32 +184,14 @@ def test_bytewax_run_replay_to_parquet_alone_is_an_output(capture: Path, tmp_pat
     # The Parquet history is somewhere the signals go: a run with only it is not refused.
     out = tmp_path / "pq"
     env = clean_env(HLSL_REPLAY=str(capture), HLSL_API="0", HLSL_PARQUET=str(out))
-    proc = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "flows.signal"],
-        cwd=REPO,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_flow(env)
     assert proc.returncode == 0, proc.stderr
     assert_clean_stderr(proc.stderr)
     assert sorted(p.name for p in out.glob("date=*/coin=*"))
     assert list(out.glob("date=*/coin=*/part-*.parquet"))
     # and with no output at all it is refused, naming the settings that would be one
     env = clean_env(HLSL_REPLAY=str(capture), HLSL_API="0")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "flows.signal"],
-        cwd=REPO,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_flow(env)
     assert proc.returncode == 2, proc.stderr
     assert "nothing would receive the signals" in proc.stderr
     assert "HLSL_PARQUET" in proc.stderr
