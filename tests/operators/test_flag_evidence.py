@@ -80,6 +80,7 @@ def test_the_shipped_table_is_the_evaluations_verdicts() -> None:
     assert doc["version"] == EVIDENCE.version
     assert EVIDENCE.verdict(300_000) is FlagEvidence.DEMONSTRATED
     assert EVIDENCE.verdict(3_600_000) is FlagEvidence.NOT_DEMONSTRATED
+    assert EVIDENCE.verdict(900_000) is FlagEvidence.NOT_DEMONSTRATED
     assert EVIDENCE.verdict(1_000) is FlagEvidence.UNTESTED
     for bar, entry in doc["bar_ms"].items():
         shown = all(s["beats"] and s["margin_lo"] > 0 for s in entry["series"])

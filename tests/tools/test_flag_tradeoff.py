@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from tools.evaluate.flag_tradeoff import (
     margin_ci,
     parse_grid,
     render,
+    resample,
     rows_for,
     series_flags,
     stay_rows_for,
@@ -168,6 +170,29 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err.strip()
     assert err == "flag_tradeoff: --write-evidence needs --boot of at least 100 (got 10)"
     assert not out.exists()
+    candles = tmp_path / "c.ndjson"
+    rows = [
+        {
+            "channel": "candle",
+            "data": {
+                "t": k * 300_000,
+                "T": (k + 1) * 300_000 - 1,
+                "s": "BTC",
+                "i": "5m",
+                "o": "1.0",
+                "c": "1.0",
+                "h": "1.0",
+                "l": "1.0",
+                "v": "1.0",
+                "n": 1,
+            },
+        }
+        for k in range(3)
+    ]
+    candles.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main([str(candles), "--also-bar-ms", "400000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "flag_tradeoff: --also-bar-ms 400000: no candle interval divides it"
     empty = tmp_path / "none.ndjson"
     empty.write_text('{"channel": "subscriptionResponse", "data": {}}\n')
     assert main([str(empty)]) == 2
@@ -201,3 +226,19 @@ def test_evidence_table_from_the_published_flag() -> None:
     # one coin short of the interval is enough to withhold the verdict for the bar length
     mixed = parse(evidence_doc([(HOUR, oracle), (HOUR, worse)], 200))
     assert mixed.verdict(HOUR) is FlagEvidence.NOT_DEMONSTRATED
+
+
+def test_resample_closes_longer_bars_over_the_candles() -> None:
+    five = 300_000
+    open_ms = np.arange(0, 12 * five, five, dtype=np.int64)
+    open_ms = np.delete(open_ms, 8)  # the candle 40:00-45:00 is missing
+    close = np.arange(1.0, 1.0 + len(open_ms))
+    s = CandleSeries("BTC", five, open_ms, close, Path("x"))
+    r = resample(s, 900_000)
+    # bars 0-15, 15-30, 30-45 (its last candle missing: left out), 45-60 min
+    assert (r.open_ms + r.bar_ms).tolist() == [900_000, 1_800_000, 3_600_000]
+    assert r.close.tolist() == [3.0, 6.0, 11.0]
+    assert r.bar_ms == 900_000
+    assert resample(s, five) is s
+    with pytest.raises(ValueError, match="cannot be built from"):
+        resample(s, 400_000)

@@ -1,7 +1,8 @@
 """The risk flag's expansion trigger: crash-window capture against forward-volatility separation.
 
     python -m tools.evaluate.flag_tradeoff CANDLE_FILE... [--grid 2,2.5,3,4,inf]
-        [--stay 1.5,2,2.5,3] [--boot 500] [--write-evidence operators/flag_evidence.json]
+        [--stay 1.5,2,2.5,3] [--boot 500] [--also-bar-ms 900000]
+        [--write-evidence operators/flag_evidence.json]
 
 The risk flag (DESIGN.md §5) is raised by the volatility forecast, ``ρ ≥ 1``, or by a
 volatility that has multiplied, ``vol_expansion_ratio ≥ flag_ver`` (3 as shipped). On hourly
@@ -149,6 +150,20 @@ def margin_ci(f: Bool, sf: SeriesFlags, n_boot: int, seed: int = BOOT_SEED) -> t
         margins.append(sc.auc - sc.rule_auc)
     lo, hi = np.nanquantile(np.asarray(margins), [0.025, 0.975])
     return float(lo), float(hi)
+
+
+def resample(s: CandleSeries, bar_ms: int) -> CandleSeries:
+    """The series at ``bar_ms`` bars, as the flow closes them over its candles: each bar's close
+    is the close of the candle ending on the bar's boundary (a bar whose last candle is missing
+    is left out)."""
+    if bar_ms == s.bar_ms:
+        return s
+    if bar_ms % s.bar_ms:
+        msg = f"{bar_ms} ms bars cannot be built from {s.bar_ms} ms candles"
+        raise ValueError(msg)
+    ends = s.open_ms + s.bar_ms
+    keep = ends % bar_ms == 0
+    return CandleSeries(s.coin, bar_ms, ends[keep] - bar_ms, s.close[keep], s.path)
 
 
 def series_flags(s: CandleSeries, envelopes: Sequence[dict[str, Any]]) -> SeriesFlags:
@@ -385,6 +400,15 @@ def main(argv: list[str] | None = None) -> int:
         "(default: %(default)s)",
     )
     ap.add_argument(
+        "--also-bar-ms",
+        type=int,
+        action="append",
+        default=[],
+        metavar="MS",
+        help="also replay the candle files whose interval divides MS with MS bars (e.g. 900000: "
+        "15-minute bars over 5-minute candles); repeatable",
+    )
+    ap.add_argument(
         "--write-evidence",
         type=Path,
         metavar="PATH",
@@ -405,10 +429,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as ex:
         print(f"flag_tradeoff: {ex}", file=sys.stderr)
         return 2
-    specs = [s for s in plan_datasets([scan_file(f) for f in files]) if s.kind == "candle"]
+    scans = [scan_file(f) for f in files]
+    specs = [s for s in plan_datasets(scans) if s.kind == "candle"]
     if not specs:
         print("flag_tradeoff: no candle data in the inputs", file=sys.stderr)
         return 2
+    for bar_ms in ns.also_bar_ms:  # the same candles, the flow closing longer bars over them
+        fit = [c for c in scans if c.kind == "candle" and c.candle_ms and bar_ms % c.candle_ms == 0]
+        fit = [c for c in fit if c.candle_ms is not None and c.candle_ms < bar_ms]
+        if not fit:
+            msg = f"--also-bar-ms {bar_ms}: no candle interval divides it"
+            print(f"flag_tradeoff: {msg}", file=sys.stderr)
+            return 2
+        specs += [s for s in plan_datasets(fit, bar_ms=bar_ms) if s.kind == "candle"]
     shipped = RegimeConfig().flag_ver
     progress = Progress(sys.stderr.isatty())
     rows: list[Row] = []
@@ -419,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         envs, _, _, _ = replay_dataset(spec, (), progress, f"{spec.name}:")
         progress.done(f"{spec.name}: {len(envs):,} envelopes")
         for path in spec.files:
-            for coin, s in sorted(read_candles(path).items()):
+            for coin, native in sorted(read_candles(path).items()):
+                s = resample(native, spec.bar_ms)
                 mine = [e for e in envs if e["coin"] == coin]
                 sf = series_flags(s, mine)
                 rows.extend(rows_for(sf, grid, ns.boot))
