@@ -129,6 +129,7 @@ const cards = [...document.querySelectorAll('.card')].map((c) => {
     updated: text('.updated'), drillOpen: c.querySelector('details.drill').open,
     drillRows: [...c.querySelectorAll('.frow')].map((r) => [r.dataset.feature,
       r.querySelector('.fv').textContent]),
+    drillMeta: text('.drill-meta'), regimeTitle: (c.querySelector('.regime-pill') || {}).title,
   };
 });
 const h = window.hlsl || {};
@@ -545,6 +546,12 @@ def test_legend_and_feature_drill_down(browser: WebDriver, server: str) -> None:
     assert set(names) == set(env["features"]), "every feature of the envelope"
     rows = dict(btc["drillRows"])
     assert rows["mid_px"] not in ("", "—"), rows["mid_px"]
+    # the risk flag's evidence at this bar length (1 s bars: never evaluated)
+    assert env["regime"]["flag_evidence"] == "untested"
+    assert "risk flag evidence untested" in btc["drillMeta"], btc["drillMeta"]
+    for c in page["cards"]:
+        risky = c["label"] in ("LIQUIDATION_RISK", "CHAOTIC")
+        assert ("Risk flag untested" in c["regimeTitle"]) == risky, (c["label"], c["regimeTitle"])
     assert all(not c["drillOpen"] for c in page["cards"] if c["coin"] != "BTC")
 
     # The README's screenshot: the whole page, the BTC drill-down open, preferably once the
