@@ -312,10 +312,9 @@ def _pending(label: RegimeLabel, reg: dict[str, Any], cfg: RegimeConfig) -> str:
     n = reg["candidate_count"]
     if label is RegimeLabel.LIQUIDATION_RISK:
         return f"{n} of {cfg.liq_exit_confirm} bars without a cascade before it is left"
-    if label is RegimeLabel.CHAOTIC:
-        if reg.get("risk_ratio") is None:
-            return f"{n} of {cfg.risk_exit_confirm} unflagged bars before it is left"
-        return f"{n} unflagged bars: left on the first bar below the flag's exit"
+    if label is RegimeLabel.CHAOTIC:  # with a risk ratio it is left on the first unflagged bar
+        need = 1 if reg.get("risk_ratio") is not None else cfg.risk_exit_confirm
+        return f"{n} of {need} unflagged bars before it is left"
     return f"{n} of {cfg.confirm} bars to confirm, once the label has held {cfg.min_dwell} bars"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -143,3 +144,26 @@ def fv(
         event_count=1,
         warmup_obs=warmup_obs,
     )
+
+
+def coin_bars(coin: str, n: int = 70, base: float = 100.0, seed: int = 1) -> list[Bar]:
+    """Bars with every input kind: bbo, book, context, trades, candles; a trend then chop."""
+    out: list[Bar] = []
+    px = base
+    for k in range(n):
+        t = k * 1000
+        step = 0.002 if k < 30 else (-0.003 if (k * seed) % 3 else 0.004)
+        px *= math.exp(step)
+        sz = 1.0 + ((k * 7 + seed) % 5)
+        events: list[Event] = [
+            bbo(coin, t + 100, px - 0.01, sz, px + 0.01, 6.0 - sz),
+            bbo(coin, t + 150, px - 0.02, sz + 1, px + 0.01, 2.0),
+            book(coin, t + 200, [(px - 0.01, 2.0), (px - 0.02, 50.0)], [(px + 0.01, 40.0)]),
+            ctx(coin, t + 300, oi=1000.0 - k, mid_px=px, mark=px, oracle=px * 1.0001),
+        ]
+        if k % 2 == 0:
+            events.append(trades(coin, t + 400, [(px, sz, "B"), (px, 0.3, "A")]))
+        if k % 10 == 9:
+            events.append(candle(coin, t - 9000, t + 999, px * 0.99, px * 1.01, px * 0.98, px))
+        out.append(bar(coin, t, events))
+    return out

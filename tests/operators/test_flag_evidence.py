@@ -22,7 +22,7 @@ from operators.flag_evidence import (
     parse,
 )
 from operators.interval import IntervalTracker
-from tests.operators.test_isolation import coin_bars
+from tests.operators.helpers import coin_bars
 
 DOC: dict[str, Any] = {
     "format": TABLE_FORMAT,

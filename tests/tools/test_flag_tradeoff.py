@@ -1,4 +1,4 @@
-"""`tools.evaluate.flag_tradeoff`: the risk flag recomputed at other expansion thresholds."""
+"""`tools.evaluate.flag_tradeoff` and `flag_scores`: the risk flag recomputed at other settings."""
 
 from __future__ import annotations
 
@@ -12,20 +12,17 @@ import numpy as np
 import pytest
 
 from operators.flag_evidence import FlagEvidence, parse
-from tools.evaluate.flag_tradeoff import (
+from tools.evaluate.flag_scores import (
     agreement,
     evidence_doc,
     flag,
-    main,
     margin_ci,
-    parse_grid,
-    render,
-    resample,
     rows_for,
     series_flags,
     stay_rows_for,
 )
-from tools.evaluate.series import CANDLE_SPLIT_MS, CRASH_WINDOW_MS, CandleSeries
+from tools.evaluate.flag_tradeoff import main, parse_grid, render
+from tools.evaluate.series import CANDLE_SPLIT_MS, CRASH_WINDOW_MS, CandleSeries, resample
 
 HOUR = 3_600_000
 

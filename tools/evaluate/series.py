@@ -90,3 +90,17 @@ def read_candles(path: Path) -> dict[str, CandleSeries]:
         bar = int(np.median(np.diff(ts)))
         out[coin] = CandleSeries(coin, bar, ts, closes, path)
     return out
+
+
+def resample(s: CandleSeries, bar_ms: int) -> CandleSeries:
+    """The series at ``bar_ms`` bars, as the flow closes them over its candles: each bar's close
+    is the close of the candle ending on the bar's boundary (a bar whose last candle is missing
+    is left out)."""
+    if bar_ms == s.bar_ms:
+        return s
+    if bar_ms % s.bar_ms:
+        msg = f"{bar_ms} ms bars cannot be built from {s.bar_ms} ms candles"
+        raise ValueError(msg)
+    ends = s.open_ms + s.bar_ms
+    keep = ends % bar_ms == 0
+    return CandleSeries(s.coin, bar_ms, ends[keep] - bar_ms, s.close[keep], s.path)
