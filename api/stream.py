@@ -429,6 +429,10 @@ class Broadcaster:
                 if len(chunk) >= MAX_CHUNK_EVENTS:
                     yield b"".join(chunk)
                     chunk = []
+                    # Let the loop see a disconnect: writing to a socket the peer closed does
+                    # not block, so without a turn of the loop the whole backlog would be
+                    # rendered and written into it (and asyncio logs every failed write).
+                    await asyncio.sleep(0)
             if chunk:
                 yield b"".join(chunk)
             while True:
@@ -469,6 +473,8 @@ class Broadcaster:
                     sub.ping = False
                     if data:
                         yield data
+                        if sub.queue:
+                            await asyncio.sleep(0)  # as in the backlog: see a disconnect
                     continue
                 if sub.ping:
                     sub.ping = False

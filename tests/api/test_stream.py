@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import signal
 import socket
 import threading
@@ -569,6 +570,31 @@ def test_a_client_that_stops_reading_over_tcp_is_dropped(envs: list[tuple[str, E
     put_s.sort()
     assert put_s[len(put_s) // 2] < 0.05, f"median put_many {put_s[len(put_s) // 2] * 1e3:.1f} ms"
     assert put_s[-1] < 2.0, f"put_many took {put_s[-1] * 1000:.1f} ms"
+
+
+def test_a_client_that_leaves_during_a_resume_backlog_is_not_written_to(
+    envs: list[tuple[str, Envelope]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A resume sends the ring (here 4,096 envelopes, 16 MB); a client that reads 2 KB of it and
+    closes ends its stream there: the server does not render and write the rest into the dead
+    socket (asyncio logs every such write, about 60 lines a client before the fix)."""
+    store = SignalStore(ring_size=4096)
+    store.put_many((envs * 21)[:4096])
+    app = create_app(store, token=None, sse_keepalive_s=60)
+    request = b"GET /v1/stream HTTP/1.1\r\nHost: x\r\nLast-Event-ID: bogus\r\n\r\n"
+    with caplog.at_level(logging.WARNING, logger="asyncio"), serve(app) as base:
+        port = int(base.rsplit(":", 1)[1])
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port)) as client:
+                client.sendall(request)
+                assert client.recv(2000)
+        wait_for("the streams to end", lambda: subscribers(app) == 0, 10)
+        with stream(base) as sse:  # the server still serves
+            wait_for("a new subscriber", lambda: subscribers(app) == 1)
+            store.put_many(envs[:1])
+            assert sse.events(1)[0].kind == "signal"
+    failed = [r.getMessage() for r in caplog.records if "socket.send" in r.getMessage()]
+    assert failed == []
 
 
 def test_500_idle_subscribers_cost_next_to_nothing(envs: list[tuple[str, Envelope]]) -> None:
