@@ -18,7 +18,8 @@ Honesty rules:
   with ``actionable: false`` and ``STALE_INPUT`` added to ``edge.explain``.
 - Coin names are case-sensitive on Hyperliquid: an exact match wins, else a unique
   case-insensitive one. Unknown coin: 404 with the coins served; a string that cannot be a coin
-  name, or a malformed query: 422; a tracked coin without a signal yet: 503 with the reason.
+  name, a malformed query, or a query parameter the route does not take (`api.query`): 422;
+  a tracked coin without a signal yet: 503 with the reason.
 - Errors are ``{"detail": "..."}`` and never carry a traceback.
 - ``/health`` is 503 when the flow failed, or when every coin with a signal is stale now.
 
@@ -50,6 +51,7 @@ from api.health import judge_health, state_of, unhealthy
 from api.metrics import HttpMetrics, ServiceCollector, make_registry, metrics_response
 from api.openapi import DOCS_PATHS, DOCS_PREFIX
 from api.openapi import install as install_openapi
+from api.query import check_query, strict_query
 from api.schemas import (
     ErrorBody,
     Health,
@@ -89,6 +91,11 @@ from operators.explain import RegimeExplanation
 from operators.regime import RegimeConfig
 
 log = logging.getLogger(__name__)
+
+STRICT: Final = [Depends(strict_query)]
+"""The /v1 routes refuse query parameters they do not take (`api.query`)."""
+SIGNAL_QUERY: Final = frozenset(p["name"] for p in VIEW_PARAMETERS)
+"""What ``GET /v1/signal/{coin}`` takes (read by hand there, documented by `VIEW_PARAMETERS`)."""
 
 
 STREAM_IN_SCHEMA: Final = True
@@ -271,12 +278,12 @@ def create_app(
             return JSONResponse(h.model_dump(mode="json"), status_code=503)
         return h
 
-    @app.get("/v1/state", response_model=State, tags=["service"])
+    @app.get("/v1/state", response_model=State, tags=["service"], dependencies=STRICT)
     def state(s: StoreDep) -> State:
         """Flow status, source counters (frames by channel, skipped lines by reason), coins."""
         return state_of(s, shared_status())
 
-    @app.get("/v1/signals", response_model=SignalList, tags=["signals"])
+    @app.get("/v1/signals", response_model=SignalList, tags=["signals"], dependencies=STRICT)
     def signals(s: StoreDep, view: ViewQuery = None, features: FeaturesQuery = None) -> Response:
         """The latest signal of every coin that has one (freshness judged now)."""
         # Spliced from the stored bytes (no Pydantic pass, as GET /v1/signal/{coin}).
@@ -316,6 +323,7 @@ def create_app(
             # read by hand on the hot path: FastAPI's solving of two declared query parameters
             # cost more than the rest of the request (documented through openapi_extra)
             try:
+                check_query(request.query_params.multi_items(), SIGNAL_QUERY)
                 view, features = view_query(request.query_params)
                 if view is not None or features is not None:
                     body = render_view(body, view, features)
@@ -326,7 +334,12 @@ def create_app(
                 raise ApiError(422, detail) from None
         return Response(body, media_type="application/json")
 
-    @app.get("/v1/signal/{coin}/history", response_model=SignalHistory, tags=["signals"])
+    @app.get(
+        "/v1/signal/{coin}/history",
+        response_model=SignalHistory,
+        tags=["signals"],
+        dependencies=STRICT,
+    )
     def history(
         coin: CoinParam,
         s: StoreDep,
@@ -369,6 +382,7 @@ def create_app(
         response_model=RegimeExplanation,
         tags=["signals"],
         summary="Why a coin's regime is what it is",
+        dependencies=STRICT,
     )
     def explain(coin: CoinParam, s: StoreDep) -> Response:
         """The rule behind the coin's latest regime call, its margin, the features the rules read,
@@ -390,6 +404,7 @@ def create_app(
         responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
         tags=["signals"],
         include_in_schema=STREAM_IN_SCHEMA,
+        dependencies=STRICT,
     )
     async def stream(
         s: StoreDep,
