@@ -371,8 +371,6 @@ def create_app(
         the newest ``limit`` (after ``since_ms``), or a time range with ``until_ms``."""
         name = resolve(s, coin)
         vouch(s)
-        if until_ms is not None and since_ms is not None and until_ms < since_ms:
-            raise ApiError(422, "until_ms: must be >= since_ms")
         recs, next_since = history_page(s, name, limit, since_ms, until_ms)
         body = render_view(history_json(name, recs, next_since), view, features)
         return Response(body, media_type="application/json")

@@ -141,18 +141,21 @@ def history_page(
     """The envelopes a history request gets and, for a range (``until_ms``), where the next
     page starts (None: this is the last).
 
-    Raises `ApiError` 404 (with ``earliest_ms``) when a range reaches before what is still held.
+    Raises `ApiError` 422 for a reversed range (REST and every MCP source answer it alike), and
+    404 (with ``earliest_ms``) when a range reaches before what is still held.
     """
+    if until_ms is not None and since_ms is not None and until_ms < since_ms:
+        raise ApiError(422, "until_ms: must be >= since_ms")
     if until_ms is None:
         return s.record_history(coin, limit=limit, since_ms=since_ms), _NO_NEXT
     earliest, evicted = s.retention(coin)
     if evicted is not None and (
         (since_ms is not None and since_ms < evicted) or (since_ms is None and until_ms <= evicted)
     ):
+        asked = f"from since_ms={since_ms}" if since_ms is not None else f"to until_ms={until_ms}"
         msg = (
-            f"history of {coin} from since_ms={since_ms} is no longer held (the store keeps "
-            f"the newest HLSL_HISTORY_LIMIT envelopes per coin; the oldest held closed at "
-            f"{earliest})"
+            f"history of {coin} {asked} is no longer held (the store keeps the newest "
+            f"HLSL_HISTORY_LIMIT envelopes per coin; the oldest held closed at {earliest})"
         )
         raise ApiError(404, msg, earliest_ms=earliest)
     recs = s.record_history(coin, limit=limit + 1, since_ms=since_ms, until_ms=until_ms)

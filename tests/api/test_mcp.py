@@ -166,6 +166,10 @@ CALLS: dict[str, tuple[str, dict[str, Any]]] = {
     "unknown_explain": ("explain_regime", {"coin": "DOGE"}),
     "not_a_coin": ("get_signal", {"coin": "../etc"}),
     "limit_too_big": ("get_history", {"coin": "BTC", "limit": HISTORY_LIMIT_MAX + 1}),
+    "reversed_range": (
+        "get_history",
+        {"coin": "BTC", "since_ms": 1767226000000, "until_ms": 1767225900000},
+    ),
     "limit_string": ("get_history", {"coin": "BTC", "limit": "5"}),
     "unknown_argument": ("get_signal", {"coin": "BTC", "coins": "ETH"}),
     "bad_view": ("list_signals", {"view": "tiny"}),
@@ -403,6 +407,8 @@ def test_unknown_coin_is_a_tool_error_naming_the_coins(stdio: Session) -> None:
         assert text == "unknown coin 'DOGE'; coins served: BTC, ETH, SOL", text
     assert "is not a coin name" in _error_text(stdio.calls["not_a_coin"])
     assert "limit" in _error_text(stdio.calls["limit_too_big"])
+    # a reversed range is the REST route's 422 text on every source (it was an empty page here)
+    assert _error_text(stdio.calls["reversed_range"]) == "until_ms: must be >= since_ms"
 
 
 def test_arguments_are_checked_strictly_in_one_clean_line(stdio: Session) -> None:
@@ -686,6 +692,7 @@ def test_http_transport_mounted(served: Served, store: SignalStore, path: str) -
     _structured(seen.calls["explain"], RegimeExplanation)
     assert "BTC, ETH, SOL" in _error_text(seen.calls["unknown"])
     assert _error_text(seen.calls["limit_string"]).startswith("get_history: invalid arguments")
+    assert _error_text(seen.calls["reversed_range"]) == "until_ms: must be >= since_ms"
     assert json.loads(seen.resource_text) == _expected(store, "ETH")
     assert seen.resources == [*SCHEMAS, *(f"signal://hyperliquid/{c}" for c in COINS)]
     assert seen.resource_error_code == RESOURCE_NOT_FOUND
@@ -764,6 +771,7 @@ def test_stdio_proxy_reads_a_running_server(served: Served, store: SignalStore) 
         assert "unknown coin 'DOGE'" in text, text
         assert "BTC, ETH, SOL" in text, text
     assert "is not a coin name" in _error_text(seen.calls["not_a_coin"])
+    assert "until_ms: must be >= since_ms" in _error_text(seen.calls["reversed_range"])
     assert seen.resources == [*SCHEMAS, *(f"signal://hyperliquid/{c}" for c in COINS)]
     assert json.loads(seen.resource_text) == _expected(store, "ETH")
     assert seen.resource_error == "unknown coin 'DOGE'; coins served: BTC, ETH, SOL"
@@ -789,6 +797,12 @@ def test_store_source_matches_the_rest_rules(store: SignalStore) -> None:
         assert r.status_code == err.value.status, (name, r.text)
         assert r.json()["detail"] == err.value.detail
         assert r.json().get("coins") == err.value.coins
+    reversed_range = {"since_ms": 1767226000000, "until_ms": 1767225900000, "limit": 5}
+    r = api.get("/v1/signal/BTC/history", params=reversed_range)
+    with pytest.raises(SignalQueryError) as err:
+        src.history("BTC", **reversed_range)
+    assert (r.status_code, r.json()["detail"]) == (err.value.status, err.value.detail)
+    assert r.status_code == 422
     empty = StoreSource(SignalStore(coins=["BTC"]))
     with pytest.raises(SignalQueryError, match="starting") as ex:
         empty.signal("BTC")

@@ -152,7 +152,11 @@ def test_history_ranges_page_and_say_when_a_range_is_no_longer_held(
     r = client.get("/v1/signal/BTC/history", params={"since_ms": 0, "until_ms": held[-1]})
     assert r.status_code == 404
     assert r.json()["earliest_ms"] == held[0]
-    assert "no longer held" in r.json()["detail"]
+    assert "BTC from since_ms=0 is no longer held" in r.json()["detail"]
+    _earliest, evicted = store.retention("BTC")
+    r = client.get("/v1/signal/BTC/history", params={"until_ms": evicted})
+    assert r.status_code == 404  # names the bound asked for (it said "since_ms=None")
+    assert f"BTC to until_ms={evicted} is no longer held" in r.json()["detail"]
     r = client.get("/v1/signal/BTC/history", params={"since_ms": held[5], "until_ms": held[2]})
     assert r.status_code == 422
     # without until_ms: exactly as before (the newest `limit`, no next_since_ms)
