@@ -25,6 +25,11 @@ from flows.settings import COIN_PATTERN
 
 HISTORY_LIMIT_MAX = 1000
 HISTORY_LIMIT_DEFAULT = 20
+MAX_ANSWER_BYTES = 256 * 1024
+"""Largest JSON text one list_signals or get_history answer may carry (the SDK sends it twice,
+as text and as structured content). Past it the call is refused with the limit that fits: an
+agent's context is not the place for megabytes, and encoding them holds up the server's event
+loop for every other client (1,000 full envelopes were 7.6 MB and took 1.4 s)."""
 
 
 # -- what an agent reads -------------------------------------------------------------------------
@@ -82,6 +87,10 @@ INSTRUCTIONS = (
     + _TRUST
 )
 
+_SIZE_RULE = (
+    f"An answer over {MAX_ANSWER_BYTES // 1024} KB of JSON is refused with the limit that fits "
+    "(about 70 full or 340 compact envelopes)."
+)
 GET_SIGNAL_DOC = (
     "Latest signal of one coin (one bar close), freshness judged at call time; default view "
     "full (the REST envelope). " + COIN_RULE + " " + _VIEW_RULE + " " + _FIELDS + " " + _TRUST
@@ -89,7 +98,7 @@ GET_SIGNAL_DOC = (
 LIST_SIGNALS_DOC = (
     "Latest signal of every coin that has one ({data: [...], count}), freshness judged at call "
     "time; default view compact (fields as in get_signal). Coins that are tracked but have no "
-    "signal yet are not listed. " + _VIEW_RULE + " " + _TRUST
+    "signal yet are not listed. " + _SIZE_RULE + " " + _VIEW_RULE + " " + _TRUST
 )
 GET_HISTORY_DOC = (
     "A coin's stored signals, oldest first ({coin, data: [...], count}), as they were emitted: "
@@ -99,7 +108,7 @@ GET_HISTORY_DOC = (
     f"oldest `limit` of it; page on with next_since_ms; outside what is held: an error naming "
     f"earliest_ms). limit: at most N (1..{HISTORY_LIMIT_MAX}, default "
     f"{HISTORY_LIMIT_DEFAULT}): the newest N, or with until_ms the oldest N of the range; "
-    "default view compact. " + COIN_RULE + " " + _VIEW_RULE + " " + _TRUST
+    "default view compact. " + _SIZE_RULE + " " + COIN_RULE + " " + _VIEW_RULE + " " + _TRUST
 )
 EXPLAIN_REGIME_DOC = (
     "Why a coin's regime is what it is, in plain words and numbers: the label, the rule behind "

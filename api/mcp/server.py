@@ -42,6 +42,7 @@ from api.mcp.schemas import (
     HISTORY_LIMIT_DEFAULT,
     INSTRUCTIONS,
     LIST_SIGNALS_DOC,
+    MAX_ANSWER_BYTES,
     AnyObject,
     CoinArg,
     FeaturesArg,
@@ -89,7 +90,7 @@ _FULL_MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-def _view_result(
+def view_result(
     kind: str,
     fetch: Callable[..., Any],
     args: tuple[Any, ...],
@@ -102,16 +103,49 @@ def _view_result(
     names = None if features is None else check_features(features)
     chosen = resolve_view(view, names, default)
     doc = fetch(*args)
+    if chosen != "full":
+        doc = apply_view(doc, chosen, names)
+    text = orjson.dumps(doc)
+    if len(text) > MAX_ANSWER_BYTES:  # measured before the models' pass, the costly part
+        # a history range (until_ms) keeps the oldest `limit`, else the newest
+        oldest = kind == "history" and args[3] is not None
+        raise ToolError(too_big(kind, len(text), doc, chosen, keep_oldest=oldest))
     if chosen == "full":
         _FULL_MODELS[kind].model_validate(doc)
     else:
-        doc = apply_view(doc, chosen, names)
         for env in doc["data"] if kind != "signal" else [doc]:
             CompactSignal.model_validate(env)
     return CallToolResult(
-        content=[TextContent(type="text", text=orjson.dumps(doc).decode())],
+        content=[TextContent(type="text", text=text.decode())],
         structuredContent=doc,
     )
+
+
+def too_big(
+    kind: str, size: int, doc: dict[str, Any], view: View, *, keep_oldest: bool = False
+) -> str:
+    """Why an answer of ``size`` bytes is refused, and what would fit (`MAX_ANSWER_BYTES`): for a
+    history, the largest ``limit`` whose answer fits (its newest envelopes, or with
+    ``keep_oldest`` its oldest, as that limit would select)."""
+    data: list[Any] = doc.get("data", [doc])
+    head = f"the answer would be {size / 1024:,.0f} KB ({len(data)} {view} envelopes), over the "
+    head += f"{MAX_ANSWER_BYTES // 1024} KB one answer may carry; "
+    if kind == "history":
+        sizes = [len(orjson.dumps(e)) + 1 for e in data]  # each with its comma
+        room = MAX_ANSWER_BYTES - (size - sum(sizes)) - 32  # the rest, and digits of count
+        fits = 0
+        for n in sizes if keep_oldest else reversed(sizes):
+            room -= n
+            if room < 0:
+                break
+            fits += 1
+        smaller = "view compact or fewer features" if view == "full" else "fewer features"
+        return head + (
+            f"ask limit <= {max(1, fits)} (or {smaller}) and page a time range with until_ms "
+            "and next_since_ms"
+        )
+    smaller = "view compact or fewer features" if view == "full" else "fewer features"
+    return head + f"ask {smaller}, or read coins one by one with get_signal"
 
 
 def _result(model: type[BaseModel], fetch: Callable[..., Any], *args: Any) -> CallToolResult:
@@ -274,11 +308,11 @@ def build_server(
         coin: CoinArg, view: ViewArg = None, features: FeaturesArg = None
     ) -> CallToolResult:
         await source.wait_ready()
-        return await _call(_view_result, "signal", source.signal, (coin,), view, features, "full")
+        return await _call(view_result, "signal", source.signal, (coin,), view, features, "full")
 
     async def list_signals(view: ViewArg = None, features: FeaturesArg = None) -> CallToolResult:
         await source.wait_ready()
-        return await _call(_view_result, "list", source.signals, (), view, features, "compact")
+        return await _call(view_result, "list", source.signals, (), view, features, "compact")
 
     async def get_history(
         coin: CoinArg,
@@ -290,7 +324,7 @@ def build_server(
     ) -> CallToolResult:
         await source.wait_ready()
         args = (coin, since_ms, limit, until_ms)
-        return await _call(_view_result, "history", source.history, args, view, features, "compact")
+        return await _call(view_result, "history", source.history, args, view, features, "compact")
 
     def explain(coin: str) -> RegimeExplanation:
         return explain_signal(source.signal(coin), cfg)  # as GET /v1/signal/{coin}/explain

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from fastapi.testclient import TestClient
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.server.fastmcp.exceptions import ToolError
 from mcp.shared.exceptions import McpError
 from mcp.types import CallToolResult, JSONRPCMessage, TextContent
 from pydantic import AnyUrl, BaseModel
@@ -54,6 +56,8 @@ from api.mcp import (
     explain_envelope,
     mcp_http_app,
 )
+from api.mcp.schemas import MAX_ANSWER_BYTES
+from api.mcp.server import view_result
 from api.metrics import MCP_TOOL_CALLS
 from api.schemas import SignalEnvelope, SignalHistory, SignalList
 from api.signals import refresh
@@ -166,6 +170,7 @@ CALLS: dict[str, tuple[str, dict[str, Any]]] = {
     "unknown_explain": ("explain_regime", {"coin": "DOGE"}),
     "not_a_coin": ("get_signal", {"coin": "../etc"}),
     "limit_too_big": ("get_history", {"coin": "BTC", "limit": HISTORY_LIMIT_MAX + 1}),
+    "history_too_big": ("get_history", {"coin": "BTC", "limit": 1000, "view": "full"}),
     "reversed_range": (
         "get_history",
         {"coin": "BTC", "since_ms": 1767226000000, "until_ms": 1767225900000},
@@ -407,6 +412,10 @@ def test_unknown_coin_is_a_tool_error_naming_the_coins(stdio: Session) -> None:
         assert text == "unknown coin 'DOGE'; coins served: BTC, ETH, SOL", text
     assert "is not a coin name" in _error_text(stdio.calls["not_a_coin"])
     assert "limit" in _error_text(stdio.calls["limit_too_big"])
+    too_big = _error_text(stdio.calls["history_too_big"])
+    assert too_big.startswith("the answer would be 2,0"), too_big  # 602 full envelopes, ~2 MB
+    assert "over the 256 KB one answer may carry; ask limit <= 7" in too_big, too_big
+    assert _nbytes(stdio.calls["history_too_big"]) < 1024
     # a reversed range is the REST route's 422 text on every source (it was an empty page here)
     assert _error_text(stdio.calls["reversed_range"]) == "until_ms: must be >= since_ms"
 
@@ -775,6 +784,31 @@ def test_stdio_proxy_reads_a_running_server(served: Served, store: SignalStore) 
     assert seen.resources == [*SCHEMAS, *(f"signal://hyperliquid/{c}" for c in COINS)]
     assert json.loads(seen.resource_text) == _expected(store, "ETH")
     assert seen.resource_error == "unknown coin 'DOGE'; coins served: BTC, ETH, SOL"
+
+
+def test_an_answer_past_the_size_budget_names_the_largest_limit_that_fits(
+    store: SignalStore,
+) -> None:
+    """1,000 full envelopes were 7.6 MB over MCP; past `MAX_ANSWER_BYTES` the call is refused
+    with the exact largest ``limit`` whose answer fits (newest first, or a range's oldest)."""
+    src = StoreSource(store)
+    last = _expected(store, "BTC")["timestamp_ms"]
+    for until in (None, last):
+
+        def answer(limit: int, view: str | None = "full", until: int | None = until) -> Any:
+            args = ("BTC", None, limit, until)
+            return view_result("history", src.history, args, view, None, "compact")
+
+        with pytest.raises(ToolError) as refused:
+            answer(HISTORY_LIMIT_MAX)
+        found = re.search(r"ask limit <= (\d+)", str(refused.value))
+        assert found, refused.value
+        fits = int(found[1])
+        text = answer(fits).content[0].text
+        assert MAX_ANSWER_BYTES - 4096 < len(text) <= MAX_ANSWER_BYTES  # the largest that fits
+        with pytest.raises(ToolError):
+            answer(fits + 1)
+        assert len(answer(300, view=None).content[0].text) <= MAX_ANSWER_BYTES  # compact
 
 
 def test_api_source_errors() -> None:
