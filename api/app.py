@@ -47,6 +47,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from api.head import HeadAsGet, head_as_get
 from api.health import judge_health, state_of, unhealthy
 from api.metrics import HttpMetrics, ServiceCollector, make_registry, metrics_response
 from api.openapi import DOCS_PATHS, DOCS_PREFIX
@@ -253,11 +254,13 @@ def create_app(
         return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, ex: StarletteHTTPException) -> JSONResponse:
-        # Keep the exception's headers: a 405 must say which methods are allowed (Allow).
-        return JSONResponse(
-            {"detail": str(ex.detail)}, status_code=ex.status_code, headers=ex.headers
-        )
+    async def _http(req: Request, ex: StarletteHTTPException) -> JSONResponse:
+        # Keep the exception's headers: a 405 must say which methods are allowed (Allow),
+        # HEAD included wherever GET is (`api.head`).
+        headers = ex.headers
+        if headers and "GET" in headers.get("Allow", "").split(", ") and head_as_get(req.url.path):
+            headers = {**headers, "Allow": headers["Allow"] + ", HEAD"}
+        return JSONResponse({"detail": str(ex.detail)}, status_code=ex.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _crash(_req: Request, ex: Exception) -> JSONResponse:
@@ -461,6 +464,7 @@ def create_app(
 
     # Outermost last: CORS (so refusals carry its headers) > rate limit > token > body guard >
     # the app (mounts included): a body is read only once the request is authorised.
+    app.add_middleware(HeadAsGet)  # innermost: HEAD /health and friends run as GET (api.head)
     app.add_middleware(BodyGuard, max_body_bytes=max_body_bytes, max_json_depth=max_json_depth)
     if api_token is not None:
         app.add_middleware(

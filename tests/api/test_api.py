@@ -644,6 +644,21 @@ def test_error_bodies_are_json_detail(client: TestClient) -> None:
         _assert_error(client.request(method, path), status)
 
 
+def test_head_is_answered_wherever_get_is(client: TestClient) -> None:
+    """Uptime probes ask HEAD /health (it was 405): the GET's status and headers, no body."""
+    paths = ["/health", "/v1/state", "/v1/signals", "/v1/signal/BTC", "/v1/signal/btc/history"]
+    paths += ["/v1/signal/BTC/explain", "/openapi.json", "/docs", "/v1/signal/DOGE", "/v1/nope"]
+    for path in paths:
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == got.status_code, (path, head.status_code, got.status_code)
+        assert head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        if path != "/health":  # its body says how old the data is now
+            assert head.headers["content-length"] == str(len(got.content)), path
+    assert client.head("/v1/signal/BTC/history?until=1").status_code == 422
+    assert client.head("/v1/stream").status_code == 405  # an endless response is not run
+
+
 def test_an_internal_error_is_500_with_a_generic_detail(
     replayed: Pipeline, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -79,5 +79,6 @@ def test_a_wrong_method_is_405_with_allow() -> None:
     client = TestClient(create_app(SignalStore(), token=None))
     r = client.post("/v1/signals")
     assert r.status_code == 405
-    assert r.headers["allow"] == "GET"
+    assert r.headers["allow"] == "GET, HEAD"
+    assert client.post("/v1/stream").headers["allow"] == "GET"  # a stream is not run for HEAD
     assert r.json() == {"detail": "Method Not Allowed"}
