@@ -40,6 +40,7 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.sse import EventSourceResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -260,7 +261,18 @@ def create_app(
         headers = ex.headers
         if headers and "GET" in headers.get("Allow", "").split(", ") and head_as_get(req.url.path):
             headers = {**headers, "Allow": headers["Allow"] + ", HEAD"}
-        return JSONResponse({"detail": str(ex.detail)}, status_code=ex.status_code, headers=headers)
+        detail = str(ex.detail)
+        if ex.status_code == 404 and detail == "Not Found":  # no route: say which there are
+            detail = f"no such path {req.url.path[:80]!r}; the API's paths: {', '.join(paths())}"
+        return JSONResponse({"detail": detail}, status_code=ex.status_code, headers=headers)
+
+    def paths() -> list[str]:
+        """The documented GET paths (for a 404 that matched no route)."""
+        return [
+            r.path
+            for r in app.routes
+            if isinstance(r, APIRoute) and r.include_in_schema and "GET" in r.methods
+        ]
 
     @app.exception_handler(Exception)
     async def _crash(_req: Request, ex: Exception) -> JSONResponse:

@@ -5,7 +5,7 @@ FastAPI's generated document is adjusted once, on first request:
 - with a token, a ``bearerAuth`` HTTP bearer scheme, required on every operation but the open
   paths (so the ``Authorize`` button of ``/docs`` works), and a documented 401;
 - with rate limiting on, a documented 429 on every operation;
-- 404 "unknown coin" only on operations that take a coin;
+- 404 "unknown coin" only on operations that take a coin (`takes_coins`);
 - the ``coin`` path parameter carries the pattern of a coin name.
 
 ``/docs`` and ``/redoc`` load Swagger UI and ReDoc from the installed ``fastapi-offline`` package
@@ -52,6 +52,12 @@ def install(app: FastAPI, *, bearer: bool, rate_limited: bool) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def takes_coins(path: str, op: dict[str, Any]) -> bool:
+    """Whether an operation names coins (a ``{coin}`` path, or a ``coins`` query as
+    ``/v1/stream``), so an unknown one is its 404."""
+    return "{coin}" in path or any(p.get("name") == "coins" for p in op.get("parameters", []))
+
+
 def adjust(doc: dict[str, Any], *, bearer: bool, rate_limited: bool) -> None:
     """Apply the module's rules to a generated OpenAPI document in place."""
     components = doc.setdefault("components", {})
@@ -67,7 +73,7 @@ def adjust(doc: dict[str, Any], *, bearer: bool, rate_limited: bool) -> None:
             if op is None:
                 continue
             responses = op.setdefault("responses", {})
-            if "{coin}" not in path:
+            if not takes_coins(path, op):
                 responses.pop("404", None)
             if bearer and path not in OPEN_PATHS:
                 op["security"] = [{"bearerAuth": []}]

@@ -644,6 +644,13 @@ def test_error_bodies_are_json_detail(client: TestClient) -> None:
         _assert_error(client.request(method, path), status)
 
 
+def test_a_path_no_route_matches_is_a_404_naming_the_paths(client: TestClient) -> None:
+    for path in ("/v1/signal/BTC%2FETH", "/v1/nope", "/v1/signal/"):
+        body = _assert_error(client.get(path), 404)
+        assert body["detail"].startswith("no such path '/v1/"), body
+        assert "/v1/signal/{coin}/history" in body["detail"], body
+
+
 def test_head_is_answered_wherever_get_is(client: TestClient) -> None:
     """Uptime probes ask HEAD /health (it was 405): the GET's status and headers, no body."""
     paths = ["/health", "/v1/state", "/v1/signals", "/v1/signal/BTC", "/v1/signal/btc/history"]

@@ -66,13 +66,15 @@ def test_404_only_where_there_is_a_coin_and_the_coin_has_its_pattern() -> None:
     doc = TestClient(create_app(SignalStore(), token=None)).get("/openapi.json").json()
     coin_routes = 0
     for path, method, op in _ops(doc):
-        has_coin = "{coin}" in path
+        names = {p["name"] for p in op.get("parameters", [])}
+        has_coin = "{coin}" in path or "coins" in names  # /v1/stream?coins=DOGE is a 404 too
         assert ("404" in op["responses"]) == has_coin, (method, path)
         for param in op.get("parameters", []):
             if param["name"] == "coin":
                 coin_routes += 1
                 assert param["schema"]["pattern"] == COIN_PATTERN
     assert coin_routes >= 2
+    assert "404" in doc["paths"]["/v1/stream"]["get"]["responses"]
 
 
 def test_a_wrong_method_is_405_with_allow() -> None:
