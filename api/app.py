@@ -271,7 +271,7 @@ def create_app(
         return [
             r.path
             for r in app.routes
-            if isinstance(r, APIRoute) and r.include_in_schema and "GET" in r.methods
+            if isinstance(r, APIRoute) and r.include_in_schema and "GET" in (r.methods or ())
         ]
 
     @app.exception_handler(Exception)
