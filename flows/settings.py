@@ -222,6 +222,20 @@ class Settings(BaseSettings):
             )
             raise SettingsError(msg)
 
+    @field_validator("calibration")
+    @classmethod
+    def _readable_calibration(cls, value: str | None) -> str | None:
+        """A table that cannot be loaded is a start-up error naming the setting."""
+        if value is None or value.strip().lower() in ("", "none", UNCALIBRATED):
+            return value
+        try:
+            load_calibration(value)
+        except OSError as ex:
+            raise ValueError(f"cannot read the table: {ex.strerror or ex}") from None
+        except ValueError as ex:
+            raise ValueError(f"not a calibration table: {ex}") from None
+        return value
+
     @field_validator("mcp_allowed_hosts", "mcp_allowed_origins", mode="before")
     @classmethod
     def _mcp_comma_list(cls, value: Any) -> Any:

@@ -1,8 +1,8 @@
 """The edge calibration table: raw strength → probability that the direction is right.
 
 The table is produced from data by the evaluation tool (``tools.evaluate``), versioned in the
-repo at ``operators/calibration/edge_calibration.json`` and loaded once by `operators.edge` (path
-overridable with ``HLSL_CALIBRATION``). Its shape::
+repo at ``operators/calibration/edge_calibration.json`` and loaded once by `operators.edge` (a run
+takes ``HLSL_CALIBRATION`` / ``--calibration`` through `flows.settings.Settings`). Its shape::
 
     {"format": "hlsl-edge-calibration/2",
      "version": "<id>",
@@ -208,6 +208,13 @@ def load(path: str | Path) -> Calibration:
             msg = f"calibration table {p}: not JSON: {ex}"
             raise ValueError(msg) from None
     return parse(doc, str(p))
+
+
+def load_committed() -> Calibration | None:
+    """The committed table (`DEFAULT_PATH`), whatever ``HLSL_CALIBRATION`` says: what importing
+    `operators.edge` loads, so a bad setting is the settings' one-line error at start-up, never a
+    traceback at import. None when the file is not there."""
+    return load(DEFAULT_PATH) if DEFAULT_PATH.is_file() else None
 
 
 def load_default() -> Calibration | None:

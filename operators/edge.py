@@ -31,7 +31,7 @@ from typing import Final
 import msgspec
 
 from connectors.codes import Explain
-from operators.calibration import UNCALIBRATED, Calibration, load_default
+from operators.calibration import UNCALIBRATED, Calibration, load_committed
 from operators.features import FeatureVector
 from operators.forecast import Forecast, VolModel, forecast
 from operators.interval import IntervalTracker
@@ -39,8 +39,8 @@ from operators.microstructure import walk_book
 from operators.regime import VOL_MODEL, RegimeLabel, RegimeState, Rule
 from operators.rounding import fround
 
-CALIBRATION: Final[Calibration | None] = load_default()
-"""The calibration table the server uses (``$HLSL_CALIBRATION`` or the committed one)."""
+CALIBRATION: Final[Calibration | None] = load_committed()
+"""The committed calibration table (a run's ``HLSL_CALIBRATION`` comes through its settings)."""
 
 
 class Direction(StrEnum):

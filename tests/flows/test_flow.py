@@ -311,10 +311,29 @@ def test_calibration_setting_names_the_table_or_turns_it_off(tmp_path: Path) -> 
     assert edges
     assert {e["calibration"] for e in edges} == {"uncalibrated"}
     assert not any(e["actionable"] for e in edges)
-    with pytest.raises(OSError, match=r"nope\.json"):
-        build_pipeline(
-            Settings(replay=[str(SAMPLE)], api=False, calibration=str(tmp_path / "nope.json"))
-        )
+    with pytest.raises(ValueError, match=r"calibration\n.*cannot read the table"):
+        Settings(replay=[str(SAMPLE)], api=False, calibration=str(tmp_path / "nope.json"))
+
+
+@pytest.mark.parametrize("content", [None, b"{}", b"not json"])
+def test_a_bad_calibration_setting_is_one_line_naming_it(
+    tmp_path: Path, content: bytes | None
+) -> None:
+    """HLSL_CALIBRATION was read when operators.edge was imported: a missing or malformed table
+    was a traceback from every program. Now it is the settings' one-line error, exit 2."""
+    table = tmp_path / "table.json"
+    if content is not None:
+        table.write_bytes(content)
+    env = {**os.environ, "HLSL_CALIBRATION": str(table)}
+    cmd = [sys.executable, "-m", "tools.replay", str(SAMPLE), "--out", str(tmp_path / "o")]
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"cannot start: HLSL_CALIBRATION = {table}: "), lines[0]
+    why = "cannot read the table" if content is None else "not a calibration table"
+    assert why in lines[0], lines[0]
 
 
 def test_the_flow_writes_parquet_history_beside_the_store(tmp_path: Path) -> None:
