@@ -54,6 +54,8 @@ def redact_url(value: str) -> str:
         port = parts.port
     except ValueError:
         return "<malformed store URL>"
+    if "@" not in value and "?" not in value:
+        return value  # nothing to hide (and `foo` is shown as given, not as `://foo`)
     user = unquote(parts.username) if parts.username else ""
     auth = ""
     if parts.password is not None:

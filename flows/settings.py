@@ -12,11 +12,12 @@ import argparse
 import difflib
 import math
 import os
+import urllib.parse
 from collections.abc import Collection, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, Final
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from connectors.store_url import check_store_url, is_memory, redact_url
@@ -63,7 +64,9 @@ def _split(value: Any) -> Any:
 class Settings(BaseSettings):
     """Service settings (env prefix ``HLSL_``; every duration has its unit in the name)."""
 
-    model_config = SettingsConfigDict(env_prefix="HLSL_", env_ignore_empty=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="HLSL_", env_ignore_empty=True, extra="ignore", allow_inf_nan=False
+    )
 
     replay: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="capture files to replay (comma-separated)"
@@ -222,6 +225,24 @@ class Settings(BaseSettings):
             )
             raise SettingsError(msg)
 
+    @field_validator("ws_url", "info_url")
+    @classmethod
+    def _exchange_url(cls, value: str, info: ValidationInfo) -> str:
+        """The exchange's URLs: the right scheme and a host, checked before anything connects
+        (a bad one otherwise retried forever as 'exchange unreachable')."""
+        schemes = ("ws", "wss") if info.field_name == "ws_url" else ("http", "https")
+        parts = urllib.parse.urlsplit(value.strip())
+        if parts.scheme not in schemes or not parts.hostname:
+            allowed = " or ".join(f"{x}://host[:port]/path" for x in schemes)
+            msg = f"not an exchange URL (expected {allowed})"
+            raise ValueError(msg)
+        try:
+            parts.port  # noqa: B018 - raises for a port that is not a number or out of range
+        except ValueError as ex:
+            msg = f"not an exchange URL ({ex})"
+            raise ValueError(msg) from None
+        return value.strip()
+
     @field_validator("calibration")
     @classmethod
     def _readable_calibration(cls, value: str | None) -> str | None:
@@ -231,9 +252,11 @@ class Settings(BaseSettings):
         try:
             load_calibration(value)
         except OSError as ex:
-            raise ValueError(f"cannot read the table: {ex.strerror or ex}") from None
+            msg = f"cannot read the table: {ex.strerror or ex}"
+            raise ValueError(msg) from None
         except ValueError as ex:
-            raise ValueError(f"not a calibration table: {ex}") from None
+            msg = f"not a calibration table: {ex}"
+            raise ValueError(msg) from None
         return value
 
     @field_validator("mcp_allowed_hosts", "mcp_allowed_origins", mode="before")

@@ -53,7 +53,7 @@ class SignalConfig:
     regime: RegimeConfig = field(default_factory=RegimeConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     calibration: Calibration | None = field(default_factory=lambda: CALIBRATION)
-    """The edge's calibration table (default: the committed one; a run's comes from its settings)."""
+    """The edge's calibration table (default: the committed one; a run's is in its settings)."""
 
 
 class Scored(msgspec.Struct, frozen=True):

@@ -126,6 +126,39 @@ def test_settings_errors_name_the_flag_the_value_and_what_is_allowed(
     assert "--bar (HLSL_BAR_MS) = 5: must be >= 10" in str(ex.value)
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (
+            {"ws_url": "notaurl"},
+            "--ws-url (HLSL_WS_URL) = notaurl: not an exchange URL (expected ws",
+        ),
+        ({"info_url": "ftp://y"}, "--info-url (HLSL_INFO_URL) = ftp://y: not an exchange URL"),
+        ({"info_url": "not a url"}, "--info-url (HLSL_INFO_URL) = 'not a url': not an exchange"),
+        (
+            {"ws_url": "ws://h:99999/ws"},
+            "HLSL_WS_URL) = ws://h:99999/ws: not an exchange URL (Port",
+        ),
+        ({"taker_fee_bps": "nan"}, "--taker-fee-bps (HLSL_TAKER_FEE_BPS) = nan: must be a finite"),
+        ({"max_price_jump": "inf"}, "(HLSL_MAX_PRICE_JUMP) = inf: must be a finite number"),
+        ({"store": "foo"}, "--store (HLSL_STORE) = foo: must be memory, redis://"),
+    ],
+    ids=["ws-scheme", "info-scheme", "info-words", "ws-port", "fee-nan", "jump-inf", "store-word"],
+)
+def test_urls_and_numbers_are_checked_at_start(
+    monkeypatch: pytest.MonkeyPatch, given: dict[str, str], expected: str
+) -> None:
+    """A bad exchange URL was retried forever as 'unreachable'; NaN said 'must be <= 1000'; a
+    store of ``foo`` was shown as ``://foo``."""
+    for key in [k for k in os.environ if k.startswith("HLSL_")]:
+        monkeypatch.delenv(key)
+    with pytest.raises(SettingsError) as ex:
+        Settings.load(given)
+    assert str(ex.value).startswith(expected) or expected in str(ex.value), str(ex.value)
+    good = Settings.load({"ws_url": "ws://127.0.0.1:8765/ws", "info_url": "http://h/info"})
+    assert (good.ws_url, good.info_url) == ("ws://127.0.0.1:8765/ws", "http://h/info")
+
+
 def test_an_unknown_variable_names_the_closest_known_one() -> None:
     with pytest.raises(SettingsError) as ex:
         check_environment({"HLSL_SIGNAL_OUT": "x.ndjson", "PATH": "/bin"})
