@@ -7,9 +7,13 @@ can be written. The flow that wants it adds it beside the store sink on the enve
 
 from __future__ import annotations
 
-from connectors.parquet import ParquetSink, new_run_id
+from typing import TYPE_CHECKING
+
 from flows.settings import Settings, env_name, flag_name
 from flows.startup import check_output_dir
+
+if TYPE_CHECKING:  # pyarrow (and pandas with it) costs ~100 MB and ~0.6 s: only when asked
+    from connectors.parquet import ParquetSink
 
 
 def parquet_sink(settings: Settings, run_id: str | None = None) -> ParquetSink | None:
@@ -26,4 +30,6 @@ def parquet_sink(settings: Settings, run_id: str | None = None) -> ParquetSink |
     if settings.parquet is None:
         return None
     check_output_dir(settings.parquet, f"{flag_name('parquet')} ({env_name('parquet')})")
+    from connectors.parquet import ParquetSink, new_run_id  # pyarrow: only when asked
+
     return ParquetSink(settings.parquet, run_id or new_run_id())

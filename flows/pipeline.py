@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
@@ -32,7 +32,6 @@ from connectors.captures import expand_captures
 from connectors.events import Event
 from connectors.files import NdjsonSource, ReplayStats
 from connectors.live import HyperliquidSource, LiveConfig, Recorder
-from connectors.parquet import ParquetSink
 from connectors.parse import FrameParser
 from connectors.partitions import PartitionedReplaySource, ReplayPlan, plan_replay
 from connectors.redis_store import RedisWriter, wait_for_redis
@@ -46,6 +45,9 @@ from flows.outcome import replay_coins, replay_info, replay_problems
 from flows.settings import Settings
 from flows.startup import check_output_path, fetch_perps
 from flows.wiring import build_flow, signal_config
+
+if TYPE_CHECKING:  # imported only with --parquet (flows.history): pyarrow is ~100 MB
+    from connectors.parquet import ParquetSink
 
 log = logging.getLogger(__name__)
 

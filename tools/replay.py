@@ -33,7 +33,6 @@ from typing import Any
 
 import orjson
 
-from connectors.parquet import ParquetWriter, new_run_id
 from flows.pipeline import Pipeline, build_pipeline, run_pipeline, tune_gc
 from flows.settings import (
     HISTORY_FLAGS,
@@ -69,6 +68,8 @@ def write_parquet(envelopes: list[dict[str, Any]], root: str | Path) -> dict[str
     """Write envelopes as Parquet history under ``root`` with a new run id (files split by
     rows only, so a replay's layout does not depend on how fast it ran); returns the writer's
     counters and the run id."""
+    from connectors.parquet import ParquetWriter, new_run_id  # pyarrow: only when asked
+
     writer = ParquetWriter(root, new_run_id(), flush_s=math.inf)
     for env in envelopes:
         writer.write(env)
@@ -85,7 +86,11 @@ def write_outputs(
         return None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    writer = None if parquet is None else ParquetWriter(parquet, new_run_id(), flush_s=math.inf)
+    writer = None
+    if parquet is not None:
+        from connectors.parquet import ParquetWriter, new_run_id  # pyarrow: only when asked
+
+        writer = ParquetWriter(parquet, new_run_id(), flush_s=math.inf)
     fh = None if path is None else path.open("wb")
     try:
         for raw in out.merged():
