@@ -100,6 +100,6 @@ def expand_captures(paths: Sequence[str | Path], what: str = REPLAY_SETTING) -> 
             # The demo capture, also from an installed package run outside the checkout.
             out.append(str(sample_capture()))
         else:
-            msg = f"capture file `{p}` does not exist"
+            msg = f"{what} = {p}: no such file or directory"
             raise FileNotFoundError(msg)
     return out

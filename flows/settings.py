@@ -273,16 +273,21 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return value
 
-    @field_validator("mcp_allowed_origins")
+    @field_validator("mcp_allowed_origins", "cors_origins")
     @classmethod
-    def _valid_mcp_origins(cls, value: list[str]) -> list[str]:
+    def _valid_origins(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        """Browser origins (``scheme://host[:port]``; CORS also ``*``): anything else would
+        never match an ``Origin`` header, so it is refused, not silently kept."""
         import re
 
-        bad = [o for o in value if not re.fullmatch(r"https?://[^/\s]+/?", o)]
+        wild = info.field_name == "cors_origins"
+        bad = [
+            o for o in value if not (re.fullmatch(r"https?://[^/\s]+/?", o) or (wild and o == "*"))
+        ]
         if bad:
             msg = f"not origins: {bad!r} (expected scheme://host[:port], e.g. https://myhost)"
             raise ValueError(msg)
-        return value
+        return [o.rstrip("/") for o in value] if wild else value  # Origin has no "/"
 
     @classmethod
     def load(

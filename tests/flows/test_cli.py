@@ -307,5 +307,5 @@ def test_api_server_with_a_missing_capture_fails_with_a_message() -> None:
     )
     assert proc.returncode != 0
     assert "/nonexistent" in proc.stderr, proc.stderr
-    assert "does not exist" in proc.stderr, proc.stderr
+    assert "--replay (HLSL_REPLAY) = /nonexistent" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr

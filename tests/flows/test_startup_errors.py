@@ -142,8 +142,18 @@ def test_settings_errors_name_the_flag_the_value_and_what_is_allowed(
         ({"taker_fee_bps": "nan"}, "--taker-fee-bps (HLSL_TAKER_FEE_BPS) = nan: must be a finite"),
         ({"max_price_jump": "inf"}, "(HLSL_MAX_PRICE_JUMP) = inf: must be a finite number"),
         ({"store": "foo"}, "--store (HLSL_STORE) = foo: must be memory, redis://"),
+        ({"cors_origins": "notaurl"}, "--cors-origins (HLSL_CORS_ORIGINS) = notaurl: not origins"),
     ],
-    ids=["ws-scheme", "info-scheme", "info-words", "ws-port", "fee-nan", "jump-inf", "store-word"],
+    ids=[
+        "ws-scheme",
+        "info-scheme",
+        "info-words",
+        "ws-port",
+        "fee-nan",
+        "jump-inf",
+        "store-word",
+        "cors-word",
+    ],
 )
 def test_urls_and_numbers_are_checked_at_start(
     monkeypatch: pytest.MonkeyPatch, given: dict[str, str], expected: str
@@ -157,6 +167,8 @@ def test_urls_and_numbers_are_checked_at_start(
     assert str(ex.value).startswith(expected) or expected in str(ex.value), str(ex.value)
     good = Settings.load({"ws_url": "ws://127.0.0.1:8765/ws", "info_url": "http://h/info"})
     assert (good.ws_url, good.info_url) == ("ws://127.0.0.1:8765/ws", "http://h/info")
+    cors = Settings.load({"cors_origins": "https://a.example/,*"}).cors_origins
+    assert cors == ["https://a.example", "*"]  # as the browser's Origin header spells it
 
 
 def test_an_unknown_variable_names_the_closest_known_one() -> None:
@@ -180,7 +192,9 @@ def test_bytewax_run_without_coins(tmp_path: Path) -> None:
 
 def test_bytewax_run_missing_capture() -> None:
     proc = run(BYTEWAX, clean_env(HLSL_REPLAY="/nonexistent/x.ndjson", HLSL_PORT=str(free_port())))
-    assert_cannot_start(proc, "cannot start:", "/nonexistent/x.ndjson", "does not exist")
+    assert_cannot_start(
+        proc, "cannot start:", "--replay (HLSL_REPLAY) = /nonexistent/x.ndjson: no such file"
+    )
 
 
 @pytest.mark.parametrize(
