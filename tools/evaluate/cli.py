@@ -1,13 +1,24 @@
 """The command line, ``python -m tools.evaluate PATH... --out DIR [options]`` (usage: the package
-docstring)."""
+docstring).
+
+Every option is checked before any capture is read: a value not allowed (the flow's settings
+through `flows.settings.Settings.load`), an ``--out`` folder or ``--fit-calibration`` file that
+cannot be written fails in one line naming the flag, exit status 2; so does a ``--coins`` name
+the inputs do not hold (`tools.evaluate.run.evaluate`, once the captures are scanned).
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from flows.pipeline import tune_gc
+from flows.settings import Settings
+from flows.startup import check_output_dir, check_output_path
+from tools.evaluate.datasets import expand_paths
 from tools.evaluate.isotonic import MIN_BIN_EFF
 from tools.evaluate.run import EvalConfig, evaluate
 from tools.evaluate.text import parse_duration_ms
@@ -63,11 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
     ns = ap.parse_args(argv)
     try:
-        horizons = (
-            tuple(parse_duration_ms(h) for h in ns.horizons.split(",") if h.strip())
-            if ns.horizons
-            else None
-        )
+        horizons = check_arguments(ns)
         cfg = EvalConfig(
             paths=tuple(ns.paths),
             out=ns.out,
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         tune_gc()
         ev = evaluate(cfg)
-    except (ValueError, FileNotFoundError) as ex:
+    except (ValueError, OSError) as ex:  # one line, never a traceback
         print(f"error: {ex}", file=sys.stderr)
         return 2
     print(
@@ -102,3 +109,43 @@ def main(argv: list[str] | None = None) -> int:
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def check_arguments(ns: argparse.Namespace) -> tuple[int, ...] | None:
+    """Check the options before any work; returns the ``--horizons`` in ms (None: by data kind).
+
+    Raises:
+        ValueError: one line naming the flag, its value and what is allowed (`SettingsError` for
+            the flow's settings, `StartupError` for an output that cannot be written).
+        FileNotFoundError: a capture path that does not exist.
+    """
+    horizons = None
+    if ns.horizons:
+        try:
+            horizons = tuple(parse_duration_ms(h) for h in ns.horizons.split(",") if h.strip())
+        except ValueError as ex:
+            msg = f"--horizons = {ns.horizons}: {ex}"
+            raise ValueError(msg) from None
+    flow: dict[str, Any] = {  # the replay's own settings, checked the way every entry point does
+        key: value
+        for key in ("bar_ms", "window_obs", "warmup_obs", "coins")
+        if (value := getattr(ns, key)) is not None
+    }
+    Settings.load(flow)
+    if not 0.0 < ns.split < 1.0:
+        msg = f"--split = {ns.split:g}: must be > 0 and < 1 (the in-sample share)"
+        raise ValueError(msg)
+    if ns.bootstrap < 0:
+        msg = f"--bootstrap = {ns.bootstrap}: must be >= 0"
+        raise ValueError(msg)
+    if ns.seed < 0:
+        msg = f"--seed = {ns.seed}: must be >= 0"
+        raise ValueError(msg)
+    if not (math.isfinite(ns.min_bin_eff) and ns.min_bin_eff >= 0):
+        msg = f"--min-bin-eff = {ns.min_bin_eff:g}: must be a finite number >= 0"
+        raise ValueError(msg)
+    expand_paths(ns.paths)  # a missing input fails before any output folder is made
+    if ns.fit_calibration is not None and not ns.frozen:
+        check_output_path(ns.fit_calibration, "--fit-calibration")
+    check_output_dir(ns.out, "--out")
+    return horizons

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flows.startup import check_output_path
 from operators.flag_evidence import parse
 from operators.regime import RegimeConfig
 from tools.evaluate.datasets import expand_paths, plan_datasets, scan_file
@@ -209,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             msg = f"--write-evidence needs --boot of at least 100 (got {ns.boot})"
             raise ValueError(msg)
         files = expand_paths(ns.paths)
+        if ns.write_evidence is not None:  # now, not after the replays
+            check_output_path(ns.write_evidence, "--write-evidence")
     except (ValueError, OSError) as ex:
         print(f"flag_tradeoff: {ex}", file=sys.stderr)
         return 2

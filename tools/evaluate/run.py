@@ -4,16 +4,25 @@ calibration (or read the shipped one), draw the charts, write the report."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
+from flows.startup import one_line
 from tools.evaluate import science
 from tools.evaluate.analysis import analyse
 from tools.evaluate.calibration_fit import check_calibration, dump_calibration, fit_calibration
 from tools.evaluate.charts import plot_deciles, plot_ic, plot_prices, plot_regimes, plot_reliability
-from tools.evaluate.datasets import FileScan, expand_paths, load_truth, plan_datasets, scan_file
+from tools.evaluate.datasets import (
+    DatasetSpec,
+    FileScan,
+    expand_paths,
+    load_truth,
+    plan_datasets,
+    scan_file,
+)
 from tools.evaluate.isotonic import MIN_BIN_EFF
 from tools.evaluate.replay import Progress, replay_dataset
 from tools.evaluate.report import render_report
@@ -52,6 +61,7 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
     t_start = time.perf_counter()
     progress = Progress(cfg.progress)
     files = expand_paths(cfg.paths)
+    truth = _read_truth(cfg.truth) if cfg.truth is not None else None
     scans: list[FileScan] = []
     for i, f in enumerate(files, 1):
         progress.update(f"reading {i}/{len(files)}: {f.name}")
@@ -64,15 +74,19 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
         warmup_obs=cfg.warmup_obs,
         horizons_ms=cfg.horizons_ms,
     )
+    specs = _holding_coins(specs, scans, cfg.coins)
     if not specs:
         msg = "no price data (trades, quotes, books, mids or candles) in the inputs"
         raise ValueError(msg)
-    truth = load_truth(cfg.truth) if cfg.truth is not None else None
     results: list[DatasetResult] = []
     extras: list[science.Extra] = []
     for i, spec in enumerate(specs, 1):
         prefix = f"[{i}/{len(specs)}] {spec.name}:"
         envs, frames, errors, replay_s = replay_dataset(spec, cfg.coins, progress, prefix)
+        if not envs:  # nothing to score: say so, not a numpy error from an empty column
+            names = ", ".join(f.name for f in spec.files)
+            msg = f"{spec.name} ({names}): the replay gave no signal envelopes"
+            raise ValueError(msg)
         progress.update(f"{prefix} {len(envs):,} envelopes, measuring")
         extras.append(science.extract(envs))
         mine = [s for s in scans if s.path in spec.files]
@@ -134,3 +148,48 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
     )
     progress.done(f"wrote {ev.report_path} in {ev.elapsed_s:.0f} s")
     return ev
+
+
+def _read_truth(path: Path) -> dict[str, list[tuple[int, int, str]]]:
+    """``--truth`` read (`load_truth`), or one line naming the flag."""
+    try:
+        return load_truth(path)
+    except OSError as ex:
+        msg = f"--truth = {path}: cannot read it ({ex.strerror or ex})"
+        raise ValueError(msg) from None
+    except (ValueError, KeyError, TypeError, AttributeError) as ex:
+        msg = (
+            f"--truth = {path}: not a simulator truth file (tools.simulate --truth): {one_line(ex)}"
+        )
+        raise ValueError(msg) from None
+
+
+def _holding_coins(
+    specs: list[DatasetSpec], scans: Sequence[FileScan], coins: Sequence[str]
+) -> list[DatasetSpec]:
+    """The datasets that hold at least one of ``--coins`` (all of them when none is named, or
+    ``ALL``, as the flow reads it).
+
+    Raises:
+        ValueError: a named coin is in none of the inputs (one line, with the coins present).
+    """
+    if not coins or [c.upper() for c in coins] == ["ALL"]:
+        return specs
+    present = sorted({c for s in scans for c in s.coins})
+    missing = [c for c in coins if c not in present]
+    if missing:
+        listed = ", ".join(present[:20]) + (", …" if len(present) > 20 else "") or "none"
+        what = "no such coin" if len(coins) == 1 else f"{', '.join(missing)} not"
+        msg = (
+            f"--coins = {','.join(coins)}: {what} in the data (coins present: {listed}; names "
+            "are case-sensitive)"
+        )
+        raise ValueError(msg)
+    wanted = set(coins)
+    kept = [
+        spec for spec in specs if any(wanted & set(s.coins) for s in scans if s.path in spec.files)
+    ]
+    if specs and not kept:
+        msg = f"--coins = {','.join(coins)}: no price data for them in the inputs"
+        raise ValueError(msg)
+    return kept

@@ -54,6 +54,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from flows.startup import check_output_path
 from operators.forecast import (
     ACI_TARGET,
     MODEL_FORMAT,
@@ -511,7 +512,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, required=True, help="where to write the model table")
     ns = ap.parse_args(argv)
-    doc = fit(ns.files, ns.tick)
+    try:  # one line, never a traceback; --out checked before the fit
+        check_output_path(ns.out, "--out")
+        doc = fit(ns.files, ns.tick)
+    except (ValueError, OSError) as ex:
+        print(f"vol_fit: {ex}", file=sys.stderr)
+        return 2
     ns.out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     share = doc["fitted_on"]["train_flag_share"]
     print(f"wrote {ns.out} ({doc['version']}); training flag share {share}")

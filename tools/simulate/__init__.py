@@ -36,7 +36,8 @@ The package, by concept (each module's docstring has the details):
 - `capture`: the frame writers (`write_capture`); `cli`: the command line (``__main__`` runs it).
 
 Imports: `tools` is the top layer; this package imports only the standard library and
-``orjson`` (it may import `connectors`, `operators`, `flows` and `api` but needs none of them);
+``orjson``, and its command line `flows.startup`'s output-path check (it may import `connectors`,
+`operators`, `flows` and `api`);
 only tests and other tools (the fake exchange, the evaluation, the benchmarks) import it. Inside,
 each module imports only those listed before it.
 

@@ -6,20 +6,26 @@ Usage::
         --coins BTC,ETH,SOL --book-interval-ms 1000 --truth data/sample.truth.json
     python -m tools.simulate --out market.ndjson.gz --seconds 3600 --market 180   # whole market
 
-Imports `tools.simulate.capture`, `.config` and `.market`.
+Every argument is checked before anything is simulated: a bad value, or an ``--out`` or
+``--truth`` that cannot be written (a directory, a place that cannot be created), fails in one
+line with exit status 2.
+
+Imports `tools.simulate.capture`, `.config` and `.market`, and `flows.startup`'s output check.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 from pathlib import Path
 
 import orjson
 
+from flows.startup import StartupError, check_output_path
 from tools.simulate.capture import write_counts, write_frames
 from tools.simulate.config import SimConfig, truth
-from tools.simulate.market import generate_market
+from tools.simulate.market import BASE, generate_market
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         argv: arguments without the program name; ``None`` reads ``sys.argv``.
 
     Returns:
-        The process exit status (0; argument errors exit 2 via argparse).
+        The process exit status (0; a bad argument or output path exits 2 with one line,
+        before anything is simulated).
     """
     ap = argparse.ArgumentParser(
         prog="python -m tools.simulate",
@@ -54,6 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.market is not None:
         if args.market < 1 or args.truth is not None:
             ap.error("--market needs N >= 1 and takes no --truth")
+        try:  # the frames are generated lazily: check the settings now, not inside the writer
+            SimConfig(
+                coins=BASE,
+                seconds=args.seconds,
+                seed=args.seed,
+                start_ms=args.start_ms,
+                book_interval_ms=args.book_interval_ms,
+            )
+        except ValueError as ex:
+            ap.error(str(ex))
+        if (problem := _unwritable(args.out, None)) is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         try:
             frames = generate_market(
                 args.market,
@@ -77,11 +97,25 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as ex:
         ap.error(str(ex))
+    if (problem := _unwritable(args.out, args.truth)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     counts = write_counts(config, args.out)
     if args.truth is not None:
         args.truth.parent.mkdir(parents=True, exist_ok=True)
         args.truth.write_bytes(orjson.dumps(truth(config), option=orjson.OPT_INDENT_2) + b"\n")
     return _report(counts, args.out)
+
+
+def _unwritable(out: Path, truth_path: Path | None) -> str | None:
+    """Why ``--out`` or ``--truth`` cannot be written (one line), or None: checked up front."""
+    try:
+        check_output_path(out, "--out")
+        if truth_path is not None:
+            check_output_path(truth_path, "--truth")
+    except StartupError as ex:
+        return str(ex)
+    return None
 
 
 def _report(counts: Counter[str], out: Path) -> int:

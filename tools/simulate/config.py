@@ -10,6 +10,7 @@ Imports `tools.simulate.regimes`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -71,8 +72,8 @@ class SimConfig:
         if unknown:
             msg = f"no market spec for {unknown}; known coins: {sorted(SPECS)}"
             raise ValueError(msg)
-        if not self.seconds > 0:
-            msg = f"seconds must be > 0, got {self.seconds!r}"
+        if not (self.seconds > 0 and math.isfinite(self.seconds)):
+            msg = f"seconds must be a finite number > 0, got {self.seconds!r}"
             raise ValueError(msg)
         if self.book_interval_ms <= 0:
             msg = f"book_interval_ms must be > 0, got {self.book_interval_ms!r}"
