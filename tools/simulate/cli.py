@@ -58,12 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         "merged by receive time; --coins and --truth do not apply); gzip level 1",
     )
     args = ap.parse_args(argv)
-    if args.market is not None:
-        if args.market < 1 or args.truth is not None:
-            ap.error("--market needs N >= 1 and takes no --truth")
-        try:  # the frames are generated lazily: check the settings now, not inside the writer
-            SimConfig(
-                coins=BASE,
+
+    def config_of(coins: tuple[str, ...]) -> SimConfig:
+        try:
+            return SimConfig(
+                coins=coins,
                 seconds=args.seconds,
                 seed=args.seed,
                 start_ms=args.start_ms,
@@ -71,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         except ValueError as ex:
             ap.error(str(ex))
+
+    if args.market is not None:
+        if args.market < 1 or args.truth is not None:
+            ap.error("--market needs N >= 1 and takes no --truth")
+        config_of(BASE)  # the frames are generated lazily: check the settings now
         if (problem := _unwritable(args.out, None)) is not None:
             print(f"error: {problem}", file=sys.stderr)
             return 2
@@ -86,17 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as ex:
             ap.error(str(ex))
         return _report(counts, args.out)
-    coins = tuple(c.strip() for c in args.coins.split(",") if c.strip())
-    try:
-        config = SimConfig(
-            coins=coins,
-            seconds=args.seconds,
-            seed=args.seed,
-            start_ms=args.start_ms,
-            book_interval_ms=args.book_interval_ms,
-        )
-    except ValueError as ex:
-        ap.error(str(ex))
+    config = config_of(tuple(c.strip() for c in args.coins.split(",") if c.strip()))
     if (problem := _unwritable(args.out, args.truth)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
