@@ -34,11 +34,13 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,12 @@ def start_replica(url: str, port: int, work: Path) -> subprocess.Popen[bytes]:
     )
     log_path.close()
     return proc
+
+
+def _without_ctrl_c(target: Callable[..., None], *args: Any) -> None:
+    """Run ``target(*args)`` in a child process deaf to Ctrl-C: the parent stops it (and tells)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    target(*args)
 
 
 def _publisher(conn: Connection, url: str) -> None:
@@ -199,16 +207,27 @@ def mirror_lag(port: int) -> dict[str, Any]:
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
-    """Start Redis, the flow, the replica and the memory server; measure; stop everything."""
+    """Start Redis, the flow, the replica and the memory server; measure; stop everything.
+
+    Their work directory (Redis's, the flow's signals file, the logs: a few MB) is removed at the
+    end, also on an error or Ctrl-C.
+    """
     load0 = os.getloadavg()[0]
-    work = Path(tempfile.mkdtemp(prefix="hlsl-bench-redis-"))
+    with tempfile.TemporaryDirectory(prefix="hlsl-bench-redis-", ignore_cleanup_errors=True) as tmp:
+        return _measure(args, Path(tmp), load0)
+
+
+def _measure(args: argparse.Namespace, work: Path, load0: float) -> dict[str, Any]:
     server = LocalRedis(work)
     server.start()
     ctx = mp.get_context("spawn")
     procs: list[Any] = []
+    stopped = False  # told to stop (else, on an error or Ctrl-C, they are not waited for)
     try:
         pub_conn, pub_child = ctx.Pipe()
-        pub = ctx.Process(target=_publisher, args=(pub_child, server.url), daemon=True)
+        pub = ctx.Process(
+            target=_without_ctrl_c, args=(_publisher, pub_child, server.url), daemon=True
+        )
         pub.start()
         procs.append(pub)
         if not pub_conn.poll(START_TIMEOUT_S):
@@ -224,8 +243,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         mem_conn, child = ctx.Pipe()
         mem_port, bare_port = free_port(), free_port()
         mem = ctx.Process(
-            target=bench_api._serve,
-            args=(child, str(args.capture), mem_port, bare_port),
+            target=_without_ctrl_c,
+            args=(bench_api._serve, child, str(args.capture), mem_port, bare_port),
             daemon=True,
         )
         mem.start()
@@ -280,6 +299,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         info = server.client().info("memory")
         ask_mem("stop", None)
         ask_pub("stop", None)
+        stopped = True
     finally:
         for p in procs:
             if isinstance(p, subprocess.Popen):
@@ -287,9 +307,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     p.wait(timeout=10)
             else:
-                p.join(timeout=10)
+                p.join(timeout=10 if stopped else 0)
                 if p.is_alive():
                     p.terminate()
+                    p.join(timeout=10)
         server.stop()
     return {
         "capture": str(args.capture),
@@ -367,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     except RedisStartError as ex:
         sys.stderr.write(f"tools.bench --redis: {ex}\n")
         return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("tools.bench --redis: interrupted\n")
+        return 130
     bench_api.emit(result, report, as_json=args.json)
     return 0
 

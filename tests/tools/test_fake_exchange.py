@@ -1041,7 +1041,7 @@ def test_cli_arguments_build_the_exchange() -> None:
         error_every_s=10,
     )
     assert ex.universe == ("BTC", "ETH", "MATIC")
-    with pytest.raises(ValueError, match="stall_for_s"):
+    with pytest.raises(ValueError, match=r"^--stall-for = 2: must be < --stall-every \(1\)$"):
         exchange_from_args(
             build_parser().parse_args(["--simulate", "--stall-every", "1", "--stall-for", "2"])
         )
@@ -1087,4 +1087,4 @@ def test_cli_inject_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["--simulate", "--port", "0", "--inject", str(bad)]) == 2
     assert "bad.ndjson:1" in capsys.readouterr().err
     assert main(["--simulate", "--port", "0", "--inject", str(tmp_path / "none")]) == 2
-    assert "inject file not found" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"error: --inject = {tmp_path / 'none'}: no such file\n"

@@ -188,10 +188,14 @@ class CaptureFeed(Feed):
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
+        IsADirectoryError: if ``path`` is a directory.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            msg = f"capture is a directory, not a file: {self.path}"
+            raise IsADirectoryError(msg)
         if not self.path.is_file():
             msg = f"capture not found: {self.path}"
             raise FileNotFoundError(msg)

@@ -175,22 +175,30 @@ def load_injections(path: str | Path) -> tuple[Injection, ...]:
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: naming the file and line of the first bad line.
+        IsADirectoryError: if ``path`` is a directory.
+        ValueError: naming the file and line of the first bad line (or: not UTF-8).
     """
     path = Path(path)
+    if path.is_dir():
+        msg = f"inject file is a directory: {path}"
+        raise IsADirectoryError(msg)
     if not path.is_file():
         msg = f"inject file not found: {path}"
         raise FileNotFoundError(msg)
     items: list[Injection] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                items.append(_parse_injection(line))
-            except ValueError as ex:
-                msg = f"{path}:{lineno}: {ex}"
-                raise ValueError(msg) from None
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    items.append(_parse_injection(line))
+                except ValueError as ex:
+                    msg = f"{path}:{lineno}: {ex}"
+                    raise ValueError(msg) from None
+    except UnicodeDecodeError:
+        msg = f"{path}: not UTF-8 text"
+        raise ValueError(msg) from None
     return tuple(sorted(items, key=lambda item: item.offset_s))
 
 
