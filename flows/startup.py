@@ -107,16 +107,25 @@ def check_output_dir(path: str | Path, what: str) -> None:
         raise StartupError(msg) from None
 
 
-def bind_listener(host: str, port: int) -> socket.socket:
+def bind_listener(
+    host: str, port: int, flags: tuple[str, str] = ("--host (HLSL_HOST)", "--port (HLSL_PORT)")
+) -> socket.socket:
     """A TCP socket bound to ``host:port`` (SO_REUSEADDR, as uvicorn binds), not yet listening.
 
+    Args:
+        host: the address to bind.
+        port: the port (0: any free one).
+        flags: how the host and the port were given, as errors name them.
+
     Raises:
-        StartupError: the port is in use, or the address cannot be bound or resolved.
+        StartupError: the port is in use, or the address cannot be bound or resolved (one line
+            naming the flag).
     """
+    host_flag, port_flag = flags
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as ex:
-        msg = f"--host (HLSL_HOST) = {host}: cannot resolve it ({ex.strerror})"
+        msg = f"{host_flag} = {host}: cannot resolve it ({ex.strerror})"
         raise StartupError(msg) from None
     family, kind, proto, _, addr = infos[0]
     sock = socket.socket(family, kind, proto)
@@ -126,9 +135,9 @@ def bind_listener(host: str, port: int) -> socket.socket:
     except OSError as ex:
         sock.close()
         if ex.errno == errno.EADDRINUSE:
-            msg = f"port {port} on {host} is in use"
+            msg = f"{port_flag} = {port}: port {port} on {host} is in use"
         else:
-            msg = f"cannot listen on {host} port {port}: {ex.strerror or ex}"
+            msg = f"{host_flag} = {host}: cannot listen there on port {port} ({ex.strerror or ex})"
         raise StartupError(msg) from None
     sock.set_inheritable(True)
     return sock

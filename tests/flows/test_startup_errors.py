@@ -219,7 +219,10 @@ def test_bytewax_run_without_any_output_refuses_to_start() -> None:
 
 def test_bytewax_run_port_in_use_fails_as_a_whole(busy_port: int) -> None:
     proc = run(BYTEWAX, clean_env(HLSL_REPLAY=str(SAMPLE), HLSL_PORT=str(busy_port)))
-    assert_cannot_start(proc, f"cannot start: port {busy_port} on 127.0.0.1 is in use")
+    assert_cannot_start(
+        proc,
+        f"cannot start: --port (HLSL_PORT) = {busy_port}: port {busy_port} on 127.0.0.1 is in use",
+    )
 
 
 def test_bytewax_run_unwritable_signals_out(tmp_path: Path) -> None:
@@ -321,8 +324,9 @@ def test_bytewax_run_keeps_serving_a_finished_replay_until_sigterm(
         (["--bar-ms", "x"], "cannot start: --bar-ms (HLSL_BAR_MS) = x: must be a whole number"),
         (["--log-level", "LOUD"], "--log-level (HLSL_LOG_LEVEL) = LOUD: must be one of DEBUG"),
         (["--start-timeout-s", "-1"], "--start-timeout-s (HLSL_START_TIMEOUT_S) = -1: must be"),
+        (["--host", "192.0.2.1"], "--host (HLSL_HOST) = 192.0.2.1: cannot listen there on port"),
     ],
-    ids=["port", "speed", "bar-ms", "log-level", "start-timeout"],
+    ids=["port", "speed", "bar-ms", "log-level", "start-timeout", "host-not-here"],
 )
 def test_api_server_bad_flags(args: list[str], expected: str) -> None:
     proc = run([*SERVER, "--replay", str(SAMPLE), *args])
@@ -336,7 +340,10 @@ def test_api_server_unknown_variable() -> None:
 
 def test_api_server_port_in_use_fails_before_announcing(busy_port: int) -> None:
     proc = run([*SERVER, "--replay", str(SAMPLE), "--port", str(busy_port)])
-    assert_cannot_start(proc, f"cannot start: port {busy_port} on 127.0.0.1 is in use")
+    assert_cannot_start(
+        proc,
+        f"cannot start: --port (HLSL_PORT) = {busy_port}: port {busy_port} on 127.0.0.1 is in use",
+    )
     assert "serving on" not in proc.stderr
     assert "Application startup complete" not in proc.stderr + proc.stdout
 
@@ -536,4 +543,6 @@ def test_recorder_retries_an_unreachable_exchange_then_fails(
 def test_fake_exchange_on_a_used_port(busy_port: int) -> None:
     proc = run(["-m", "tools.fake_exchange", "--simulate", "--port", str(busy_port)])
     assert proc.returncode == 2, proc.stderr
-    assert lines(proc.stderr) == [f"error: port {busy_port} on 127.0.0.1 is in use"]
+    assert lines(proc.stderr) == [
+        f"error: --port = {busy_port}: port {busy_port} on 127.0.0.1 is in use"
+    ]

@@ -363,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flows.startup import bind_listener
 
         _check_host(args.host)
-        bind_listener(args.host, args.port).close()
+        bind_listener(args.host, args.port, ("--host", "--port")).close()
     except (ValueError, OSError) as ex:
         print(f"error: {ex}", file=sys.stderr)
         return 2
