@@ -39,7 +39,10 @@ _TRUST = (
     "server then sets edge.actionable false and appends STALE_INPUT), warmup.warming_up is true, "
     "regime.label is UNKNOWN, edge.actionable is false, or regime.candidate is set (a regime "
     "change is pending confirmation). " + EDGE_SCORE_MEANING + " regime.confidence is rule "
-    "margin x input quality x stability, not a probability. This server never trades."
+    "margin x input quality x stability, not a probability. Freshness is judged on the source's "
+    "clock: live, the wall clock; in a replay, the replay's newest exchange time, so a finished "
+    "replay's last signals stay 'ok': compare timestamp_ms with your own clock before acting. "
+    "This server never trades."
 )
 
 _FIELDS = (
