@@ -32,7 +32,10 @@ BAD_WORDS = ("Traceback", "panicked", "pydantic.dev", "SystemExit")
 RETRY_LINE = re.compile(r"exchange unreachable \(attempt (\d+): .*\); retrying in [\d.]+ s")
 
 
-def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], env: dict[str, str] | None = None, timeout_s: float = RUN_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` from the checkout, without the caller's HLSL_* settings (by default)."""
     return subprocess.run(
         [sys.executable, *args],
         cwd=REPO,
@@ -40,7 +43,7 @@ def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Comple
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=RUN_TIMEOUT_S,
+        timeout=timeout_s,
         check=False,
     )
 

@@ -9,14 +9,12 @@ the evaluation's input is a two-minute simulated capture written here.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.flows.test_startup_errors import run as run_program
 from tools.simulate import SimConfig, write_capture
 
 RUN_TIMEOUT_S = 60.0
@@ -24,17 +22,8 @@ BAD_WORDS = ("Traceback", "pydantic.dev", "validation error", "zero-size array")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HLSL_")}
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=REPO,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
+    """``python -m ARGS`` as a user runs it (no HLSL_* settings of the test's own)."""
+    return run_program(["-m", *args], timeout_s=RUN_TIMEOUT_S)
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:

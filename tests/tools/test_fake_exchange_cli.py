@@ -8,15 +8,14 @@ instead runs until the timeout, which fails the test).
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import SAMPLE
+from tests.flows.test_startup_errors import run as run_program
 from tools.fake_exchange import build_parser, exchange_from_args
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "data" / "sample.ndjson.gz"
 TIMEOUT_S = 8.0
 SILENCE_FORMS = (
     "allowed: a channel (activeAssetCtx, allMids, bbo, candle, l2Book, trades), CHANNEL:COIN or "
@@ -25,14 +24,7 @@ SILENCE_FORMS = (
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tools.fake_exchange", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
+    return run_program(["-m", "tools.fake_exchange", *args], timeout_s=TIMEOUT_S)
 
 
 def assert_refused(proc: subprocess.CompletedProcess[str], line: str) -> None:

@@ -17,7 +17,6 @@ import argparse
 import logging
 import math
 import signal
-import socket
 import sys
 import threading
 import zlib
@@ -26,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+from flows.settings import LOG_LEVELS
 from tools.fake_exchange.faults import Faults
 from tools.fake_exchange.feeds import CaptureFeed, Feed, SimFeed
 from tools.fake_exchange.inject import Injection, load_injections
@@ -39,7 +39,6 @@ MAX_SIM_SECONDS = 10_000_000
 """The longest ``--seconds`` (~115 days): longer passes take too long to start."""
 MIN_SPEED = 0.001
 """The slowest ``--speed`` (1000x slower than real time)."""
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _CHANNELS = ", ".join(sorted(DATA_CHANNELS, key=str.lower))
 _SILENCE_FORMS = f"a channel ({_CHANNELS}), CHANNEL:COIN or candle:COIN:INTERVAL"
 # What a damaged capture raises while it is read (as `connectors.files` lists them).
@@ -264,20 +263,19 @@ def exchange_from_args(args: argparse.Namespace) -> FakeExchange:
         ValueError: for invalid settings, naming the flag (see `check_args`).
     """
     check_args(args)
+    return _build(args)
+
+
+def _build(args: argparse.Namespace) -> FakeExchange:
+    """`exchange_from_args` once `check_args` has passed."""
     feed: Feed
     if args.capture is not None:
         feed = _capture_feed(args.capture)
         loop_feed = bool(args.loop)
     else:
-        default = SimConfig()
-        config = SimConfig(
-            coins=default.coins if args.coins is None else tuple(args.coins),
-            seconds=default.seconds if args.seconds is None else args.seconds,
-            seed=default.seed if args.seed is None else args.seed,
-            start_ms=now_ms(),
-            book_interval_ms=(
-                default.book_interval_ms if args.book_interval_ms is None else args.book_interval_ms
-            ),
+        given = {k: getattr(args, k) for k in ("coins", "seconds", "seed", "book_interval_ms")}
+        config = SimConfig(  # SimConfig's defaults for what was not given
+            start_ms=now_ms(), **{k: v for k, v in given.items() if v is not None}
         )
         feed = SimFeed(config)
         loop_feed = args.loop is None or bool(args.loop)
@@ -327,14 +325,6 @@ def exchange_from_args(args: argparse.Namespace) -> FakeExchange:
     return exchange
 
 
-def _check_host(host: str) -> None:
-    try:
-        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as ex:
-        msg = _message("--host", host, f"cannot resolve it ({ex.strerror})")
-        raise ValueError(msg) from None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the fake exchange until SIGINT/SIGTERM.
 
@@ -358,11 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
         logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     try:
-        exchange = exchange_from_args(args)
-        # the address (a used port: one line and exit 2), before uvicorn tries (and logs)
+        exchange = _build(args)  # checked above
+        # the address (a used port, a host that does not resolve: one line and exit 2), before
+        # uvicorn tries (and logs)
         from flows.startup import bind_listener
 
-        _check_host(args.host)
         bind_listener(args.host, args.port, ("--host", "--port")).close()
     except (ValueError, OSError) as ex:
         print(f"error: {ex}", file=sys.stderr)
